@@ -1,0 +1,59 @@
+/**
+ * Queue messages. Every message carries a schema version and the ids needed for idempotency.
+ */
+import { z } from "zod";
+import { TelemetryEvent } from "./events";
+import { VerdictReason } from "./rules";
+
+export const QUEUES = {
+  telemetry: "aigate-telemetry",
+  telemetryDlq: "aigate-telemetry-dlq",
+  verdicts: "aigate-verdicts",
+  verdictsDlq: "aigate-verdicts-dlq",
+} as const;
+
+/** Events accepted by ingest in one request (or a slice of it). Idempotency: event id + source. */
+export const EventsMessage = z.object({
+  v: z.literal(1),
+  kind: z.literal("events"),
+  request_id: z.string(),
+  received_at: z.number(),
+  events: z.array(TelemetryEvent).min(1),
+});
+export type EventsMessage = z.infer<typeof EventsMessage>;
+
+/** A delayed reminder to judge sessions once their settle window has passed. */
+export const JudgeMessage = z.object({
+  v: z.literal(1),
+  kind: z.literal("judge"),
+  session_ids: z.array(z.string()).min(1),
+  due_at: z.number(),
+});
+export type JudgeMessage = z.infer<typeof JudgeMessage>;
+
+export const TelemetryMessage = z.discriminatedUnion("kind", [EventsMessage, JudgeMessage]);
+export type TelemetryMessage = z.infer<typeof TelemetryMessage>;
+
+/** A final verdict, sent once per session (redelivery may repeat it: key = session_id). */
+export const VerdictMessage = z.object({
+  v: z.literal(1),
+  kind: z.literal("verdict"),
+  session_id: z.string(),
+  user_id: z.string(),
+  project_id: z.string(),
+  created_at: z.number(),
+  billable: z.boolean(),
+  reason: VerdictReason,
+  rule_version: z.int(),
+  audio_ms: z.int().min(0),
+  judged_at: z.number(),
+});
+export type VerdictMessage = z.infer<typeof VerdictMessage>;
+
+/** Cloudflare Queues limits that shape how producers pack messages. */
+export const QUEUE_LIMITS = {
+  maxMessageBytes: 128 * 1000,
+  maxBatchMessages: 100,
+  maxBatchBytes: 256 * 1000,
+  maxDelaySeconds: 12 * 60 * 60,
+} as const;

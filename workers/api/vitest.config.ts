@@ -1,0 +1,3 @@
+import { workerTestConfig } from "../../test/support/worker-vitest";
+
+export default workerTestConfig({ dir: import.meta.dirname });
