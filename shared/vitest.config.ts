@@ -1,3 +1,3 @@
-import { defineConfig } from "vitest/config";
+import { workerTestConfig } from "../test/support/worker-vitest";
 
-export default defineConfig({ test: { include: ["src/**/*.test.ts"], environment: "node" } });
+export default workerTestConfig({ dir: import.meta.dirname, configFile: "wrangler.test.jsonc" });

@@ -9,3 +9,4 @@ export * from "./messages";
 export * from "./periods";
 export * from "./plans";
 export * from "./rules";
+export * from "./d1stats";

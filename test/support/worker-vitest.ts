@@ -14,6 +14,8 @@ export const repoRoot = path.resolve(here, "../..");
 export interface WorkerTestOptions {
   /** Directory of the worker (holding wrangler.jsonc). */
   dir: string;
+  /** Wrangler config file name inside `dir` (default wrangler.jsonc). */
+  configFile?: string;
   /** Extra bindings on top of the worker's config (test secrets and overrides). */
   bindings?: Record<string, unknown>;
   /** Entry worker for SELF, when it differs from the config's main. */
@@ -38,7 +40,7 @@ export function workerTestConfig(opts: WorkerTestOptions) {
       plugins: [
         cloudflareTest(({ inject }) => ({
           main: opts.main,
-          wrangler: { configPath: path.join(opts.dir, "wrangler.jsonc") },
+          wrangler: { configPath: path.join(opts.dir, opts.configFile ?? "wrangler.jsonc") },
           miniflare: {
             ...opts.miniflare,
             bindings: {

@@ -1,0 +1,79 @@
+/**
+ * Counting what a handler costs in D1: wraps a D1Database so every statement's result metadata
+ * (rows read, rows written) is added up. `raw()` is passed through uncounted. Workers log the totals with each request or batch, and
+ * the benchmark and tests read them from there.
+ */
+
+export interface D1Stats {
+  queries: number;
+  rowsRead: number;
+  rowsWritten: number;
+}
+
+export function emptyStats(): D1Stats {
+  return { queries: 0, rowsRead: 0, rowsWritten: 0 };
+}
+
+function add(stats: D1Stats, meta: { rows_read?: number; rows_written?: number } | undefined) {
+  stats.queries += 1;
+  stats.rowsRead += meta?.rows_read ?? 0;
+  stats.rowsWritten += meta?.rows_written ?? 0;
+}
+
+/** The real statement behind each wrapper (D1's batch() needs the real ones). */
+const originals = new WeakMap<D1PreparedStatement, D1PreparedStatement>();
+
+function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats): D1PreparedStatement {
+  const wrapped = new Proxy(stmt, {
+    get(target, prop, receiver) {
+      if (prop === "bind") {
+        return (...values: unknown[]) => wrapStatement(target.bind(...values), stats);
+      }
+      if (prop === "run" || prop === "all") {
+        return async () => {
+          const result = await target.all();
+          add(stats, result.meta);
+          return result;
+        };
+      }
+      if (prop === "first") {
+        return async (column?: string) => {
+          const result = await target.all<Record<string, unknown>>();
+          add(stats, result.meta);
+          const row = result.results[0];
+          if (row === undefined) return null;
+          return column === undefined ? row : (row[column] ?? null);
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  originals.set(wrapped, stmt);
+  return wrapped;
+}
+
+/** A D1Database that adds every statement's rows read and written to `stats`. */
+export function countingD1(db: D1Database, stats: D1Stats = emptyStats()): { db: D1Database; stats: D1Stats } {
+  const wrapped = new Proxy(db, {
+    get(target, prop, receiver) {
+      if (prop === "prepare") {
+        return (sql: string) => wrapStatement(target.prepare(sql), stats);
+      }
+      if (prop === "batch") {
+        return async (statements: D1PreparedStatement[]) => {
+          const results = await target.batch(statements.map(unwrap));
+          for (const r of results) add(stats, r.meta);
+          return results;
+        };
+      }
+      const value: unknown = Reflect.get(target, prop, receiver);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  return { db: wrapped, stats };
+}
+
+function unwrap(stmt: D1PreparedStatement): D1PreparedStatement {
+  return originals.get(stmt) ?? stmt;
+}
