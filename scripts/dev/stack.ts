@@ -38,10 +38,17 @@ export interface StackOptions {
   inheritOutput?: boolean;
   /** Sends the emulator's webhooks to the stack (default true). */
   webhooks?: boolean;
+  /**
+   * Seconds between two "minutes" of the local cron scheduler (default 60: real time). `wrangler
+   * dev` never fires cron triggers, so the stack fires them through the dev router.
+   */
+  cronTickSeconds?: number;
 }
 
 export interface Stack {
   url: string;
+  /** Runs a worker's scheduled handler now, as its cron trigger would. */
+  runScheduled(worker: "classifier" | "biller", cron?: string): Promise<void>;
   stripeUrl: string;
   catalog: StripeCatalog;
   logFile: string | null;
@@ -165,6 +172,45 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
+/**
+ * Plays Cloudflare's cron scheduler for the local stack: every tick counts as one minute;
+ * `* * * * *` fires every tick, `M * * * *` once every 60 ticks. Failures are logged, not fatal
+ * (as in production, the next run tries again).
+ */
+function startScheduler(
+  configs: string[],
+  tickSeconds: number,
+  run: (worker: "classifier" | "biller", cron: string) => Promise<void>,
+): { stop(): void } {
+  const jobs: Array<{ worker: "classifier" | "biller"; cron: string; every: number }> = [];
+  for (const worker of ["classifier", "biller"] as const) {
+    const file = configs.find((c) => c.endsWith(`aigate-${worker}.json`));
+    const triggers = file ? (readConfig(file).triggers as { crons?: string[] } | undefined) : undefined;
+    for (const cron of triggers?.crons ?? []) {
+      jobs.push({ worker, cron, every: cron.startsWith("* ") ? 1 : 60 });
+    }
+  }
+  let tick = 0;
+  let busy = false;
+  const timer = setInterval(() => {
+    if (busy) return;
+    busy = true;
+    tick += 1;
+    const due = jobs.filter((j) => tick % j.every === 0);
+    Promise.all(
+      due.map((j) =>
+        run(j.worker, j.cron).catch((err: unknown) => {
+          console.error(`[dev scheduler] ${j.worker} "${j.cron}": ${String(err)}`);
+        }),
+      ),
+    ).finally(() => {
+      busy = false;
+    });
+  }, tickSeconds * 1000);
+  timer.unref();
+  return { stop: () => clearInterval(timer) };
+}
+
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const settings = { ...DEV_SETTINGS, ...opts.settings };
   const url = `http://127.0.0.1:${opts.port}`;
@@ -218,12 +264,21 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     }
     await waitForHealth(url, child, 90_000);
     const running = child;
+    const runScheduled = async (worker: "classifier" | "biller", cron = "* * * * *") => {
+      const res = await fetch(`${url}/__dev/scheduled?worker=${worker}&cron=${encodeURIComponent(cron)}`, {
+        method: "POST",
+      });
+      if (res.status !== 200) throw new Error(`${worker} scheduled (${cron}) failed: ${await res.text()}`);
+    };
+    const scheduler = startScheduler(configs, opts.cronTickSeconds ?? 60, runScheduled);
     return {
       url,
       stripeUrl,
       catalog,
       logFile,
+      runScheduled,
       async close() {
+        scheduler.stop();
         await stop(running);
         await emulator.close();
       },
