@@ -1,0 +1,62 @@
+/**
+ * Stripe Checkout and the Customer Portal for a user. The Stripe customer is created lazily,
+ * carrying metadata.user_id, with an idempotency key derived from the user id so that two
+ * concurrent requests (a double click) make one customer.
+ */
+import { ApiError, type PaidPlanId, PLANS } from "@aigate/shared";
+import type Stripe from "stripe";
+import { recordStripeCustomer, stripeCustomerOf } from "./queries";
+
+export function customerIdempotencyKey(userId: string): string {
+  return `customer-create:${userId}`;
+}
+
+/** The user's Stripe customer, created (once) when they have none. */
+export async function ensureStripeCustomer(db: D1Database, stripe: Stripe, userId: string, now: number) {
+  const known = await stripeCustomerOf(db, userId);
+  if (known) return known;
+  const customer = await stripe.customers.create(
+    { metadata: { user_id: userId } },
+    { idempotencyKey: customerIdempotencyKey(userId) },
+  );
+  const recorded = await recordStripeCustomer(db, userId, customer.id, customer.email ?? "", now);
+  return recorded ?? customer.id;
+}
+
+/** Checkout line items for a plan: its prices found by lookup key (metered prices take no quantity). */
+export async function planLineItems(stripe: Stripe, plan: PaidPlanId) {
+  const keys = PLANS[plan].stripeLookupKeys;
+  const { data } = await stripe.prices.list({ lookup_keys: keys, active: true, limit: keys.length });
+  return keys.map((key) => {
+    const price = data.find((p) => p.lookup_key === key);
+    if (!price)
+      throw new ApiError(503, "billing_unavailable", `the ${plan} plan is not set up in Stripe yet`);
+    return price.recurring?.usage_type === "metered" ? { price: price.id } : { price: price.id, quantity: 1 };
+  });
+}
+
+export async function createCheckout(
+  stripe: Stripe,
+  opts: { userId: string; customerId: string; plan: PaidPlanId; baseUrl: string },
+) {
+  const session = await stripe.checkout.sessions.create({
+    mode: "subscription",
+    customer: opts.customerId,
+    client_reference_id: opts.userId,
+    line_items: await planLineItems(stripe, opts.plan),
+    metadata: { user_id: opts.userId, plan: opts.plan },
+    subscription_data: { metadata: { user_id: opts.userId, plan: opts.plan } },
+    success_url: `${opts.baseUrl}/?checkout=success&session_id={CHECKOUT_SESSION_ID}`,
+    cancel_url: `${opts.baseUrl}/?checkout=canceled`,
+  });
+  if (!session.url) throw new Error(`checkout session ${session.id} has no url`);
+  return { id: session.id, url: session.url };
+}
+
+export async function createPortal(stripe: Stripe, customerId: string, baseUrl: string) {
+  const session = await stripe.billingPortal.sessions.create({
+    customer: customerId,
+    return_url: `${baseUrl}/`,
+  });
+  return { url: session.url };
+}

@@ -1,0 +1,132 @@
+/**
+ * The billing API (contract v1), for end users holding a user token:
+ * GET /usage, GET /sessions, POST /checkout, POST /portal under /api/billing.
+ */
+import { ApiError, accountStatus, badRequest, DEFAULTS, intSetting, PaidPlanId } from "@aigate/shared";
+import { createStripe } from "@aigate/shared/stripe";
+import { Hono } from "hono";
+import { z } from "zod";
+import { verifyUserToken } from "../auth";
+import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout";
+import type { ApiEnv } from "../context";
+import { decodeCursor, encodeCursor } from "../cursor";
+import { activeLeases, billableSessions, failedSessions, sessionsPage, stripeCustomerOf } from "../queries";
+import { usageBody } from "../usage";
+
+export const billing = new Hono<ApiEnv>();
+
+billing.use("*", async (c, next) => {
+  const userId = await verifyUserToken(c.req.header("authorization"), c.env.USER_TOKEN_SECRET);
+  c.set("userId", userId);
+  c.set("log", c.get("log").child({ user_id: userId }));
+  await next();
+});
+
+billing.get("/usage", async (c) => {
+  const userId = c.get("userId");
+  const now = Date.now();
+  const graceDays = intSetting(c.env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS);
+  const leaseTtlMs = intSetting(c.env.LEASE_TTL_SECONDS, DEFAULTS.LEASE_TTL_SECONDS, 1) * 1000;
+  const account = await accountStatus(c.env.DB, userId, now, graceDays);
+  const period = account.currentPeriod;
+  const [billable, failed, active] = await Promise.all([
+    billableSessions(c.env.DB, userId, account.plan, period.start),
+    failedSessions(c.env.DB, userId, period.start, period.end),
+    activeLeases(c.env.DB, userId, now, leaseTtlMs),
+  ]);
+  return c.json(
+    usageBody({
+      plan: account.plan,
+      limitsPlan: account.limitsPlan,
+      period,
+      billableSessions: billable,
+      failedSessions: failed,
+      activeSessions: active,
+    }),
+  );
+});
+
+const SessionsQuery = z.object({
+  limit: z
+    .string()
+    .regex(/^\d{1,3}$/, "limit must be an integer from 1 to 100")
+    .transform(Number)
+    .pipe(z.int().min(1).max(100))
+    .optional(),
+  cursor: z.string().min(1).optional(),
+});
+
+billing.get("/sessions", async (c) => {
+  const query = SessionsQuery.safeParse(c.req.query());
+  if (!query.success) throw invalidRequest(query.error);
+  const limit = query.data.limit ?? 20;
+  const after = query.data.cursor ? decodeCursor(query.data.cursor) : null;
+  const rows = await sessionsPage(c.env.DB, c.get("userId"), after, limit + 1);
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return c.json({
+    sessions: page.map((r) => ({
+      session_id: r.session_id,
+      project_id: r.project_id,
+      created_at: new Date(r.created_at).toISOString(),
+      billable: r.status === "success",
+      reason: r.reason,
+      audio_ms: r.duration_ms ?? 0,
+      charged: r.charged === 1,
+      invoice_id: r.stripe_invoice_id,
+    })),
+    next_cursor:
+      rows.length > limit && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
+  });
+});
+
+const CheckoutBody = z.object({ plan: PaidPlanId });
+
+billing.post("/checkout", async (c) => {
+  const body = CheckoutBody.safeParse(await c.req.json().catch(() => undefined));
+  if (!body.success) throw invalidRequest(body.error);
+  const { plan } = body.data;
+  const userId = c.get("userId");
+  const now = Date.now();
+  const graceDays = intSetting(c.env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS);
+  const account = await accountStatus(c.env.DB, userId, now, graceDays);
+  if (account.plan === plan)
+    throw new ApiError(409, "already_on_plan", `you are already on the ${plan} plan`);
+  if (account.plan !== "free") {
+    // A second subscription would report the same meter twice: plan changes go through the portal.
+    throw new ApiError(
+      409,
+      "already_subscribed",
+      `you are on the ${account.plan} plan: change plans in the billing portal`,
+    );
+  }
+  const stripe = createStripe(c.env);
+  const customerId = await ensureStripeCustomer(c.env.DB, stripe, userId, now);
+  const session = await createCheckout(stripe, {
+    userId,
+    customerId,
+    plan,
+    baseUrl: baseUrl(c.env, c.req.url),
+  });
+  c.get("log").info("checkout session created", { plan, checkout_session_id: session.id });
+  return c.json(session);
+});
+
+billing.post("/portal", async (c) => {
+  const customerId = await stripeCustomerOf(c.env.DB, c.get("userId"));
+  if (!customerId)
+    throw new ApiError(409, "no_stripe_customer", "no billing account yet: subscribe to a plan first");
+  return c.json(await createPortal(createStripe(c.env), customerId, baseUrl(c.env, c.req.url)));
+});
+
+function baseUrl(env: Env, requestUrl: string): string {
+  return (env.APP_BASE_URL || new URL(requestUrl).origin).replace(/\/+$/, "");
+}
+
+function invalidRequest(error: z.ZodError): ApiError {
+  return badRequest(
+    "invalid_request",
+    "the request is not valid",
+    error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
+  );
+}

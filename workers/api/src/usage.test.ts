@@ -1,0 +1,61 @@
+import { calendarMonth, type PlanId } from "@aigate/shared";
+import { describe, expect, it } from "vitest";
+import { usageBody } from "./usage";
+
+const period = calendarMonth(Date.UTC(2026, 10, 15));
+const body = (plan: PlanId, billable: number, limitsPlan: PlanId = plan) =>
+  usageBody({ plan, limitsPlan, period, billableSessions: billable, failedSessions: 3, activeSessions: 2 });
+
+describe("usage body", () => {
+  it("estimates pro at $29 up to 400 sessions, then 7 cents each", () => {
+    expect([399, 400, 401].map((n) => body("pro", n).estimated_cost_cents)).toEqual([2900, 2900, 2907]);
+    expect(body("pro", 401).estimated_cost).toBe(29.07);
+    expect(body("pro", 399).quota).toBe(400);
+  });
+
+  it("estimates payg at 10 cents a session with no quota and no warning", () => {
+    expect(body("payg", 123)).toMatchObject({
+      estimated_cost_cents: 1230,
+      estimated_cost: 12.3,
+      quota: null,
+      warning: false,
+    });
+  });
+
+  it("shows free as 100 sessions at no cost, warning from 85", () => {
+    expect(body("free", 84)).toMatchObject({
+      quota: 100,
+      estimated_cost_cents: 0,
+      estimated_cost: 0,
+      warning: false,
+    });
+    expect(body("free", 85).warning).toBe(true);
+  });
+
+  it("has exactly the contract's fields, with RFC 3339 period bounds", () => {
+    const b = body("free", 10);
+    expect(Object.keys(b).sort()).toEqual(
+      [
+        "plan",
+        "period_start",
+        "period_end",
+        "sessions_this_month",
+        "failed_sessions",
+        "quota",
+        "estimated_cost",
+        "estimated_cost_cents",
+        "currency",
+        "warning",
+        "active_sessions",
+        "concurrent_limit",
+      ].sort(),
+    );
+    expect([b.period_start, b.period_end]).toEqual(["2026-11-01T00:00:00.000Z", "2026-12-01T00:00:00.000Z"]);
+    expect(b).toMatchObject({ currency: "usd", failed_sessions: 3, active_sessions: 2, concurrent_limit: 5 });
+  });
+
+  it("reports free's concurrency limit for a paid plan whose payment failed beyond the grace period", () => {
+    expect(body("payg", 10, "payg").concurrent_limit).toBeNull();
+    expect(body("payg", 10, "free").concurrent_limit).toBe(5);
+  });
+});

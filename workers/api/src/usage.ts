@@ -1,0 +1,58 @@
+/**
+ * The body of GET /api/billing/usage, built from the account's state with the one plan catalog.
+ * Pure: the route gathers the numbers, this decides what they mean.
+ */
+import {
+  centsToDollars,
+  displayedQuota,
+  estimateCostCents,
+  type Period,
+  PLANS,
+  type PlanId,
+  quotaWarning,
+} from "@aigate/shared";
+
+export interface UsageInput {
+  /** The plan the user subscribes to. */
+  plan: PlanId;
+  /** The plan whose limits apply now (free once a failed payment is past its grace period). */
+  limitsPlan: PlanId;
+  period: Period;
+  billableSessions: number;
+  failedSessions: number;
+  activeSessions: number;
+}
+
+export interface UsageBody {
+  plan: PlanId;
+  period_start: string;
+  period_end: string;
+  sessions_this_month: number;
+  failed_sessions: number;
+  quota: number | null;
+  estimated_cost: number;
+  estimated_cost_cents: number;
+  currency: "usd";
+  warning: boolean;
+  active_sessions: number;
+  concurrent_limit: number | null;
+}
+
+export function usageBody(u: UsageInput): UsageBody {
+  const quota = displayedQuota(u.plan);
+  const cents = estimateCostCents(u.plan, u.billableSessions);
+  return {
+    plan: u.plan,
+    period_start: new Date(u.period.start).toISOString(),
+    period_end: new Date(u.period.end).toISOString(),
+    sessions_this_month: u.billableSessions,
+    failed_sessions: u.failedSessions,
+    quota,
+    estimated_cost: centsToDollars(cents),
+    estimated_cost_cents: cents,
+    currency: "usd",
+    warning: quotaWarning(u.billableSessions, quota),
+    active_sessions: u.activeSessions,
+    concurrent_limit: PLANS[u.limitsPlan].concurrentLimit,
+  };
+}

@@ -1,0 +1,119 @@
+/**
+ * The parts of Stripe's objects this worker relies on, parsed with zod (webhook payloads and
+ * re-fetched objects alike are untrusted input). Unknown fields are stripped; timestamps are
+ * Stripe's unix seconds.
+ */
+import { z } from "zod";
+
+const Id = z.string().min(1);
+/** An id field that Stripe may return expanded. */
+const Ref = z.union([Id, z.object({ id: Id })]).transform((v) => (typeof v === "string" ? v : v.id));
+const Metadata = z
+  .record(z.string(), z.string())
+  .nullish()
+  .transform((m) => m ?? {});
+const Seconds = z.int().nonnegative();
+
+export const HANDLED_EVENT_TYPES = [
+  "checkout.session.completed",
+  "customer.subscription.created",
+  "customer.subscription.updated",
+  "customer.subscription.deleted",
+  "invoice.finalized",
+  "invoice.paid",
+  "invoice.payment_succeeded",
+  "invoice.payment_failed",
+] as const;
+export type HandledEventType = (typeof HANDLED_EVENT_TYPES)[number];
+
+export function isHandledEventType(type: string): type is HandledEventType {
+  return (HANDLED_EVENT_TYPES as readonly string[]).includes(type);
+}
+
+/** The envelope of every event: what dedupe and routing need. */
+export const StripeEventEnvelope = z.object({
+  id: Id,
+  type: z.string().min(1),
+  created: Seconds,
+  data: z.object({ object: z.object({ id: Id }).loose() }),
+});
+export type StripeEventEnvelope = z.infer<typeof StripeEventEnvelope>;
+
+/** checkout.session.completed: only the ids; the subscription is re-fetched. */
+export const CheckoutSessionRef = z.object({
+  id: Id,
+  mode: z.string(),
+  customer: Ref.nullish(),
+  subscription: Ref.nullish(),
+  client_reference_id: z.string().nullish(),
+  metadata: Metadata,
+});
+export type CheckoutSessionRef = z.infer<typeof CheckoutSessionRef>;
+
+export const StripePrice = z.object({
+  id: Id,
+  lookup_key: z.string().nullish(),
+  recurring: z.object({ usage_type: z.enum(["licensed", "metered"]) }).nullish(),
+});
+export type StripePrice = z.infer<typeof StripePrice>;
+
+export const StripeSubscription = z.object({
+  id: Id,
+  customer: Ref,
+  status: z.string(),
+  created: Seconds,
+  start_date: Seconds,
+  ended_at: Seconds.nullish(),
+  canceled_at: Seconds.nullish(),
+  cancel_at_period_end: z.boolean(),
+  metadata: Metadata,
+  latest_invoice: Ref.nullish(),
+  items: z.object({
+    data: z.array(
+      z.object({
+        id: Id,
+        created: Seconds,
+        current_period_start: Seconds,
+        current_period_end: Seconds,
+        price: StripePrice,
+      }),
+    ),
+  }),
+});
+export type StripeSubscription = z.infer<typeof StripeSubscription>;
+
+export const StripeInvoiceLine = z.object({
+  id: Id,
+  amount: z.int(),
+  period: z.object({ start: Seconds, end: Seconds }),
+  pricing: z.object({ price_details: z.object({ price: Ref }).nullish() }).nullish(),
+});
+export type StripeInvoiceLine = z.infer<typeof StripeInvoiceLine>;
+
+export const StripeInvoice = z.object({
+  id: Id,
+  customer: Ref,
+  status: z.enum(["draft", "open", "paid", "uncollectible", "void"]),
+  currency: z.string(),
+  created: Seconds,
+  billing_reason: z.string().nullish(),
+  subtotal: z.int(),
+  total: z.int(),
+  amount_paid: z.int(),
+  period_start: Seconds,
+  period_end: Seconds,
+  parent: z.object({ subscription_details: z.object({ subscription: Ref }).nullish() }).nullish(),
+  status_transitions: z.object({ finalized_at: Seconds.nullish(), paid_at: Seconds.nullish() }),
+  lines: z.object({ data: z.array(StripeInvoiceLine), has_more: z.boolean() }),
+});
+export type StripeInvoice = z.infer<typeof StripeInvoice>;
+
+export const StripeCustomer = z.union([
+  z.object({ id: Id, deleted: z.literal(true) }),
+  z.object({ id: Id, deleted: z.literal(false).optional(), email: z.string().nullish(), metadata: Metadata }),
+]);
+export type StripeCustomer = z.infer<typeof StripeCustomer>;
+
+export function invoiceSubscriptionId(invoice: StripeInvoice): string | null {
+  return invoice.parent?.subscription_details?.subscription ?? null;
+}

@@ -1,0 +1,114 @@
+/**
+ * Test helpers (imported by tests only): drive the Stripe emulator through a subscription's
+ * life, pick up the events it emitted, and deliver them signed to a webhook handler.
+ * Events are read with GET /_emulator/events (not drained), so test files running side by side
+ * against the one emulator never take each other's events; they are signed here with the test
+ * webhook secret.
+ */
+import { type PaidPlanId, PLANS } from "@aigate/shared";
+import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
+import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
+import Stripe from "stripe";
+import { EmulatorClient } from "../../../test/stripe-emulator/client";
+
+export interface Delivery {
+  id: string;
+  type: string;
+  payload: string;
+}
+
+export type Deliver = (payload: string, signature: string) => Promise<Response>;
+
+const cryptoProvider = Stripe.createSubtleCryptoProvider();
+
+export class StripeScenario {
+  readonly stripe: Stripe;
+  readonly emulator: EmulatorClient;
+
+  constructor(
+    env: StripeEnv & { STRIPE_API_BASE: string },
+    private readonly webhookSecret: string,
+  ) {
+    this.stripe = createStripe(env);
+    this.emulator = new EmulatorClient(env.STRIPE_API_BASE);
+  }
+
+  setup() {
+    return ensureStripeCatalog(this.stripe);
+  }
+
+  /** A customer for the user (as the api worker makes it), checked out and completed on `plan`. */
+  async subscribe(userId: string, plan: PaidPlanId) {
+    const customer = await this.stripe.customers.create({ metadata: { user_id: userId } });
+    const { data: prices } = await this.stripe.prices.list({
+      lookup_keys: PLANS[plan].stripeLookupKeys,
+      active: true,
+    });
+    const session = await this.stripe.checkout.sessions.create({
+      mode: "subscription",
+      customer: customer.id,
+      client_reference_id: userId,
+      line_items: prices.map((p) =>
+        p.recurring?.usage_type === "metered" ? { price: p.id } : { price: p.id, quantity: 1 },
+      ),
+      subscription_data: { metadata: { user_id: userId } },
+      success_url: "http://app.test/ok",
+      cancel_url: "http://app.test/cancel",
+    });
+    const done = await this.emulator.completeCheckout(session.id);
+    return {
+      customerId: customer.id,
+      subscription: done.subscription,
+      invoice: done.invoice,
+      events: await this.eventsById(done.events),
+    };
+  }
+
+  /** The emitted events with these ids, in emission order. */
+  async eventsById(ids: readonly string[]): Promise<Delivery[]> {
+    const wanted = new Set(ids);
+    const all = await this.emulator.events();
+    return all
+      .filter((e) => wanted.has(e.id))
+      .map((e) => ({ id: e.id, type: e.type, payload: JSON.stringify(e) }));
+  }
+
+  async sign(payload: string, opts: { secret?: string; timestamp?: number } = {}): Promise<string> {
+    return Stripe.webhooks.generateTestHeaderStringAsync({
+      payload,
+      secret: opts.secret ?? this.webhookSecret,
+      timestamp: opts.timestamp ?? Math.floor(Date.now() / 1000),
+      cryptoProvider,
+    });
+  }
+
+  async deliverAll(deliver: Deliver, deliveries: readonly Delivery[]): Promise<void> {
+    for (const d of deliveries) {
+      const res = await deliver(d.payload, await this.sign(d.payload));
+      const body = await res.text();
+      if (res.status !== 200) throw new Error(`${d.type} ${d.id} -> ${res.status} ${body}`);
+    }
+  }
+}
+
+/** Delivers to a handler's fetch, as Stripe would. */
+export function webhookRequest(payload: string, signature: string | null): Request {
+  const headers = new Headers({ "content-type": "application/json; charset=utf-8" });
+  if (signature !== null) headers.set("stripe-signature", signature);
+  return new Request("http://webhooks.test/api/webhooks/stripe", { method: "POST", headers, body: payload });
+}
+
+/** The sequence in order, then with each adjacent pair swapped; every event twice in each. */
+export function neighbourSwaps<T>(events: readonly T[]): T[][] {
+  const orders: T[][] = [events.flatMap((e) => [e, e])];
+  for (let i = 0; i + 1 < events.length; i++) {
+    const swapped = [...events];
+    const a = swapped[i];
+    const b = swapped[i + 1];
+    if (a === undefined || b === undefined) continue;
+    swapped[i] = b;
+    swapped[i + 1] = a;
+    orders.push(swapped.flatMap((e) => [e, e]));
+  }
+  return orders;
+}
