@@ -11,6 +11,7 @@ import type {
   DrainedDelivery,
   FaultRequest,
   FaultView,
+  MeterEventView,
   MeterUsage,
   MeterUsageByCustomer,
   PayInvoiceResult,
@@ -151,6 +152,16 @@ export class EmulatorClient {
     query: Omit<UsageQuery, "customer"> = {},
   ): Promise<MeterUsageByCustomer> {
     return this.call("GET", `/meters/${encodeURIComponent(eventName)}/usage${toQuery(query)}`);
+  }
+
+  /** Every meter event received (counted or rejected as a duplicate), oldest first, with real receipt times. */
+  async meterEvents(eventName: string, customer?: string): Promise<MeterEventView[]> {
+    const q = customer ? `?customer=${encodeURIComponent(customer)}` : "";
+    const res = await this.call<{ events: MeterEventView[] }>(
+      "GET",
+      `/meters/${encodeURIComponent(eventName)}/events${q}`,
+    );
+    return res.events;
   }
 }
 

@@ -254,6 +254,23 @@ describe("billing meters", () => {
     });
   });
 
+  it("lists received meter events with their receipt time, duplicates marked uncounted", async () => {
+    await meter("sum");
+    const a = await h.stripe.customers.create({});
+    const b = await h.stripe.customers.create({});
+    const before = Date.now();
+    await send(a.id, "2", { identifier: "id-1" });
+    await send(b.id, "5");
+    await expect(send(a.id, "2", { identifier: "id-1" })).rejects.toThrow(/already exists/);
+    const events = await h.control.meterEvents("ev_sum", a.id);
+    expect(events.map((e) => [e.identifier, e.value, e.counted])).toEqual([
+      ["id-1", 2, true],
+      ["id-1", 2, false],
+    ]);
+    expect(events[0]?.received_at_ms).toBeGreaterThanOrEqual(before);
+    expect(await h.control.meterEvents("ev_sum")).toHaveLength(3);
+  });
+
   it("allows one meter-event request in flight per customer and meter (429 otherwise)", async () => {
     await meter("sum");
     const a = await h.stripe.customers.create({});

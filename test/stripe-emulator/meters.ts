@@ -78,6 +78,7 @@ export function validateMeterEvent(state: EmulatorState, p: Params): ValidatedMe
       value,
       timestamp,
       created: now,
+      receivedAtMs: Date.now(),
       payload,
     },
   };

@@ -108,6 +108,16 @@ export interface MeterUsage {
   duplicates_ignored: number;
 }
 
+/** One accepted meter event, as `GET /_emulator/meters/{event_name}/events` lists it. */
+export interface MeterEventView {
+  identifier: string;
+  customer: string;
+  value: number;
+  timestamp: number;
+  received_at_ms: number;
+  counted: boolean;
+}
+
 export interface MeterUsageByCustomer {
   event_name: string;
   customers: Record<string, MeterUsage>;

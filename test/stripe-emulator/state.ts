@@ -81,6 +81,8 @@ export interface MeterEventRec {
   value: number;
   timestamp: number;
   created: number;
+  /** Real time (epoch ms) the emulator received it: for latency measurements. */
+  receivedAtMs: number;
   payload: Metadata;
 }
 

@@ -11,10 +11,11 @@ import type {
   ClockView,
   ClosePeriodResult,
   FaultRequest,
+  MeterEventView,
   MeterUsageByCustomer,
   PayInvoiceResult,
 } from "../protocol.js";
-import type { MeterRec } from "../state.js";
+import type { MeterEventRec, MeterRec } from "../state.js";
 import { closePeriod } from "../subscriptions.js";
 import { invoiceView, subscriptionView } from "../views.js";
 import { NO_REQUEST } from "../webhooks.js";
@@ -194,5 +195,26 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     if (customer) return json(usage[customer]);
     const result: MeterUsageByCustomer = { event_name: meter.eventName, customers: usage };
     return json(result);
+  });
+
+  app.get("/_emulator/meters/:event_name/events", (c) => {
+    const meter = meterByEventName(ctx, c.req.param("event_name"));
+    const customer = c.req.query("customer");
+    const view =
+      (counted: boolean) =>
+      (e: MeterEventRec): MeterEventView => ({
+        identifier: e.identifier,
+        customer: e.customer,
+        value: e.value,
+        timestamp: e.timestamp,
+        received_at_ms: e.receivedAtMs,
+        counted,
+      });
+    const mine = (e: MeterEventRec) => e.meter === meter.id && (!customer || e.customer === customer);
+    const events = [
+      ...state.meterEvents.filter(mine).map(view(true)),
+      ...state.duplicateMeterEvents.filter(mine).map(view(false)),
+    ].sort((a, b) => a.received_at_ms - b.received_at_ms);
+    return json({ events });
   });
 }
