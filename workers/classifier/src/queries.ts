@@ -1,0 +1,289 @@
+/**
+ * The classifier's SQL. Bulk statements take one JSON parameter read with `json_each(?1)`, so one
+ * statement serves a whole queue batch. Statements that must commit together are returned
+ * unexecuted, for the caller's `db.batch()` (a transaction).
+ */
+import type { PartialFacts } from "./facts";
+
+/** A verdict to record, with the facts it was computed from (the update only applies to them). */
+export interface VerdictToRecord {
+  session_id: string;
+  billable: 0 | 1;
+  reason: string;
+  rule_version: number;
+  connected: 0 | 1;
+  connect_latency_ms: number | null;
+  turn_failed: 0 | 1;
+  upstream_error: 0 | 1;
+  audio_ms: number;
+}
+
+export interface DeadLetter {
+  id: string;
+  queue: string;
+  message_id: string | null;
+  body: string;
+  error: string;
+  attempts: number;
+  failed_at: number;
+}
+
+export interface SessionStateRow {
+  session_id: string;
+  user_id: string;
+  verdict_at: number | null;
+}
+
+/** Everything judging a session needs, and the verdict message of a judged one. */
+export interface JudgeRow {
+  session_id: string;
+  user_id: string;
+  project_id: string;
+  /** coalesce(created_at, first_event_at, admitted_at, first_seen_at): never null. */
+  created_at: number;
+  connected: number;
+  connect_latency_ms: number | null;
+  turn_failed: number;
+  upstream_error: number;
+  audio_ms: number;
+  last_seen_at: number;
+  settle_due_at: number | null;
+  verdict_at: number | null;
+  billable: number | null;
+  reason: string | null;
+  rule_version: number | null;
+}
+
+/** The judged row as the verdict UPDATE returns it. */
+export interface JudgedRow {
+  session_id: string;
+  user_id: string;
+  project_id: string;
+  created_at: number;
+  audio_ms: number;
+  verdict_at: number;
+  billable: number;
+  reason: string;
+  rule_version: number;
+}
+
+export interface UpsertedRow {
+  session_id: string;
+  settle_due_at: number | null;
+}
+
+/** The session's creation time as verdicts and rollups use it (admission-only rows included). */
+const CREATED_AT = "coalesce(created_at, first_event_at, admitted_at, first_seen_at)";
+
+/** Ids per read: keeps the JSON parameter far below D1's 2 MB per value (ids are <= 200 chars). */
+const IDS_PER_READ = 2000;
+
+async function readByIds<Row>(db: D1Database, sql: string, sessionIds: readonly string[]): Promise<Row[]> {
+  const rows: Row[] = [];
+  for (let i = 0; i < sessionIds.length; i += IDS_PER_READ) {
+    const ids = sessionIds.slice(i, i + IDS_PER_READ);
+    const { results } = await db.prepare(sql).bind(JSON.stringify(ids)).all<Row>();
+    rows.push(...results);
+  }
+  return rows;
+}
+
+export function readSessionStates(db: D1Database, sessionIds: readonly string[]): Promise<SessionStateRow[]> {
+  return readByIds<SessionStateRow>(
+    db,
+    `SELECT session_id, user_id, verdict_at FROM sessions
+     WHERE session_id IN (SELECT value FROM json_each(?1))`,
+    sessionIds,
+  );
+}
+
+/**
+ * Merges partial facts into `sessions`, one row per session, with the rules of facts.ts.
+ * Guarded: a row owned by another user or already judged is left alone and not RETURNed, which
+ * tells the caller which sessions changed under it since it read them.
+ *
+ * SQLite rewrites an index entry whenever its column is assigned, changed or not, so facts
+ * without a `created` event go through the variant that leaves `created_at` (the key of
+ * idx_sessions_pending) out of the SET: 1 row written per merge instead of 2.
+ */
+export function upsertFacts(db: D1Database, facts: PartialFacts[]): D1PreparedStatement {
+  const withCreated = facts.some((f) => f.createdAt !== null);
+  const rows = facts.map((f) => ({
+    session_id: f.sessionId,
+    user_id: f.userId,
+    project_id: f.projectId,
+    source: f.source,
+    created_at: f.createdAt,
+    first_event_at: f.firstEventAt,
+    last_event_at: f.lastEventAt,
+    connected: f.connected ? 1 : 0,
+    connect_latency_ms: f.connectLatencyMs,
+    turn_failed: f.turnFailed ? 1 : 0,
+    upstream_error: f.upstreamError ? 1 : 0,
+    upstream_status: f.upstreamStatus,
+    upstream_code: f.upstreamCode,
+    audio_ms: f.audioMs,
+    ended_at: f.endedAt,
+    end_reason: f.endReason,
+    first_seen_at: f.firstSeenAt,
+    last_seen_at: f.lastSeenAt,
+    settle_due_at: f.settleDueAt,
+  }));
+  const upstreamKey = (t: string) =>
+    `(${t}.upstream_status IS NOT NULL, coalesce(${t}.upstream_status, 0), ` +
+    `${t}.upstream_code IS NOT NULL, coalesce(${t}.upstream_code, ''))`;
+  const upstreamWins = `${upstreamKey("excluded")} > ${upstreamKey("sessions")}`;
+  const endWins = `excluded.ended_at IS NOT NULL AND (sessions.ended_at IS NULL
+      OR excluded.ended_at < sessions.ended_at
+      OR (excluded.ended_at = sessions.ended_at
+          AND (excluded.end_reason IS NOT NULL, coalesce(excluded.end_reason, ''))
+            > (sessions.end_reason IS NOT NULL, coalesce(sessions.end_reason, ''))))`;
+  const minOf = (c: string) => `coalesce(min(sessions.${c}, excluded.${c}), sessions.${c}, excluded.${c})`;
+  return db
+    .prepare(
+      `INSERT INTO sessions (session_id, user_id, project_id, source, created_at, first_event_at,
+         last_event_at, connected, connect_latency_ms, turn_failed, upstream_error, upstream_status,
+         upstream_code, audio_ms, ended_at, end_reason, first_seen_at, last_seen_at, settle_due_at)
+       SELECT f.value ->> '$.session_id', f.value ->> '$.user_id', f.value ->> '$.project_id',
+         f.value ->> '$.source', f.value ->> '$.created_at', f.value ->> '$.first_event_at',
+         f.value ->> '$.last_event_at', f.value ->> '$.connected', f.value ->> '$.connect_latency_ms',
+         f.value ->> '$.turn_failed', f.value ->> '$.upstream_error', f.value ->> '$.upstream_status',
+         f.value ->> '$.upstream_code', f.value ->> '$.audio_ms', f.value ->> '$.ended_at',
+         f.value ->> '$.end_reason', f.value ->> '$.first_seen_at', f.value ->> '$.last_seen_at',
+         f.value ->> '$.settle_due_at'
+       FROM json_each(?1) AS f WHERE true
+       ON CONFLICT (session_id) DO UPDATE SET
+         source = ${minOf("source")},
+         ${withCreated ? `created_at = ${minOf("created_at")},` : ""}
+         first_event_at = ${minOf("first_event_at")},
+         last_event_at = coalesce(max(sessions.last_event_at, excluded.last_event_at),
+                                  sessions.last_event_at, excluded.last_event_at),
+         connected = max(sessions.connected, excluded.connected),
+         connect_latency_ms = ${minOf("connect_latency_ms")},
+         turn_failed = max(sessions.turn_failed, excluded.turn_failed),
+         upstream_error = max(sessions.upstream_error, excluded.upstream_error),
+         upstream_status = CASE WHEN ${upstreamWins} THEN excluded.upstream_status ELSE sessions.upstream_status END,
+         upstream_code = CASE WHEN ${upstreamWins} THEN excluded.upstream_code ELSE sessions.upstream_code END,
+         audio_ms = max(sessions.audio_ms, excluded.audio_ms),
+         ended_at = ${minOf("ended_at")},
+         end_reason = CASE WHEN ${endWins} THEN excluded.end_reason ELSE sessions.end_reason END,
+         first_seen_at = min(sessions.first_seen_at, excluded.first_seen_at),
+         last_seen_at = max(sessions.last_seen_at, excluded.last_seen_at),
+         settle_due_at = ${minOf("settle_due_at")}
+       WHERE sessions.user_id = excluded.user_id AND sessions.verdict_at IS NULL
+       RETURNING session_id, settle_due_at`,
+    )
+    .bind(JSON.stringify(rows));
+}
+
+/** Counts telemetry that arrived after the verdict (it never changes the verdict). */
+export function countLateEvents(
+  db: D1Database,
+  late: { session_id: string; n: number }[],
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE sessions SET late_events = late_events + (l.value ->> '$.n')
+       FROM json_each(?1) AS l
+       WHERE sessions.session_id = l.value ->> '$.session_id' AND sessions.verdict_at IS NOT NULL`,
+    )
+    .bind(JSON.stringify(late));
+}
+
+/** Parks messages (or the offending part of one) with their reason. Deterministic ids: a redelivery parks nothing twice. */
+export function insertDeadLetters(db: D1Database, letters: DeadLetter[]): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO dead_letters (id, queue, message_id, body, error, attempts, first_failed_at, last_failed_at)
+       SELECT d.value ->> '$.id', d.value ->> '$.queue', d.value ->> '$.message_id', d.value ->> '$.body',
+         d.value ->> '$.error', d.value ->> '$.attempts', d.value ->> '$.failed_at', d.value ->> '$.failed_at'
+       FROM json_each(?1) AS d WHERE true
+       ON CONFLICT (id) DO NOTHING`,
+    )
+    .bind(JSON.stringify(letters));
+}
+
+export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Promise<JudgeRow[]> {
+  return readByIds<JudgeRow>(
+    db,
+    `SELECT session_id, user_id, project_id, ${CREATED_AT} AS created_at, connected, connect_latency_ms,
+       turn_failed, upstream_error, audio_ms, last_seen_at, settle_due_at, verdict_at, billable, reason,
+       rule_version
+     FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1))`,
+    sessionIds,
+  );
+}
+
+/**
+ * Records verdicts, final: only rows without a verdict whose verdict inputs still equal the facts
+ * the verdict was computed from. An unbillable verdict also ends the session's claim on the free
+ * quota (`open`); the biller clears it for billable ones. RETURNING gives the verdict messages.
+ */
+export function recordVerdicts(
+  db: D1Database,
+  verdicts: VerdictToRecord[],
+  token: string,
+  now: number,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE sessions SET
+         verdict_at = ?2,
+         billable = v.value ->> '$.billable',
+         reason = v.value ->> '$.reason',
+         rule_version = v.value ->> '$.rule_version',
+         verdict_token = ?3,
+         open = CASE WHEN (v.value ->> '$.billable') = 0 THEN 0 ELSE sessions.open END
+       FROM json_each(?1) AS v
+       WHERE sessions.session_id = v.value ->> '$.session_id'
+         AND sessions.verdict_at IS NULL
+         AND sessions.connected = v.value ->> '$.connected'
+         AND sessions.connect_latency_ms IS v.value ->> '$.connect_latency_ms'
+         AND sessions.turn_failed = v.value ->> '$.turn_failed'
+         AND sessions.upstream_error = v.value ->> '$.upstream_error'
+         AND sessions.audio_ms = v.value ->> '$.audio_ms'
+       RETURNING session_id, user_id, project_id, ${CREATED_AT} AS created_at, audio_ms, verdict_at,
+         billable, reason, rule_version`,
+    )
+    .bind(JSON.stringify(verdicts), now, token);
+}
+
+/**
+ * Adds the verdicts of one judge run (`verdict_token`) to the daily rollups. In the same batch as
+ * recordVerdicts: a retried run has a new token and matches no row twice.
+ */
+export function addToDailyRollups(db: D1Database, sessionIds: string[], token: string): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
+       SELECT user_id, strftime('%Y-%m-%d', ${CREATED_AT} / 1000, 'unixepoch'), reason, count(*), sum(audio_ms)
+       FROM sessions
+       WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_token = ?2
+       GROUP BY 1, 2, 3
+       ON CONFLICT (user_id, day, reason) DO UPDATE SET
+         sessions = daily_rollups.sessions + excluded.sessions,
+         audio_ms = daily_rollups.audio_ms + excluded.audio_ms`,
+    )
+    .bind(JSON.stringify(sessionIds), token);
+}
+
+export const DUE_SESSIONS_SQL = `SELECT session_id FROM sessions
+  WHERE verdict_at IS NULL AND (settle_due_at <= ?1 OR last_seen_at <= ?2)
+  ORDER BY created_at LIMIT ?3`;
+
+/**
+ * Sessions without a verdict that are due: settled (`settle_due_at` passed, its reminder maybe
+ * lost) or stale (no telemetry since `staleBefore`). Walks idx_sessions_pending, bounded.
+ */
+export async function readDueSessionIds(
+  db: D1Database,
+  now: number,
+  staleBefore: number,
+  limit: number,
+): Promise<string[]> {
+  const { results } = await db
+    .prepare(DUE_SESSIONS_SQL)
+    .bind(now, staleBefore, limit)
+    .all<{ session_id: string }>();
+  return results.map((r) => r.session_id);
+}

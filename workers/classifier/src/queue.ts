@@ -1,0 +1,151 @@
+/**
+ * The `aigate-telemetry` consumer: EventsMessages (telemetry from ingest) and JudgeMessages
+ * (settle reminders and cron sweeps). No message is acked unless its work is done or it is parked
+ * in `dead_letters`: poison messages are parked at once, transient failures retried with backoff.
+ */
+import {
+  createLogger,
+  errorFields,
+  type JudgeMessage,
+  type Logger,
+  QUEUES,
+  TelemetryMessage,
+} from "@aigate/shared";
+import { judgeSessions } from "./judging";
+import { type DeadLetter, insertDeadLetters } from "./queries";
+import { type EventsDelivery, recordEvents } from "./telemetry";
+import { readSettings, retryDelaySeconds } from "./timing";
+
+const MAX_ERROR_LENGTH = 1000;
+
+/** The body of a message as it can be stored and replayed (JSON), whatever it was. */
+function storableBody(body: unknown): string {
+  try {
+    return JSON.stringify(body) ?? "null";
+  } catch {
+    return JSON.stringify(String(body));
+  }
+}
+
+export function poisonDeadLetter(message: Message<unknown>, error: string, now: number): DeadLetter {
+  return {
+    id: `${QUEUES.telemetry}:${message.id}`,
+    queue: QUEUES.telemetry,
+    message_id: message.id,
+    body: storableBody(message.body),
+    error: error.slice(0, MAX_ERROR_LENGTH),
+    attempts: message.attempts,
+    failed_at: now,
+  };
+}
+
+function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
+  return issues.map((i) => `${i.path.map(String).join(".") || "(body)"}: ${i.message}`).join("; ");
+}
+
+function retryAll(messages: readonly Message<unknown>[]): void {
+  for (const m of messages) m.retry({ delaySeconds: retryDelaySeconds(m.attempts) });
+}
+
+export async function handleTelemetryBatch(
+  batch: MessageBatch<unknown>,
+  env: Env,
+  now: number,
+): Promise<void> {
+  const log = createLogger("classifier", { queue: batch.queue, batch_size: batch.messages.length });
+  const settings = readSettings(env);
+  const poison: { message: Message<unknown>; error: string }[] = [];
+  const events: { message: Message<unknown>; delivery: EventsDelivery }[] = [];
+  const judges: { message: Message<unknown>; body: JudgeMessage }[] = [];
+
+  for (const message of batch.messages) {
+    const parsed = TelemetryMessage.safeParse(message.body);
+    if (!parsed.success) {
+      poison.push({ message, error: `schema_error: ${describeIssues(parsed.error.issues)}` });
+    } else if (parsed.data.kind === "events") {
+      events.push({
+        message,
+        delivery: { messageId: message.id, attempts: message.attempts, body: parsed.data },
+      });
+    } else {
+      judges.push({ message, body: parsed.data });
+    }
+  }
+
+  if (poison.length > 0) await park(env.DB, poison, now, log);
+  if (events.length > 0) await recordBatch(env, events, now, settings, log);
+  if (judges.length > 0) await judgeBatch(env, judges, now, settings, log);
+}
+
+async function park(
+  db: D1Database,
+  poison: { message: Message<unknown>; error: string }[],
+  now: number,
+  log: Logger,
+): Promise<void> {
+  const messages = poison.map((p) => p.message);
+  try {
+    await insertDeadLetters(
+      db,
+      poison.map((p) => poisonDeadLetter(p.message, p.error, now)),
+    ).run();
+    for (const m of messages) m.ack();
+    log.warn("parked poison messages", {
+      message_ids: messages.map((m) => m.id),
+      errors: poison.map((p) => p.error),
+    });
+  } catch (err) {
+    retryAll(messages);
+    log.error("parking failed, retrying", { message_ids: messages.map((m) => m.id), ...errorFields(err) });
+  }
+}
+
+async function recordBatch(
+  env: Env,
+  events: { message: Message<unknown>; delivery: EventsDelivery }[],
+  now: number,
+  settings: ReturnType<typeof readSettings>,
+  log: Logger,
+): Promise<void> {
+  const messages = events.map((e) => e.message);
+  const requestIds = events.map((e) => e.delivery.body.request_id);
+  try {
+    const outcome = await recordEvents(
+      env.DB,
+      env.TELEMETRY,
+      events.map((e) => e.delivery),
+      now,
+      settings,
+    );
+    for (const m of messages) m.ack();
+    log.info("recorded telemetry", { request_ids: requestIds, ...outcome });
+  } catch (err) {
+    retryAll(messages);
+    log.error("recording telemetry failed, retrying", { request_ids: requestIds, ...errorFields(err) });
+  }
+}
+
+async function judgeBatch(
+  env: Env,
+  judges: { message: Message<unknown>; body: JudgeMessage }[],
+  now: number,
+  settings: ReturnType<typeof readSettings>,
+  log: Logger,
+): Promise<void> {
+  const messages = judges.map((j) => j.message);
+  const sessionIds = [...new Set(judges.flatMap((j) => j.body.session_ids))];
+  try {
+    const outcome = await judgeSessions(
+      env.DB,
+      { verdicts: env.VERDICTS, telemetry: env.TELEMETRY },
+      sessionIds,
+      now,
+      settings,
+    );
+    for (const m of messages) m.ack();
+    log.info("judged sessions", { session_ids: sessionIds.slice(0, 100), ...outcome });
+  } catch (err) {
+    retryAll(messages);
+    log.error("judging failed, retrying", { session_ids: sessionIds.slice(0, 100), ...errorFields(err) });
+  }
+}
