@@ -48,10 +48,15 @@ export async function lookupKeyScope(
 }
 
 /** Throws the contract's 401/403 unless the Authorization header carries a key of `scope`. */
-export async function requireKey(db: D1Database, authorization: string | null | undefined, scope: KeyScope) {
+export async function requireKey(
+  db: D1Database,
+  authorization: string | null | undefined,
+  scope: KeyScope,
+  now = Date.now(),
+) {
   const key = bearerToken(authorization);
   if (!key) throw unauthorized("missing bearer credentials");
-  const found = await lookupKeyScope(db, key);
+  const found = await lookupKeyScope(db, key, now);
   if (found === null) throw unauthorized("unknown or revoked key");
   if (found !== scope) throw forbidden(`this endpoint needs a key with scope '${scope}'`);
 }

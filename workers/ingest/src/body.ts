@@ -1,0 +1,115 @@
+/**
+ * Reading request bodies at the edge: the content type decides what shape is expected, and the
+ * size limit is enforced while streaming (a chunked request has no Content-Length), so an
+ * oversized body is never buffered whole.
+ */
+import { invalidJson, payloadTooLarge, unsupportedMediaType } from "./errors";
+
+/** What a request's media type says about its body: one event, an array, or either. */
+export type BodyShape = "single" | "batch" | "either";
+
+const EVENT_MEDIA_TYPES: Record<string, BodyShape> = {
+  "application/cloudevents+json": "single",
+  "application/cloudevents-batch+json": "batch",
+  "application/json": "either",
+};
+
+export interface MediaType {
+  type: string;
+  charset: string | null;
+}
+
+/** Parses `type/subtype; charset=...` (case-insensitive), or null when absent or malformed. */
+export function parseMediaType(header: string | null): MediaType | null {
+  if (!header) return null;
+  const [essence, ...params] = header.split(";");
+  const type = essence?.trim().toLowerCase() ?? "";
+  if (!/^[a-z0-9!#$&^_.+-]+\/[a-z0-9!#$&^_.+-]+$/.test(type)) return null;
+  let charset: string | null = null;
+  for (const param of params) {
+    const eq = param.indexOf("=");
+    if (eq < 0) continue;
+    if (param.slice(0, eq).trim().toLowerCase() === "charset") {
+      charset = param
+        .slice(eq + 1)
+        .trim()
+        .replace(/^"(.*)"$/, "$1")
+        .toLowerCase();
+    }
+  }
+  return { type, charset };
+}
+
+function requireUtf8(media: MediaType): void {
+  if (media.charset !== null && media.charset !== "utf-8" && media.charset !== "utf8") {
+    throw unsupportedMediaType(`charset ${media.charset} is not supported; send UTF-8`);
+  }
+}
+
+/** The body shape for POST /v1/events, or 415 for any other media type. */
+export function eventBodyShape(header: string | null): BodyShape {
+  const media = parseMediaType(header);
+  const shape = media ? EVENT_MEDIA_TYPES[media.type] : undefined;
+  if (!media || !shape) {
+    throw unsupportedMediaType(
+      "use application/cloudevents+json, application/cloudevents-batch+json or application/json",
+    );
+  }
+  requireUtf8(media);
+  return shape;
+}
+
+/** 415 unless the request says application/json (UTF-8). */
+export function requireJsonMediaType(header: string | null): void {
+  const media = parseMediaType(header);
+  if (media?.type !== "application/json") throw unsupportedMediaType("use application/json");
+  requireUtf8(media);
+}
+
+/**
+ * The body as UTF-8 text, at most `maxBytes` bytes. Rejects with 413 as soon as Content-Length
+ * announces more, or as soon as the streamed bytes pass the limit (the rest is never read).
+ */
+export async function readBodyText(request: Request, maxBytes: number): Promise<string> {
+  const declared = request.headers.get("content-length");
+  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > maxBytes) {
+    void request.body?.cancel().catch(() => undefined);
+    throw payloadTooLarge(maxBytes);
+  }
+  const stream = request.body;
+  if (!stream) return "";
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      void reader.cancel().catch(() => undefined);
+      throw payloadTooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  const bytes = new Uint8Array(total);
+  let offset = 0;
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset);
+    offset += chunk.byteLength;
+  }
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
+  } catch {
+    throw invalidJson("request body is not valid UTF-8");
+  }
+}
+
+/** JSON.parse with the contract's 400 `invalid_json` on failure. */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : "malformed JSON";
+    throw invalidJson(`request body is not valid JSON: ${reason}`);
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * POST /v1/events: CloudEvents validated whole at the edge, packed into few queue messages and
+ * enqueued. No D1 write on this path. 202 only once every message is sent; a refused send is 503
+ * and the gateway retries with the same event ids (the classifier deduplicates on source + id).
+ */
+import { LIMITS, type Logger, parseEventBatch } from "@aigate/shared";
+import { type BodyShape, eventBodyShape, parseJson, readBodyText } from "./body";
+import { invalidEvent, invalidRequest, queueUnavailable, tooManyEvents } from "./errors";
+import { dedupeEvents, packEvents, sendBatches } from "./packing";
+
+/** At most this many per-event issues are returned in `details`. */
+export const MAX_ISSUE_DETAILS = 100;
+
+/** The list of raw events a body holds, checked against what its media type announced. */
+export function eventList(body: unknown, shape: BodyShape): unknown[] {
+  if (Array.isArray(body)) {
+    if (shape === "single") {
+      throw invalidRequest(
+        "application/cloudevents+json carries one event; send arrays as application/cloudevents-batch+json",
+      );
+    }
+    if (body.length === 0) throw invalidRequest("the batch holds no events");
+    return body;
+  }
+  if (shape === "batch")
+    throw invalidRequest("application/cloudevents-batch+json needs a JSON array of events");
+  if (body === null || typeof body !== "object") {
+    throw invalidRequest("the body must be a CloudEvent object or an array of them");
+  }
+  return [body];
+}
+
+export interface AcceptDeps {
+  queue: Queue;
+  now: number;
+  requestId: string;
+  log: Logger;
+}
+
+export interface Accepted {
+  accepted: number;
+  enqueued: number;
+  messages: number;
+}
+
+export async function acceptEvents(request: Request, deps: AcceptDeps): Promise<Accepted> {
+  const shape = eventBodyShape(request.headers.get("content-type"));
+  const raw = eventList(parseJson(await readBodyText(request, LIMITS.maxBodyBytes)), shape);
+  if (raw.length > LIMITS.maxEventsPerRequest) throw tooManyEvents(LIMITS.maxEventsPerRequest, raw.length);
+
+  const parsed = parseEventBatch(raw, deps.now);
+  if (!parsed.ok) {
+    const shown = parsed.issues.slice(0, MAX_ISSUE_DETAILS);
+    const more = parsed.issues.length - shown.length;
+    throw invalidEvent(
+      `${parsed.issues.length} problem(s) in the events; nothing was accepted${more > 0 ? ` (first ${shown.length} shown)` : ""}`,
+      shown,
+    );
+  }
+
+  const events = dedupeEvents(parsed.events);
+  const messages = packEvents(events, { request_id: deps.requestId, received_at: deps.now });
+  try {
+    for (const batch of sendBatches(messages)) {
+      await deps.queue.sendBatch(batch.map((m) => ({ body: m.body, contentType: "json" as const })));
+    }
+  } catch (err) {
+    deps.log.error("telemetry queue refused events", {
+      error: err instanceof Error ? err.message : String(err),
+      events: events.length,
+      messages: messages.length,
+    });
+    throw queueUnavailable();
+  }
+  return { accepted: raw.length, enqueued: events.length, messages: messages.length };
+}
