@@ -43,6 +43,11 @@ export interface StackOptions {
    * dev` never fires cron triggers, so the stack fires them through the dev router.
    */
   cronTickSeconds?: number;
+  /**
+   * Replacement entry modules per worker (e.g. test builds that wrap a worker's handlers to
+   * inject faults). Production configs are never changed.
+   */
+  mainOverrides?: Partial<Record<(typeof WORKERS)[number], string>>;
 }
 
 export interface Stack {
@@ -78,7 +83,11 @@ function readConfig(file: string): Record<string, unknown> {
  * `settings`. (`wrangler dev` with several configs applies `--var` and `.dev.vars` overrides only
  * partly, so the dev stack runs generated configs; production uses the committed ones as is.)
  */
-export function writeDevConfigs(outDir: string, settings: Record<string, string>): string[] {
+export function writeDevConfigs(
+  outDir: string,
+  settings: Record<string, string>,
+  mainOverrides: StackOptions["mainOverrides"] = {},
+): string[] {
   mkdirSync(outDir, { recursive: true });
   const files: string[] = [];
   const sources = [
@@ -88,7 +97,9 @@ export function writeDevConfigs(outDir: string, settings: Record<string, string>
   for (const source of sources) {
     const dir = path.dirname(source);
     const config = readConfig(source);
-    config.main = path.resolve(dir, String(config.main));
+    const worker = WORKERS.find((w) => config.name === `aigate-${w}`);
+    const override = worker ? mainOverrides[worker] : undefined;
+    config.main = override ? path.resolve(override) : path.resolve(dir, String(config.main));
     delete config.$schema;
     const vars = (config.vars ?? {}) as Record<string, string>;
     for (const key of Object.keys(vars)) {
@@ -228,7 +239,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     const catalog = await ensureStripeCatalog(
       createStripe({ STRIPE_SECRET_KEY: settings.STRIPE_SECRET_KEY ?? "", STRIPE_API_BASE: stripeUrl }),
     );
-    const configs = writeDevConfigs(path.join(opts.workDir, "config"), settings);
+    const configs = writeDevConfigs(path.join(opts.workDir, "config"), settings, opts.mainOverrides);
     const env: NodeJS.ProcessEnv = { ...process.env, ...settings, WRANGLER_SEND_METRICS: "false" };
     const apiConfig = configs.find((c) => c.endsWith("aigate-api.json"));
     if (!apiConfig) throw new Error("api config missing");
