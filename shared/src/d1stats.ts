@@ -54,7 +54,10 @@ function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats): D1PreparedSta
 }
 
 /** A D1Database that adds every statement's rows read and written to `stats`. */
-export function countingD1(db: D1Database, stats: D1Stats = emptyStats()): { db: D1Database; stats: D1Stats } {
+export function countingD1(
+  db: D1Database,
+  stats: D1Stats = emptyStats(),
+): { db: D1Database; stats: D1Stats } {
   const wrapped = new Proxy(db, {
     get(target, prop, receiver) {
       if (prop === "prepare") {
@@ -76,4 +79,15 @@ export function countingD1(db: D1Database, stats: D1Stats = emptyStats()): { db:
 
 function unwrap(stmt: D1PreparedStatement): D1PreparedStatement {
   return originals.get(stmt) ?? stmt;
+}
+
+/** A copy of a worker's env whose `DB` counts rows, and the counts. */
+export function withD1Stats<E extends { DB: D1Database }>(env: E): { env: E; stats: D1Stats } {
+  const { db, stats } = countingD1(env.DB);
+  return { env: { ...env, DB: db }, stats };
+}
+
+/** The log fields every worker reports per request, batch or cron run. */
+export function d1LogFields(stats: D1Stats): Record<string, number> {
+  return { d1_queries: stats.queries, d1_rows_read: stats.rowsRead, d1_rows_written: stats.rowsWritten };
 }

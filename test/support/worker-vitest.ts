@@ -56,6 +56,8 @@ export function workerTestConfig(opts: WorkerTestOptions) {
         include: opts.include ?? ["src/**/*.test.ts"],
         globalSetup: [path.join(here, "emulator-global-setup.ts")],
         setupFiles: [path.join(here, "apply-migrations.ts")],
+        // structured logs are shown for failing tests only
+        silent: "passed-only" as const,
         testTimeout: 30_000,
         hookTimeout: 30_000,
       },
