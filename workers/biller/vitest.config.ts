@@ -1,3 +1,14 @@
+import { defineConfig, mergeConfig } from "vitest/config";
 import { workerTestConfig } from "../../test/support/worker-vitest";
 
-export default workerTestConfig({ dir: import.meta.dirname });
+const base = workerTestConfig({
+  dir: import.meta.dirname,
+  // a producer onto the worker's own consumer queue, to test delivery through the local queue
+  miniflare: { queueProducers: { VERDICTS_TEST: { queueName: "aigate-verdicts" } } },
+});
+
+// The Stripe emulator (its clock, faults and call log) is shared by every test file of the run:
+// files run one after another so that one file's injected faults never hit another's calls.
+export default defineConfig(async (configEnv) =>
+  mergeConfig(await base(configEnv), { test: { fileParallelism: false } }),
+);

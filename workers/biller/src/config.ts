@@ -1,0 +1,62 @@
+/**
+ * The biller's settings (Worker vars) and its dependencies, built once per invocation.
+ */
+import { countingD1, createLogger, type D1Stats, intSetting, type Logger } from "@aigate/shared";
+import { createStripe } from "@aigate/shared/stripe";
+import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
+import type Stripe from "stripe";
+
+export const DEFAULT_INVOICE_GRACE_SECONDS = 3600;
+/** How long a meter lock protects one customer's Stripe call (SDK retries included). */
+export const METER_LOCK_TTL_MS = 120_000;
+/** Deliveries after which a verdict that still cannot be attributed is parked. */
+export const ATTRIBUTION_PARK_ATTEMPTS = 8;
+/** Stripe calls in flight at once across customers (Workers allow 6 open connections). */
+export const STRIPE_CONCURRENCY = 6;
+
+export interface BillerConfig {
+  meterEventName: string;
+  /** Stripe's invoice grace after a period ends (usage with timestamps in it is still billed). */
+  graceMs: number;
+}
+
+export interface Biller {
+  db: D1Database;
+  /** D1 statements and rows of this invocation (logged when it ends). */
+  d1: D1Stats;
+  stripe: Stripe;
+  config: BillerConfig;
+  log: Logger;
+}
+
+export function billerConfig(env: Env): BillerConfig {
+  return {
+    meterEventName: env.STRIPE_METER_EVENT_NAME || DEFAULT_METER_EVENT_NAME,
+    graceMs:
+      intSetting(env.STRIPE_INVOICE_GRACE_SECONDS, DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400) * 1000,
+  };
+}
+
+const clients = new Map<string, Stripe>();
+
+/** One Stripe client per isolate and key/base (the SDK honours Stripe-Should-Retry, 2 retries). */
+export function stripeFor(env: Env): Stripe {
+  const cacheKey = `${env.STRIPE_API_BASE}|${env.STRIPE_SECRET_KEY}`;
+  let client = clients.get(cacheKey);
+  if (!client) {
+    client = createStripe(env);
+    clients.set(cacheKey, client);
+  }
+  return client;
+}
+
+export function createBiller(env: Env, fields: Record<string, unknown> = {}): Biller {
+  const { db, stats } = countingD1(env.DB);
+  return {
+    db,
+    d1: stats,
+    stripe: stripeFor(env),
+    config: billerConfig(env),
+    log: createLogger("biller", fields),
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * The biller Worker: consumes verdicts (aigate-verdicts), posts paid usage to the Stripe meter,
+ * and on crons sweeps unconfirmed totals and closes periods (every minute) and reconciles with
+ * Stripe (hourly, at minute 17).
+ */
+import { d1LogFields } from "@aigate/shared";
+import { createBiller } from "./config";
+import { consumeVerdicts } from "./consumer";
+import { reconcile } from "./reconcile";
+import { sweep } from "./sweep";
+
+export const RECONCILE_CRON = "17 * * * *";
+
+export default {
+  async queue(batch, env) {
+    const started = Date.now();
+    const biller = createBiller(env, { queue: batch.queue });
+    await consumeVerdicts(biller, batch.messages, started);
+    biller.log.info("batch done", {
+      messages: batch.messages.length,
+      duration_ms: Date.now() - started,
+      ...d1LogFields(biller.d1),
+    });
+  },
+  async scheduled(controller, env) {
+    const started = Date.now();
+    const biller = createBiller(env, { cron: controller.cron });
+    if (controller.cron === RECONCILE_CRON) await reconcile(biller, { now: started });
+    else await sweep(biller, started);
+    biller.log.info("cron done", { duration_ms: Date.now() - started, ...d1LogFields(biller.d1) });
+  },
+} satisfies ExportedHandler<Env, unknown>;

@@ -1,0 +1,69 @@
+/**
+ * `npm run stripe:setup` (scripts/stripe-setup.ts): creates the Billing Meter, the products and
+ * the prices by lookup key (idempotent, ensureStripeCatalog) against the emulator or real
+ * Stripe, and prints what the workers must be configured with. Logic here, so it is tested.
+ */
+import { createStripe } from "@aigate/shared/stripe";
+import {
+  DEFAULT_METER_EVENT_NAME,
+  ensureStripeCatalog,
+  type StripeCatalog,
+} from "@aigate/shared/stripeCatalog";
+
+export const EMULATOR_API_BASE = "http://127.0.0.1:12111";
+export const EMULATOR_SECRET_KEY = "sk_test_emulator";
+
+export interface StripeTarget {
+  /** Empty for real Stripe. */
+  apiBase: string;
+  secretKey: string;
+  meterEventName: string;
+}
+
+/**
+ * Where to set up. STRIPE_API_BASE wins when set (empty = real Stripe); otherwise the local
+ * emulator, unless STRIPE_SECRET_KEY is a real key (then real Stripe).
+ */
+export function resolveStripeTarget(vars: Record<string, string | undefined>): StripeTarget {
+  const key = vars.STRIPE_SECRET_KEY?.trim() || undefined;
+  const base = vars.STRIPE_API_BASE?.trim();
+  const apiBase =
+    base !== undefined ? base : key === undefined || key === EMULATOR_SECRET_KEY ? EMULATOR_API_BASE : "";
+  if (apiBase !== "" && !/^https?:\/\/[^/]+\/?$/.test(apiBase)) {
+    throw new Error(`STRIPE_API_BASE must be an origin like ${EMULATOR_API_BASE}, got ${apiBase}`);
+  }
+  const secretKey = key ?? (apiBase === "" ? undefined : EMULATOR_SECRET_KEY);
+  if (secretKey === undefined) throw new Error("STRIPE_SECRET_KEY is required to set up real Stripe");
+  if (!/^(sk|rk)_(test|live)_\w+$/.test(secretKey))
+    throw new Error("STRIPE_SECRET_KEY does not look like a Stripe key");
+  return {
+    apiBase: apiBase.replace(/\/$/, ""),
+    secretKey,
+    meterEventName: vars.STRIPE_METER_EVENT_NAME?.trim() || DEFAULT_METER_EVENT_NAME,
+  };
+}
+
+/** The report printed for the operator: ids, and the settings the workers need. */
+export function formatSetup(target: StripeTarget, catalog: StripeCatalog): string[] {
+  const where =
+    target.apiBase === "" ? "Stripe (api.stripe.com)" : `the Stripe emulator at ${target.apiBase}`;
+  const mode = target.secretKey.includes("_live_") ? "live mode" : "test mode";
+  return [
+    `Stripe catalog ready on ${where}, ${mode}:`,
+    `  meter   ${catalog.meterId}  event_name=${catalog.meterEventName}  aggregation=last`,
+    ...Object.entries(catalog.prices).map(([lookupKey, id]) => `  price   ${id}  lookup_key=${lookupKey}`),
+    "",
+    "Worker settings (wrangler.jsonc vars, or .dev.vars locally):",
+    `  biller:               STRIPE_METER_EVENT_NAME=${catalog.meterEventName}`,
+    `  biller, webhooks, api: STRIPE_API_BASE=${target.apiBase}`,
+    "Secrets (wrangler secret put): STRIPE_SECRET_KEY for biller, webhooks and api.",
+    "Prices are found by lookup key at run time; no price id needs configuring.",
+  ];
+}
+
+export async function runStripeSetup(vars: Record<string, string | undefined>) {
+  const target = resolveStripeTarget(vars);
+  const stripe = createStripe({ STRIPE_SECRET_KEY: target.secretKey, STRIPE_API_BASE: target.apiBase });
+  const catalog = await ensureStripeCatalog(stripe, target.meterEventName);
+  return { target, catalog, lines: formatSetup(target, catalog) };
+}
