@@ -36,8 +36,11 @@ describe("walking skeleton", () => {
       (u) => u.plan === "payg",
     );
 
-    // 3. A gateway reports one session that worked.
-    const accepted = await postEvents(sessionEvents({ sessionId: `s-${crypto.randomUUID()}`, userId }));
+    // 3. A gateway reports one session that worked, created after the upgrade (a session is
+    //    billed under the plan in force when it was created).
+    const accepted = await postEvents(
+      sessionEvents({ sessionId: `s-${crypto.randomUUID()}`, userId, start: Date.now() + 1000 }),
+    );
     expect(accepted.status).toBe(202);
     expect(await accepted.json()).toEqual({ accepted: 4 });
 

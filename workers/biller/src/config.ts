@@ -7,6 +7,9 @@ import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 
 export const DEFAULT_INVOICE_GRACE_SECONDS = 3600;
+
+/** The hourly reconciliation trigger in wrangler.jsonc (the other cron is the minute sweep). */
+export const RECONCILE_CRON = "17 * * * *";
 /** How long a meter lock protects one customer's Stripe call (SDK retries included). */
 export const METER_LOCK_TTL_MS = 120_000;
 /** Deliveries after which a verdict that still cannot be attributed is parked. */

@@ -4,12 +4,10 @@
  * Stripe (hourly, at minute 17).
  */
 import { d1LogFields } from "@aigate/shared";
-import { createBiller } from "./config";
+import { createBiller, RECONCILE_CRON } from "./config";
 import { consumeVerdicts } from "./consumer";
 import { reconcile } from "./reconcile";
 import { sweep } from "./sweep";
-
-export const RECONCILE_CRON = "17 * * * *";
 
 export default {
   async queue(batch, env) {
