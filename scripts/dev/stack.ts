@@ -23,6 +23,7 @@ export const DEV_SETTINGS: Record<string, string> = {
   STRIPE_WEBHOOK_SECRET: "whsec_dev",
   USER_TOKEN_SECRET: "dev-user-token-secret",
   VERDICT_SETTLE_SECONDS: "2",
+  STRIPE_POST_INTERVAL_SECONDS: "5",
 };
 
 export interface StackOptions {

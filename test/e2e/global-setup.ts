@@ -17,7 +17,8 @@ export default async function setup(project: TestProject) {
     stripePort: await freePort(),
     persistTo,
     workDir,
-    settings: { VERDICT_SETTLE_SECONDS: "1" },
+    settings: { VERDICT_SETTLE_SECONDS: "1", STRIPE_POST_INTERVAL_SECONDS: "1" },
+    cronTickSeconds: 3,
   });
   project.provide("stackUrl", stack.url);
   project.provide("stripeUrl", stack.stripeUrl);

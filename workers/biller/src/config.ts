@@ -7,6 +7,8 @@ import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 
 export const DEFAULT_INVOICE_GRACE_SECONDS = 3600;
+/** Least time between two meter posts for one customer's open period (totals are absolute). */
+export const DEFAULT_POST_INTERVAL_SECONDS = 60;
 
 /** The hourly reconciliation trigger in wrangler.jsonc (the other cron is the minute sweep). */
 export const RECONCILE_CRON = "17 * * * *";
@@ -21,6 +23,12 @@ export interface BillerConfig {
   meterEventName: string;
   /** Stripe's invoice grace after a period ends (usage with timestamps in it is still billed). */
   graceMs: number;
+  /**
+   * Least time between two meter posts of one customer's period while it is open. Totals are
+   * absolute, so a later post carries everything recorded meanwhile: fewer Stripe calls, same
+   * invoice. Ended periods are posted without waiting.
+   */
+  postIntervalMs: number;
 }
 
 export interface Biller {
@@ -37,6 +45,8 @@ export function billerConfig(env: Env): BillerConfig {
     meterEventName: env.STRIPE_METER_EVENT_NAME || DEFAULT_METER_EVENT_NAME,
     graceMs:
       intSetting(env.STRIPE_INVOICE_GRACE_SECONDS, DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400) * 1000,
+    postIntervalMs:
+      intSetting(env.STRIPE_POST_INTERVAL_SECONDS, DEFAULT_POST_INTERVAL_SECONDS, 0, 3600) * 1000,
   };
 }
 

@@ -156,7 +156,7 @@ async function recordAndPost(
   b.log.info("verdicts recorded", { sessions: usage.length, paid: paid.length, customers: toPost.size });
   if (paid.length === 0) return;
 
-  const outcomes = await postTotals(b, toPost, { now });
+  const outcomes = await postTotals(b, toPost, { now, minIntervalMs: b.config.postIntervalMs });
   for (const { group, key } of paid) {
     decide(group, decisionFor(outcomes.get(key)));
   }

@@ -37,6 +37,11 @@ export type PostOutcome =
 
 export interface PostOptions {
   now: number;
+  /**
+   * Defer an open period posted less than this long ago (the consumer passes the configured
+   * interval, the minute sweep a little less so it never misses its turn by a hair).
+   */
+  minIntervalMs?: number;
   /** Post even when the total looks confirmed, with a repair identifier (reconciliation). */
   repair?: boolean;
 }
@@ -92,7 +97,9 @@ export async function postTotals(
       })
       .sort((a, b2) => a.period_start - b2.period_start);
     pending.forEach((row, index) => {
-      if (!acquired)
+      if (postedRecently(row, now, opts))
+        outcomes.set(refKey(row), { kind: "deferred", reason: "posted less than the posting interval ago" });
+      else if (!acquired)
         outcomes.set(refKey(row), { kind: "deferred", reason: "meter lock held by another consumer" });
       else if (index > 0)
         outcomes.set(refKey(row), { kind: "deferred", reason: "one Stripe call per customer" });
@@ -107,6 +114,17 @@ export async function postTotals(
     await db.batch(locked.map((customer) => releaseLock(db, customer, holder))).catch(() => undefined);
     throw err;
   }
+}
+
+/** An open period whose total went to Stripe less than the posting interval ago waits its turn. */
+export function postedRecently(
+  row: Pick<UsagePeriodRow, "posted_at" | "period_end">,
+  now: number,
+  opts: Pick<PostOptions, "minIntervalMs" | "repair">,
+): boolean {
+  const interval = opts.minIntervalMs ?? 0;
+  if (opts.repair === true || interval <= 0 || row.posted_at === null) return false;
+  return now < row.period_end && now - row.posted_at < interval;
 }
 
 async function postLocked(

@@ -9,6 +9,8 @@ import { closePeriods, overduePeriods, type PeriodRef, unpostedPeriods } from ".
 
 /** Periods posted per run (one Stripe call and ~3 D1 statements each). */
 export const SWEEP_LIMIT = 150;
+/** Cron runs are about a minute apart, not exactly: the sweep takes its turn slightly early. */
+export const SWEEP_INTERVAL_SLACK_MS = 10_000;
 
 export interface SweepResult {
   attempted: number;
@@ -26,7 +28,10 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     list.push(row);
     byCustomer.set(row.stripe_customer_id, list);
   }
-  const outcomes = await postTotals(b, byCustomer, { now });
+  const outcomes = await postTotals(b, byCustomer, {
+    now,
+    minIntervalMs: Math.max(0, b.config.postIntervalMs - SWEEP_INTERVAL_SLACK_MS),
+  });
   const kinds = [...outcomes.values()].map((o: PostOutcome) => o.kind);
 
   // A period takes late sessions during the first half of Stripe's invoice grace (see
