@@ -1,7 +1,8 @@
-import { env } from "cloudflare:test";
+import { createMessageBatch, env } from "cloudflare:test";
 import { calendarMonth } from "@aigate/shared";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createBiller } from "./config";
+import { consumeVerdicts } from "./consumer";
 import { sweep } from "./sweep";
 import {
   billableInD1,
@@ -270,5 +271,31 @@ describe("one Stripe call per customer", () => {
     expect(await meterEventCalls(mark)).toBe(2);
     expect((await meterUsage(c.customerId, p1)).value).toBe(1);
     expect((await meterUsage(c.customerId, p2)).value).toBe(2);
+  });
+});
+
+describe("cost per batch", () => {
+  it("reads about the same number of D1 rows per batch whatever the customer's history", async () => {
+    const c = await createPaidCustomer({ plan: "payg" });
+    const readsFor = async (n: number) => {
+      const b = createBiller(env);
+      const batch = createMessageBatch<unknown>(
+        "aigate-verdicts",
+        Array.from({ length: n }, () => ({
+          id: uniqueId("msg"),
+          timestamp: new Date(),
+          attempts: 1,
+          body: verdict(c.userId),
+        })),
+      );
+      await consumeVerdicts(b, batch.messages, Date.now());
+      return b.d1.rowsRead;
+    };
+    const early = await readsFor(10);
+    for (let i = 0; i < 10; i++) await readsFor(100); // 1000 sessions of history
+    const late = await readsFor(10);
+    expect(await billableInD1(c.userId)).toBe(1020);
+    // a scan of the customer's sessions would read 1000+ more rows
+    expect(late).toBeLessThan(early + 50);
   });
 });

@@ -156,8 +156,10 @@ export async function recordUsage(
              SELECT count(*) FROM session_usage u
              WHERE u.id IN (SELECT value->>'$.session_id' FROM json_each(?1))
                AND u.record_token = ?2 AND u.status = 'success'
-               AND u.user_id = usage_periods.user_id AND u.plan = usage_periods.plan
-               AND u.period_start = usage_periods.period_start),
+               -- unary + keeps SQLite on the primary key (the batch's ids) instead of scanning
+               -- every row of the user through idx_usage_user_created
+               AND +u.user_id = usage_periods.user_id AND +u.plan = usage_periods.plan
+               AND +u.period_start = usage_periods.period_start),
            updated_at = ?4
          WHERE (user_id, plan, period_start) IN (
            SELECT value->>'$.user_id', value->>'$.plan', value->>'$.period_start' FROM json_each(?3))`,
