@@ -1,3 +1,26 @@
-import { workerTestConfig } from "../../test/support/worker-vitest";
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parse } from "jsonc-parser";
+import { repoRoot, workerTestConfig } from "../../test/support/worker-vitest";
 
-export default workerTestConfig({ dir: import.meta.dirname });
+/** Each queue consumer's max_retries, read from its worker's config (the dead-letter drain mirrors them). */
+function consumerMaxRetries(): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const worker of ["classifier", "biller"]) {
+    const config: unknown = parse(
+      readFileSync(path.join(repoRoot, "workers", worker, "wrangler.jsonc"), "utf8"),
+    );
+    const consumers: unknown = Reflect.get(Reflect.get(Object(config), "queues") ?? {}, "consumers");
+    for (const c of Array.isArray(consumers) ? consumers : []) {
+      const queue: unknown = Reflect.get(Object(c), "queue");
+      const retries: unknown = Reflect.get(Object(c), "max_retries");
+      if (typeof queue === "string" && typeof retries === "number") out[queue] = retries;
+    }
+  }
+  return out;
+}
+
+export default workerTestConfig({
+  dir: import.meta.dirname,
+  bindings: { TEST_CONSUMER_MAX_RETRIES: JSON.stringify(consumerMaxRetries()) },
+});

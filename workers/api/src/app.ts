@@ -13,20 +13,37 @@ import {
 import { Hono } from "hono";
 import Stripe from "stripe";
 import type { ApiEnv } from "./context";
+import { admin } from "./routes/admin";
 import { billing } from "./routes/billing";
+import { daily } from "./routes/daily";
+import { dashboard } from "./routes/dashboard";
 
 const baseLog = createLogger("api");
 
 export const app = new Hono<ApiEnv>();
 
 app.use("*", async (c, next) => {
-  c.set("log", baseLog.child({ request_id: c.req.header("cf-ray") ?? crypto.randomUUID() }));
+  const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+  const log = baseLog.child({ request_id: requestId });
+  c.set("log", log);
+  const started = Date.now();
   await next();
+  // One structured line per request; the id is echoed so a caller can quote it.
+  c.header("x-request-id", requestId);
+  log.info("request", {
+    method: c.req.method,
+    path: c.req.path,
+    status: c.res.status,
+    duration_ms: Date.now() - started,
+  });
 });
 
 app.get("/healthz", (c) => c.json({ ok: true }));
 app.route("/api/billing", billing);
-// TODO(dashboard): app.route("/", dashboard); TODO(operators): app.route("/admin", admin);
+app.route("/api/billing", daily);
+// The pages first: GET /admin is the operator page, public; the admin API's key check covers /admin/*.
+app.route("/", dashboard);
+app.route("/admin", admin);
 
 app.notFound(() => errorResponse(notFound()));
 

@@ -1,0 +1,313 @@
+/**
+ * Dead letters: the drain of every consumer's dead-letter queue into D1, and their replay onto
+ * the original queue. See docs/operations.md for the runbook.
+ *
+ * - Drain (queue handler on aigate-telemetry-dlq and aigate-verdicts-dlq): each message is parked
+ *   in `dead_letters` under `<original queue>:<message id>` (the id the consumers use when they
+ *   park a message themselves) and acked only once the row is written; a D1 failure retries the
+ *   batch with backoff. A redelivered batch parks nothing twice.
+ * - Replay: sends the stored body back to its original queue, then records `replayed_at` and
+ *   `replay_count`. A dead letter already replayed is skipped unless `force` is given, so repeating
+ *   a replay re-sends nothing. The order "send, then mark" means a crash in between can only lead
+ *   to a second send on the next replay, never to a lost message; the consumers are idempotent.
+ */
+import { type Logger, QUEUE_LIMITS, QUEUES, TelemetryMessage, VerdictMessage } from "@aigate/shared";
+import {
+  type DeadLetterRow,
+  deadLettersByIds,
+  insertDeadLetters,
+  markReplayed,
+  type NewDeadLetter,
+  pendingDeadLetters,
+} from "./opsQueries";
+
+export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts] as const;
+export type ReplayableQueue = (typeof REPLAYABLE_QUEUES)[number];
+
+/**
+ * Deliveries a message had on its original queue before it was moved to the dead-letter queue:
+ * the consumers' `max_retries` + 1 (workers/classifier and workers/biller wrangler.jsonc). The
+ * dead-letter queue restarts the count, so the drain cannot read it from the message.
+ */
+export const ORIGINAL_MAX_ATTEMPTS: Record<string, number> = {
+  [QUEUES.telemetry]: 9,
+  [QUEUES.verdicts]: 11,
+};
+
+/** D1 takes at most ~2 MB per bound value: park a batch in chunks well under that. */
+const MAX_PARK_CHUNK_BYTES = 1_000_000;
+/** Dead letters handled by one replay request of a whole queue (subrequest budget). */
+export const MAX_REPLAY_PER_REQUEST = 500;
+const REPLAY_PAGE = 100;
+
+const encoder = new TextEncoder();
+const byteLength = (s: string) => encoder.encode(s).byteLength;
+
+/** The queue a dead-letter queue belongs to: `aigate-verdicts-dlq` -> `aigate-verdicts`. */
+export function originalQueue(deadLetterQueue: string): string {
+  return deadLetterQueue.endsWith("-dlq") ? deadLetterQueue.slice(0, -"-dlq".length) : deadLetterQueue;
+}
+
+export function deadLetterId(queue: string, messageId: string): string {
+  return `${queue}:${messageId}`;
+}
+
+/** The body of a message as JSON text, whatever it was (replay sends the parsed JSON back). */
+export function storableBody(body: unknown): string {
+  try {
+    return JSON.stringify(body) ?? "null";
+  } catch {
+    return JSON.stringify(String(body));
+  }
+}
+
+/** Backoff for a dead-letter batch that could not be parked: 30 s doubling, capped at 12 h. */
+export function drainRetryDelaySeconds(attempts: number): number {
+  const n = Math.max(1, Math.floor(attempts));
+  return Math.min(QUEUE_LIMITS.maxDelaySeconds, 30 * 2 ** Math.min(n - 1, 15));
+}
+
+export function drainedLetter(
+  message: Message<unknown>,
+  deadLetterQueue: string,
+  now: number,
+): NewDeadLetter {
+  const queue = originalQueue(deadLetterQueue);
+  const attempts = ORIGINAL_MAX_ATTEMPTS[queue] ?? message.attempts;
+  return {
+    id: deadLetterId(queue, message.id),
+    queue,
+    message_id: message.id,
+    body: storableBody(message.body),
+    error: `retries exhausted: ${attempts} deliveries on ${queue} failed`,
+    attempts,
+    failed_at: now,
+  };
+}
+
+/** Splits items into chunks of at most `maxCount` items and `maxBytes` (an item never splits). */
+export function chunkBySize<T>(
+  items: readonly T[],
+  sizeOf: (item: T) => number,
+  maxBytes: number,
+  maxCount: number,
+) {
+  const chunks: T[][] = [];
+  let current: T[] = [];
+  let bytes = 0;
+  for (const item of items) {
+    const size = sizeOf(item);
+    if (current.length > 0 && (current.length >= maxCount || bytes + size > maxBytes)) {
+      chunks.push(current);
+      current = [];
+      bytes = 0;
+    }
+    current.push(item);
+    bytes += size;
+  }
+  if (current.length > 0) chunks.push(current);
+  return chunks;
+}
+
+/** The queue handler: parks every message of a dead-letter batch, acks only once it is written. */
+export async function drainDeadLetters(
+  db: D1Database,
+  batch: MessageBatch<unknown>,
+  now: number,
+  log: Logger,
+): Promise<void> {
+  const letters = batch.messages.map((m) => drainedLetter(m, batch.queue, now));
+  const chunks = chunkBySize(
+    letters,
+    (l) => byteLength(l.body) + byteLength(l.error) + byteLength(l.id) * 2 + 200,
+    MAX_PARK_CHUNK_BYTES,
+    QUEUE_LIMITS.maxBatchMessages,
+  );
+  try {
+    await db.batch(chunks.map((c) => insertDeadLetters(db, c)));
+  } catch (err) {
+    log.error("parking dead letters failed; retrying", {
+      error: String(err),
+      message_ids: batch.messages.map((m) => m.id),
+    });
+    for (const m of batch.messages) m.retry({ delaySeconds: drainRetryDelaySeconds(m.attempts) });
+    return;
+  }
+  for (const m of batch.messages) m.ack();
+  log.warn("dead letters parked", {
+    queue: originalQueue(batch.queue),
+    count: letters.length,
+    ids: letters.map((l) => l.id),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Replay.
+
+export type ReplayRequest =
+  | { kind: "ids"; ids: string[]; force: boolean }
+  | { kind: "queue"; queue: ReplayableQueue };
+
+export type SkipReason = "not_found" | "already_replayed" | "unknown_queue" | "invalid_body";
+
+export interface ReplayResult {
+  /** Dead letters sent back to their queue by this request. */
+  replayed: number;
+  ids: string[];
+  skipped: { id: string; reason: SkipReason }[];
+  failed: { id: string; error: string }[];
+  /** A whole-queue replay stopped at its per-request limit: repeat it for the rest. */
+  more: boolean;
+}
+
+export interface ReplayPlan {
+  send: { row: DeadLetterRow; queue: ReplayableQueue; body: unknown }[];
+  skipped: { id: string; reason: SkipReason }[];
+}
+
+function isReplayable(queue: string): queue is ReplayableQueue {
+  return (REPLAYABLE_QUEUES as readonly string[]).includes(queue);
+}
+
+/** Which requested dead letters to send (pure): known, replayable, not replayed unless forced. */
+export function planReplay(
+  requested: readonly string[],
+  rows: readonly DeadLetterRow[],
+  force: boolean,
+): ReplayPlan {
+  const byId = new Map(rows.map((r) => [r.id, r]));
+  const plan: ReplayPlan = { send: [], skipped: [] };
+  for (const id of new Set(requested)) {
+    const row = byId.get(id);
+    if (!row) plan.skipped.push({ id, reason: "not_found" });
+    else if (row.replayed_at !== null && !force) plan.skipped.push({ id, reason: "already_replayed" });
+    else if (!isReplayable(row.queue)) plan.skipped.push({ id, reason: "unknown_queue" });
+    else {
+      const body = parseBody(row.body);
+      if (body === undefined) plan.skipped.push({ id, reason: "invalid_body" });
+      else plan.send.push({ row, queue: row.queue, body });
+    }
+  }
+  return plan;
+}
+
+function parseBody(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Where replayed messages go: the original queues' producer bindings. */
+export type Producers = Record<ReplayableQueue, Pick<Queue, "sendBatch">>;
+
+export function producersOf(env: Env): Producers {
+  return { [QUEUES.telemetry]: env.TELEMETRY, [QUEUES.verdicts]: env.VERDICTS };
+}
+
+/** Sends the planned dead letters in queue batches, marking each batch once it is accepted. */
+async function sendPlanned(
+  db: D1Database,
+  producers: Producers,
+  plan: ReplayPlan,
+  now: number,
+  result: ReplayResult,
+  log: Logger,
+): Promise<void> {
+  for (const queue of REPLAYABLE_QUEUES) {
+    const items = plan.send.filter((s) => s.queue === queue);
+    const chunks = chunkBySize(
+      items,
+      (s) => byteLength(s.row.body) + 100,
+      QUEUE_LIMITS.maxBatchBytes - 4_000,
+      QUEUE_LIMITS.maxBatchMessages,
+    );
+    for (const chunk of chunks) {
+      const ids = chunk.map((s) => s.row.id);
+      if (result.failed.length > 0) {
+        // After one failure, stop sending: the queue is likely unavailable. Repeating is safe.
+        result.failed.push(...ids.map((id) => ({ id, error: "not attempted after an earlier failure" })));
+        continue;
+      }
+      try {
+        await producers[queue].sendBatch(chunk.map((s) => ({ body: s.body, contentType: "json" as const })));
+      } catch (err) {
+        log.error("replay send failed", { queue, ids, error: String(err) });
+        result.failed.push(...ids.map((id) => ({ id, error: `send failed: ${String(err)}` })));
+        continue;
+      }
+      result.replayed += ids.length;
+      result.ids.push(...ids);
+      try {
+        await markReplayed(db, ids, now);
+      } catch (err) {
+        // Sent but not marked: a repeated replay sends them again, which the consumers absorb.
+        log.error("replayed dead letters not marked", { queue, ids, error: String(err) });
+        result.failed.push(...ids.map((id) => ({ id, error: `re-sent but not marked: ${String(err)}` })));
+      }
+      log.info("dead letters replayed", { queue, ids });
+    }
+  }
+}
+
+export async function replayDeadLetters(
+  db: D1Database,
+  producers: Producers,
+  request: ReplayRequest,
+  now: number,
+  log: Logger,
+): Promise<ReplayResult> {
+  const result: ReplayResult = { replayed: 0, ids: [], skipped: [], failed: [], more: false };
+  if (request.kind === "ids") {
+    const plan = planReplay(request.ids, await deadLettersByIds(db, request.ids), request.force);
+    result.skipped.push(...plan.skipped);
+    await sendPlanned(db, producers, plan, now, result, log);
+    return result;
+  }
+  let afterId = "";
+  let handled = 0;
+  while (handled < MAX_REPLAY_PER_REQUEST && result.failed.length === 0) {
+    const rows = await pendingDeadLetters(db, request.queue, afterId, REPLAY_PAGE);
+    const last = rows.at(-1);
+    if (!last) return result;
+    afterId = last.id;
+    handled += rows.length;
+    const plan = planReplay(
+      rows.map((r) => r.id),
+      rows,
+      false,
+    );
+    result.skipped.push(...plan.skipped);
+    await sendPlanned(db, producers, plan, now, result, log);
+    if (rows.length < REPLAY_PAGE) return result;
+  }
+  result.more = result.failed.length === 0;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// What a dead letter is about, for listings (the full body is shown by GET /admin/dead-letters/:id).
+
+export function describeBody(queue: string, bodyText: string): string {
+  const body = parseBody(bodyText);
+  if (body === undefined) return "body is not JSON";
+  if (queue === QUEUES.verdicts) {
+    const v = VerdictMessage.safeParse(body);
+    if (v.success) {
+      const d = v.data;
+      return `verdict for session ${d.session_id} of user ${d.user_id}: ${d.billable ? "billable" : `not billable (${d.reason})`}`;
+    }
+  }
+  if (queue === QUEUES.telemetry) {
+    const t = TelemetryMessage.safeParse(body);
+    if (t.success) {
+      const m = t.data;
+      if (m.kind === "judge") return `judge reminder for ${m.session_ids.length} session(s)`;
+      const sessions = [...new Set(m.events.map((e) => e.session_id))];
+      const shown = sessions.slice(0, 5).join(", ") + (sessions.length > 5 ? ", ..." : "");
+      return `${m.events.length} event(s) of session(s) ${shown}`;
+    }
+  }
+  return "message that does not match its queue's schema";
+}
