@@ -55,7 +55,7 @@ async function main() {
     url: cfg.url,
     connections: cfg.connections,
     duration: cfg.seconds,
-    amount: cfg.maxRequests,
+    maxOverallRequests: cfg.maxRequests,
     method: "POST",
     headers: {
       authorization: `Bearer ${cfg.key}`,

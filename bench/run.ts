@@ -2,25 +2,26 @@
  * `npm run bench`: measures the pipeline on the local runtime, in one run, against its two
  * reference points: a no-op Worker served the same way (the runtime's ceiling for ingest) and
  * the naive baseline of the pricing strategy (one D1 update and one Stripe call per session).
- * Prints a table and writes bench/results/latest.json.
+ * Load comes from separate processes over loopback, bounded in count and time. Prints a table
+ * and writes bench/results/latest.json.
  *
- * Settings (environment): BENCH_SECONDS (per ingest measurement, default 8),
- * BENCH_CONNECTIONS (default 8), BENCH_CUSTOMERS (paying customers, default 20),
- * BENCH_E2E_SECONDS (length of the end-to-end feed, default 60), BENCH_SESSIONS_PER_MINUTE
- * (per customer, default 50).
+ * Settings (environment): BENCH_SECONDS (per ingest measurement, default 8), BENCH_CONNECTIONS
+ * (default 8), BENCH_CUSTOMERS (paying customers, default 20), BENCH_BURST_SESSIONS (default
+ * 2000), BENCH_PACED_SECONDS (default 120), BENCH_SESSIONS_PER_MINUTE (per customer, default 50).
  */
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { freePort, ROOT, startStack } from "../scripts/dev/stack";
+import { SignJWT } from "jose";
+import { freePort, ROOT, type Stack, startStack } from "../scripts/dev/stack";
 import { createStripe } from "../shared/src/stripe";
 import { ensureStripeCatalog } from "../shared/src/stripeCatalog";
 import { EmulatorClient } from "../test/stripe-emulator/client";
 import { startStripeEmulator } from "../test/stripe-emulator/server";
 import type { LoadConfig, LoadResult } from "./load";
-import { type SessionSpec, sessionEvents } from "./workload";
+import { EVENTS_PER_SESSION, type SessionSpec, sessionEvents } from "./workload";
 
 const pexec = promisify(execFile);
 const WRANGLER = path.join(ROOT, "node_modules/.bin/wrangler");
@@ -31,21 +32,25 @@ const RESULTS = path.join(BENCH, "results");
 const SECONDS = Number(process.env.BENCH_SECONDS ?? 8);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 8);
 const CUSTOMERS = Number(process.env.BENCH_CUSTOMERS ?? 20);
-const E2E_SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 60);
+const BURST_SESSIONS = Number(process.env.BENCH_BURST_SESSIONS ?? 2000);
+const PACED_SECONDS = Number(process.env.BENCH_PACED_SECONDS ?? 120);
 const SESSIONS_PER_MINUTE = Number(process.env.BENCH_SESSIONS_PER_MINUTE ?? 50);
+/** The stack as deployed, but for the settle window (dev value) and compressed cron minutes. */
 const SETTLE_SECONDS = 2;
-const CRON_TICK_SECONDS = 5;
+const CRON_TICK_SECONDS = 10;
+const POST_INTERVAL_SECONDS = 60;
 
-/** List prices used for the cost model (USD), as published on 2026-11-25. */
+/** List prices used for the cost model (USD), as published on 2026-11-25 (Workers Paid plan). */
 export const PRICES = {
   workersRequestPerMillion: 0.3,
-  queuesOperationPerMillion: 0.4, // a message costs 3 operations (write, read, delete) per 64 KB
+  /** A message costs 3 operations (write, read, delete) per 64 KB. */
+  queuesOperationPerMillion: 0.4,
   d1RowsReadPerMillion: 0.001,
   d1RowsWrittenPerMillion: 1.0,
 } as const;
 
 function log(msg: string) {
-  process.stderr.write(`[bench] ${msg}\n`);
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${msg}\n`);
 }
 
 async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
@@ -58,14 +63,32 @@ async function runLoad(cfg: LoadConfig): Promise<LoadResult> {
   return JSON.parse(line) as LoadResult;
 }
 
-/** Starts a plain `wrangler dev` with the given configs (the no-op ceiling, the naive baseline). */
-async function startWrangler(configs: string[], port: number, persistTo: string, logFile: string) {
+function killGroup(child: ChildProcess): Promise<void> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.pid === undefined) return resolve();
+    child.once("exit", () => resolve());
+    try {
+      process.kill(-child.pid, "SIGTERM");
+    } catch {
+      resolve();
+    }
+  });
+}
+
+/** A plain `wrangler dev` (the no-op ceiling, the naive baseline), logging to a file. */
+async function startWrangler(
+  configs: string[],
+  persistTo: string,
+  logFile: string,
+  env: NodeJS.ProcessEnv = {},
+) {
+  const port = await freePort();
   const args = ["dev", ...configs.flatMap((c) => ["-c", c])];
   args.push("--ip", "127.0.0.1", "--port", String(port), "--inspector-port", String(await freePort()));
   args.push("--persist-to", persistTo, "--show-interactive-dev-session=false");
   const child = spawn(WRANGLER, args, {
     cwd: ROOT,
-    env: { ...process.env, WRANGLER_SEND_METRICS: "false", STRIPE_SECRET_KEY: "sk_test_emulator" },
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", ...env },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
@@ -83,34 +106,20 @@ async function startWrangler(configs: string[], port: number, persistTo: string,
       await new Promise((r) => setTimeout(r, 300));
     }
   }
-  return {
-    url: `http://127.0.0.1:${port}`,
-    stop: () => killGroup(child),
-  };
+  return { url: `http://127.0.0.1:${port}`, stop: () => killGroup(child) };
 }
 
-function killGroup(child: ChildProcess): Promise<void> {
-  return new Promise((resolve) => {
-    if (child.exitCode !== null || child.pid === undefined) return resolve();
-    child.once("exit", () => resolve());
-    try {
-      process.kill(-child.pid, "SIGTERM");
-    } catch {
-      resolve();
-    }
-  });
-}
+type LogLine = Record<string, unknown>;
 
-/** Structured log lines (JSON objects) written after byte `from` of a log file. */
-function logLines(file: string, from: number): Array<Record<string, unknown>> {
-  const text = readFileSync(file, "utf8").slice(from);
-  const out: Array<Record<string, unknown>> = [];
-  for (const raw of text.split("\n")) {
-    const start = raw.indexOf("{");
+/** Structured log lines (one JSON object per line) written after byte `from` of a log file. */
+function logLines(file: string, from = 0): LogLine[] {
+  const out: LogLine[] = [];
+  for (const raw of readFileSync(file, "utf8").slice(from).split("\n")) {
+    const start = raw.indexOf('{"level"');
     if (start < 0) continue;
     try {
       const parsed: unknown = JSON.parse(raw.slice(start));
-      if (parsed && typeof parsed === "object") out.push(parsed as Record<string, unknown>);
+      if (parsed && typeof parsed === "object") out.push(parsed as LogLine);
     } catch {
       // not a structured line
     }
@@ -118,130 +127,177 @@ function logLines(file: string, from: number): Array<Record<string, unknown>> {
   return out;
 }
 
-function sumField(lines: Array<Record<string, unknown>>, field: string, worker?: string): number {
+function sum(lines: LogLine[], field: string, where: (l: LogLine) => boolean = () => true): number {
   let total = 0;
   for (const l of lines) {
-    if (worker !== undefined && l.worker !== worker) continue;
     const v = l[field];
-    if (typeof v === "number") total += v;
+    if (where(l) && typeof v === "number") total += v;
   }
   return total;
 }
 
-async function d1Query<T>(persistTo: string, configFile: string, sql: string): Promise<T[]> {
-  const { stdout } = await pexec(
-    WRANGLER,
-    [
-      "d1",
-      "execute",
-      "aigate-billing",
-      "--local",
-      "--persist-to",
-      persistTo,
-      "--config",
-      configFile,
-      "--json",
-      "--command",
-      sql,
-    ],
-    { cwd: ROOT, maxBuffer: 64 << 20, env: { ...process.env, WRANGLER_SEND_METRICS: "false" } },
-  );
-  const parsed = JSON.parse(stdout) as Array<{ results: T[] }>;
-  return parsed[0]?.results ?? [];
-}
+const DONE = new Set(["request done", "batch done", "cron done"]);
 
-function percentile(values: number[], p: number): number {
-  if (values.length === 0) return Number.NaN;
+function percentile(values: number[], p: number): number | null {
+  if (values.length === 0) return null;
   const sorted = [...values].sort((a, b) => a - b);
-  const idx = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
-  return sorted[idx] ?? Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))] ?? null;
 }
 
-async function eventually<T>(
+async function until<T>(
   probe: () => Promise<T>,
   done: (v: T) => boolean,
   timeoutMs: number,
+  label: string,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await probe();
     if (done(v)) return v;
-    if (Date.now() > deadline) throw new Error(`timed out; last: ${JSON.stringify(v).slice(0, 300)}`);
+    if (Date.now() > deadline)
+      throw new Error(`${label}: timed out; last: ${JSON.stringify(v).slice(0, 300)}`);
     await new Promise((r) => setTimeout(r, 500));
   }
 }
 
-/** Sends sessions as 50-event requests, paced so each customer makes `perMinute` sessions a minute. */
-async function feed(url: string, key: string, sessions: SessionSpec[], seconds: number) {
-  const perRequest = 10; // 10 sessions x 5 events = 50 events per request
-  const requests = Math.ceil(sessions.length / perRequest);
-  const gapMs = (seconds * 1000) / requests;
-  const started = Date.now();
-  const inflight: Array<Promise<void>> = [];
-  for (let i = 0; i < requests; i++) {
-    const due = started + i * gapMs;
-    const wait = due - Date.now();
-    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-    const chunk = sessions.slice(i * perRequest, (i + 1) * perRequest);
-    const body = JSON.stringify(chunk.flatMap((s) => sessionEvents(s)));
-    inflight.push(
-      (async () => {
-        for (let attempt = 0; ; attempt++) {
-          const res = await fetch(`${url}/v1/events`, {
-            method: "POST",
-            headers: { authorization: `Bearer ${key}`, "content-type": "application/cloudevents-batch+json" },
-            body,
-          });
-          if (res.status === 202) return;
-          if (attempt > 5) throw new Error(`feed failed: ${res.status} ${await res.text()}`);
-          await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
-        }
-      })(),
-    );
+/** POSTs sessions as 50-event requests (10 sessions each), retrying 503s. */
+async function post(url: string, sessions: SessionSpec[]) {
+  const body = JSON.stringify(sessions.flatMap((s) => sessionEvents(s)));
+  for (let attempt = 0; ; attempt++) {
+    const res = await fetch(`${url}/v1/events`, {
+      method: "POST",
+      headers: {
+        authorization: "Bearer aig_dev_ingest",
+        "content-type": "application/cloudevents-batch+json",
+      },
+      body,
+    });
+    if (res.status === 202) return;
+    if (attempt > 5) throw new Error(`POST /v1/events: ${res.status} ${await res.text()}`);
+    await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
   }
-  await Promise.all(inflight);
-  return { started, finished: Date.now(), requests };
 }
 
-function workloadFor(customers: string[], seconds: number, perMinute: number, tag: string): SessionSpec[] {
-  const perCustomer = Math.round((perMinute * seconds) / 60);
+function chunks<T>(items: T[], size: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
+  return out;
+}
+
+/** As fast as `concurrency` requests in flight allow. */
+async function feedBurst(url: string, sessions: SessionSpec[], concurrency: number) {
+  const queue = chunks(sessions, 10);
+  const started = Date.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      for (let c = queue.shift(); c; c = queue.shift()) await post(url, c);
+    }),
+  );
+  return { started, finished: Date.now() };
+}
+
+/** Paced so that the whole list takes `seconds`. */
+async function feedPaced(url: string, sessions: SessionSpec[], seconds: number) {
+  const requests = chunks(sessions, 10);
+  const gapMs = (seconds * 1000) / requests.length;
+  const started = Date.now();
+  const inflight: Array<Promise<void>> = [];
+  for (const [i, c] of requests.entries()) {
+    const wait = started + i * gapMs - Date.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    inflight.push(post(url, c));
+  }
+  await Promise.all(inflight);
+  return { started, finished: Date.now() };
+}
+
+/** Sessions of `users`, round robin; one in five is not billable (too short). */
+function workload(users: string[], perUser: number, tag: string, start: number): SessionSpec[] {
   const sessions: SessionSpec[] = [];
-  const start = Date.now() - 120_000;
-  for (let i = 0; i < perCustomer; i++) {
-    for (const [c, user] of customers.entries()) {
-      sessions.push({ sessionId: `${tag}-${c}-${i}`, userId: user, billable: (i + c) % 5 !== 0, start });
+  for (let i = 0; i < perUser; i++) {
+    for (const [u, userId] of users.entries()) {
+      sessions.push({ sessionId: `${tag}-${u}-${i}`, userId, billable: (i + u) % 5 !== 0, start });
     }
   }
   return sessions;
 }
 
-interface CostFigures {
+function expectedTotals(sessions: SessionSpec[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const s of sessions) if (s.billable) m.set(s.userId, (m.get(s.userId) ?? 0) + 1);
+  return m;
+}
+
+interface Cost {
   sessions: number;
-  billedSessions: number;
+  billed_sessions: number;
   events: number;
-  queueMessages: number;
-  queueMessagesPerEvent: number;
-  d1RowsReadPerSession: number;
-  d1RowsWrittenPerSession: number;
-  stripeCalls: number;
-  stripeCallsPer1000Billed: number;
-  workerInvocationsPerSession: number;
-  usdPerMillionSessions: {
-    workers: number;
-    queues: number;
-    d1: number;
-    total: number;
+  queue_messages_per_event: number | null;
+  d1_rows_read_per_session: number | null;
+  d1_rows_written_per_session: number;
+  stripe_calls: number;
+  stripe_calls_per_1000_billed: number;
+  worker_invocations_per_session: number;
+  usd_per_million_sessions: { workers: number; queues: number; d1: number; total: number };
+}
+
+function cost(f: Omit<Cost, "usd_per_million_sessions"> & { queue_messages: number }): Cost {
+  const workers = f.worker_invocations_per_session * PRICES.workersRequestPerMillion;
+  const queues = ((3 * f.queue_messages) / f.sessions) * PRICES.queuesOperationPerMillion;
+  const d1Cost =
+    (f.d1_rows_read_per_session ?? 0) * PRICES.d1RowsReadPerMillion +
+    f.d1_rows_written_per_session * PRICES.d1RowsWrittenPerMillion;
+  const { queue_messages: _q, ...rest } = f;
+  return {
+    ...rest,
+    usd_per_million_sessions: { workers, queues, d1: d1Cost, total: workers + queues + d1Cost },
   };
 }
 
-function costPerMillion(f: Omit<CostFigures, "usdPerMillionSessions">): CostFigures["usdPerMillionSessions"] {
-  const workers = f.workerInvocationsPerSession * PRICES.workersRequestPerMillion;
-  const queues =
-    f.queueMessages > 0 ? ((f.queueMessages * 3) / f.sessions) * PRICES.queuesOperationPerMillion : 0;
-  const d1 =
-    f.d1RowsReadPerSession * PRICES.d1RowsReadPerMillion +
-    f.d1RowsWrittenPerSession * PRICES.d1RowsWrittenPerMillion;
-  return { workers, queues, d1, total: workers + queues + d1 };
+async function subscribe(stack: Stack, emu: EmulatorClient, users: string[]): Promise<Map<string, string>> {
+  const customerOf = new Map<string, string>();
+  for (const [i, user] of users.entries()) {
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject(user)
+      .setExpirationTime("4h")
+      .sign(new TextEncoder().encode("dev-user-token-secret"));
+    const res = await fetch(`${stack.url}/api/billing/checkout`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: JSON.stringify({ plan: i % 2 === 0 ? "payg" : "pro" }),
+    });
+    if (res.status !== 200) throw new Error(`checkout: ${res.status} ${await res.text()}`);
+    const { id } = (await res.json()) as { id: string };
+    const done = await emu.completeCheckout(id);
+    customerOf.set(user, String(done.subscription.customer));
+    await until(
+      async () => {
+        const r = await fetch(`${stack.url}/api/billing/usage`, {
+          headers: { authorization: `Bearer ${token}` },
+        });
+        return ((await r.json()) as { plan: string }).plan;
+      },
+      (plan) => plan !== "free",
+      30_000,
+      "plan change",
+    );
+  }
+  return customerOf;
+}
+
+async function meterMatches(
+  emu: EmulatorClient,
+  meter: string,
+  customerOf: Map<string, string>,
+  expected: Map<string, number>,
+) {
+  const usage = await emu.meterUsageByCustomer(meter);
+  let behind = 0;
+  for (const [user, customer] of customerOf) {
+    if ((usage.customers[customer]?.value ?? 0) !== (expected.get(user) ?? 0)) behind += 1;
+  }
+  return behind;
 }
 
 async function main() {
@@ -256,213 +312,210 @@ async function main() {
       node: process.version,
     },
     settings: {
-      SECONDS,
-      CONNECTIONS,
-      CUSTOMERS,
-      E2E_SECONDS,
-      SESSIONS_PER_MINUTE,
-      SETTLE_SECONDS,
-      CRON_TICK_SECONDS,
+      ingest_seconds: SECONDS,
+      connections: CONNECTIONS,
+      customers: CUSTOMERS,
+      burst_sessions: BURST_SESSIONS,
+      paced_seconds: PACED_SECONDS,
+      sessions_per_customer_per_minute: SESSIONS_PER_MINUTE,
+      settle_seconds: SETTLE_SECONDS,
+      cron_tick_seconds: CRON_TICK_SECONDS,
+      stripe_post_interval_seconds: POST_INTERVAL_SECONDS,
     },
-    prices: PRICES,
+    prices_usd: PRICES,
   };
   const cleanups: Array<() => Promise<void>> = [];
+  let finished = false;
   try {
-    // --- the three systems under test -----------------------------------------------------
-    log("starting the no-op ceiling");
+    log("starting the no-op ceiling and the stack");
     const noop = await startWrangler(
       [path.join(BENCH, "noop/front.jsonc"), path.join(BENCH, "noop/noop.jsonc")],
-      await freePort(),
       path.join(work, "noop-state"),
       path.join(work, "noop.log"),
     );
     cleanups.push(noop.stop);
-
-    log("starting the stack");
+    const stateDir = path.join(work, "stack-state");
     const stack = await startStack({
       port: await freePort(),
       stripePort: await freePort(),
-      persistTo: path.join(work, "stack-state"),
+      persistTo: stateDir,
       workDir: path.join(work, "stack"),
-      settings: { VERDICT_SETTLE_SECONDS: String(SETTLE_SECONDS), STRIPE_POST_INTERVAL_SECONDS: "30" },
+      settings: {
+        VERDICT_SETTLE_SECONDS: String(SETTLE_SECONDS),
+        STRIPE_POST_INTERVAL_SECONDS: String(POST_INTERVAL_SECONDS),
+      },
       cronTickSeconds: CRON_TICK_SECONDS,
     });
     cleanups.push(stack.close);
     const stackLog = stack.logFile ?? "";
-    const apiConfig = path.join(work, "stack/config/aigate-api.json");
+    const size = () => readFileSync(stackLog).length;
 
-    // --- ingest throughput ------------------------------------------------------------------
+    // --- 1. ingest throughput against the runtime's ceiling ------------------------------------
     const ingest: Record<string, unknown> = {};
     for (const eventsPerRequest of [1, 50]) {
       const base = { key: "aig_dev_ingest", eventsPerRequest, connections: CONNECTIONS, users: 200 };
-      const run = async (target: string, tag: string) => {
-        await runLoad({
-          ...base,
-          url: `${target}/v1/events`,
-          seconds: 2,
-          maxRequests: 10_000_000,
-          tag: `${tag}-warm`,
-        });
-        return runLoad({
-          ...base,
-          url: `${target}/v1/events`,
-          seconds: SECONDS,
-          maxRequests: 10_000_000,
-          tag,
-        });
+      const measure = async (url: string, tag: string) => {
+        await runLoad({ ...base, url: `${url}/v1/events`, seconds: 2, maxRequests: 1e7, tag: `${tag}w` });
+        return runLoad({ ...base, url: `${url}/v1/events`, seconds: SECONDS, maxRequests: 1e7, tag });
       };
-      log(`ingest, ${eventsPerRequest} event(s) per request: no-op`);
-      const ceiling = await run(noop.url, `noop${eventsPerRequest}`);
-      log(`ingest, ${eventsPerRequest} event(s) per request: stack`);
-      const offset = readFileSync(stackLog).length;
-      const ours = await run(stack.url, `ingest${eventsPerRequest}`);
-      const lines = logLines(stackLog, offset).filter((l) => l.worker === "ingest");
-      const events = sumField(lines, "events");
-      const messages = sumField(lines, "queue_messages");
-      ingest[`events_per_request_${eventsPerRequest}`] = {
+      log(`ingest at ${eventsPerRequest} event(s)/request: no-op ceiling`);
+      const ceiling = await measure(noop.url, `noop${eventsPerRequest}`);
+      log(`ingest at ${eventsPerRequest} event(s)/request: stack`);
+      const from = size();
+      const ours = await measure(stack.url, `in${eventsPerRequest}`);
+      const accepted = logLines(stackLog, from).filter(
+        (l) => l.worker === "ingest" && l.msg === "events accepted",
+      );
+      ingest[`${eventsPerRequest}`] = {
         noop: ceiling,
         stack: ours,
-        ratio_events_per_second: ours.eventsPerSecond / ceiling.eventsPerSecond,
-        queue_messages_per_event: events > 0 ? messages / events : null,
+        ratio_to_ceiling: ours.eventsPerSecond / ceiling.eventsPerSecond,
+        queue_messages_per_event: sum(accepted, "messages") / Math.max(1, sum(accepted, "accepted")),
       };
     }
     results.ingest = ingest;
 
-    log("letting the pipeline drain the ingest phase");
-    await eventually(
+    log("waiting for the pipeline to drain the ingest phase");
+    await until(
       () =>
-        d1Query<{ n: number }>(
-          path.join(work, "stack-state"),
-          apiConfig,
+        stack.query<{ n: number }>(
           "SELECT count(*) AS n FROM sessions WHERE verdict_at IS NULL AND ended_at IS NOT NULL",
         ),
       (r) => (r[0]?.n ?? 1) === 0,
-      300_000,
+      600_000,
+      "drain",
     );
 
-    // --- end to end, paying customers ---------------------------------------------------------
+    // --- 2. paying customers --------------------------------------------------------------------
     const emu = new EmulatorClient(stack.stripeUrl);
-    log(`subscribing ${CUSTOMERS} customers (half payg, half pro)`);
-    const { SignJWT } = await import("jose");
-    const users: string[] = [];
-    const customerOf = new Map<string, string>();
-    for (let i = 0; i < CUSTOMERS; i++) {
-      const user = `bench-paid-${i}`;
-      const token = await new SignJWT({})
-        .setProtectedHeader({ alg: "HS256" })
-        .setSubject(user)
-        .setExpirationTime("2h")
-        .sign(new TextEncoder().encode("dev-user-token-secret"));
-      const res = await fetch(`${stack.url}/api/billing/checkout`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: JSON.stringify({ plan: i % 2 === 0 ? "payg" : "pro" }),
-      });
-      if (res.status !== 200) throw new Error(`checkout failed: ${res.status} ${await res.text()}`);
-      const { id } = (await res.json()) as { id: string };
-      const done = await emu.completeCheckout(id);
-      customerOf.set(user, String(done.subscription.customer));
-      users.push(user);
-      await eventually(
-        async () =>
-          (await (
-            await fetch(`${stack.url}/api/billing/usage`, { headers: { authorization: `Bearer ${token}` } })
-          ).json()) as { plan: string },
-        (u) => u.plan !== "free",
-        30_000,
-      );
-    }
-    await emu.resetCalls();
-    const e2eSessions = workloadFor(users, E2E_SECONDS, SESSIONS_PER_MINUTE, "e2e");
-    const billable = e2eSessions.filter((s) => s.billable);
-    const expected = new Map<string, number>();
-    for (const s of billable) expected.set(s.userId, (expected.get(s.userId) ?? 0) + 1);
-    const offset = readFileSync(stackLog).length;
-    log(
-      `end to end: ${e2eSessions.length} sessions over ${E2E_SECONDS} s (${SESSIONS_PER_MINUTE}/customer/min)`,
-    );
-    const fed = await feed(stack.url, "aig_dev_ingest", e2eSessions, E2E_SECONDS);
     const meter = stack.catalog.meterEventName;
-    const meterDone = await eventually(
+    const users = Array.from({ length: CUSTOMERS }, (_, i) => `bench-paid-${i}`);
+    log(`subscribing ${CUSTOMERS} customers (half payg, half pro)`);
+    const customerOf = await subscribe(stack, emu, users);
+    const start = Date.now() + 1000; // sessions created after the upgrades
+
+    // --- 3. burst: end-to-end throughput ---------------------------------------------------------
+    const burst = workload(users, Math.ceil(BURST_SESSIONS / CUSTOMERS), "burst", start);
+    const expected = expectedTotals(burst);
+    log(`burst: ${burst.length} sessions as fast as ingest takes them`);
+    const fed = await feedBurst(stack.url, burst, 4);
+    const recordedAt = await until(
       async () => {
-        const usage = await emu.meterUsageByCustomer(meter);
-        return users.every(
-          (u) => (usage.customers[customerOf.get(u) ?? ""]?.value ?? 0) === (expected.get(u) ?? 0),
-        )
-          ? Date.now()
-          : 0;
+        const r = await stack.query<{ n: number }>(
+          "SELECT count(*) AS n FROM session_usage WHERE id LIKE 'burst-%'",
+        );
+        return (r[0]?.n ?? 0) === burst.length ? Date.now() : 0;
       },
       (t) => t > 0,
       600_000,
+      "burst recorded",
     );
+    const meteredAt = await until(
+      async () => ((await meterMatches(emu, meter, customerOf, expected)) === 0 ? Date.now() : 0),
+      (t) => t > 0,
+      600_000,
+      "burst on the meter",
+    );
+    results.burst = {
+      sessions: burst.length,
+      events: burst.length * EVENTS_PER_SESSION,
+      ingest_seconds: (fed.finished - fed.started) / 1000,
+      sessions_per_second_to_billing_records: burst.length / ((recordedAt - fed.started) / 1000),
+      sessions_per_second_to_meter_total: burst.length / ((meteredAt - fed.started) / 1000),
+      seconds_to_meter_total: (meteredAt - fed.started) / 1000,
+    };
+
+    // --- 4. paced: 50 sessions per customer per minute; lag and cost -----------------------------
+    await emu.resetCalls();
+    const from = size();
+    const perUser = Math.round((SESSIONS_PER_MINUTE * PACED_SECONDS) / 60);
+    const paced = workload(users, perUser, "paced", Date.now() + 1000);
+    for (const [u, n] of expectedTotals(paced)) expected.set(u, (expected.get(u) ?? 0) + n);
+    log(`paced: ${paced.length} sessions over ${PACED_SECONDS} s (${SESSIONS_PER_MINUTE}/customer/min)`);
+    const pacedFed = await feedPaced(stack.url, paced, PACED_SECONDS);
+    const pacedMetered = await until(
+      async () => ((await meterMatches(emu, meter, customerOf, expected)) === 0 ? Date.now() : 0),
+      (t) => t > 0,
+      600_000,
+      "paced on the meter",
+    );
+    const lines = logLines(stackLog, from);
     const calls = (await emu.calls()).filter(
-      (c) => c.path === "/v1/billing/meter_events" && c.method === "POST",
+      (c) => c.method === "POST" && c.path === "/v1/billing/meter_events",
     );
-    const stateDir = path.join(work, "stack-state");
-    const lagRows = await d1Query<{
+    const rows = await stack.query<{
       session_id: string;
       user_id: string;
       settle_due_at: number;
       verdict_at: number;
       recorded_at: number;
-    }>(
-      stateDir,
-      apiConfig,
-      `SELECT s.session_id, s.user_id, s.settle_due_at, s.verdict_at, u.recorded_at FROM sessions s
-       JOIN session_usage u ON u.id = s.session_id WHERE s.session_id LIKE 'e2e-%' AND u.status = 'success'`,
-    );
-    const endedToVerdict = lagRows.map((r) => r.verdict_at - (r.settle_due_at - SETTLE_SECONDS * 1000));
-    // verdict -> Stripe: a session is on the meter once a meter event for its customer carries a
-    // total >= its rank among the customer's recorded sessions.
+    }>(`SELECT s.session_id, s.user_id, s.settle_due_at, s.verdict_at, u.recorded_at FROM sessions s
+       JOIN session_usage u ON u.id = s.session_id WHERE s.session_id LIKE 'paced-%' AND u.status = 'success'`);
+    const endedToVerdict = rows.map((r) => r.verdict_at - (r.settle_due_at - SETTLE_SECONDS * 1000));
+    // On the meter once a counted meter event of its customer, received after the session was
+    // recorded, carries a total at least the session's rank among the customer's sessions.
     const verdictToStripe: number[] = [];
-    const byUser = new Map<string, typeof lagRows>();
-    for (const r of lagRows) byUser.set(r.user_id, [...(byUser.get(r.user_id) ?? []), r]);
-    for (const [user, rows] of byUser) {
+    const burstBilled = expectedTotals(burst);
+    const byUser = new Map<string, typeof rows>();
+    for (const r of rows) byUser.set(r.user_id, [...(byUser.get(r.user_id) ?? []), r]);
+    for (const [user, list] of byUser) {
       const events = (await emu.meterEvents(meter, customerOf.get(user))).filter((e) => e.counted);
-      rows.sort((a, b) => a.recorded_at - b.recorded_at);
-      rows.forEach((r, i) => {
-        const posted = events.find((e) => e.value >= i + 1 && e.received_at_ms >= r.recorded_at);
+      list.sort((a, b) => a.recorded_at - b.recorded_at);
+      const offset = burstBilled.get(user) ?? 0;
+      list.forEach((r, i) => {
+        const posted = events.find((e) => e.value >= offset + i + 1 && e.received_at_ms >= r.recorded_at);
         if (posted) verdictToStripe.push(posted.received_at_ms - r.verdict_at);
       });
     }
-    const lines = logLines(stackLog, offset);
-    const sessionsTotal = e2eSessions.length;
-    const figures = {
-      sessions: sessionsTotal,
-      billedSessions: billable.length,
-      events: sumField(lines, "events", "ingest"),
-      queueMessages: sumField(lines, "queue_messages"),
-      queueMessagesPerEvent:
-        sumField(lines, "queue_messages", "ingest") / Math.max(1, sumField(lines, "events", "ingest")),
-      d1RowsReadPerSession: sumField(lines, "d1_rows_read") / sessionsTotal,
-      d1RowsWrittenPerSession: sumField(lines, "d1_rows_written") / sessionsTotal,
-      stripeCalls: calls.length,
-      stripeCallsPer1000Billed: (calls.length / billable.length) * 1000,
-      workerInvocationsPerSession:
-        lines.filter((l) => l.msg === "request done" || l.msg === "batch done").length / sessionsTotal,
-    };
-    results.end_to_end = {
-      sessions: sessionsTotal,
-      billed: billable.length,
-      feed_seconds: (fed.finished - fed.started) / 1000,
-      sessions_per_second_to_meter: sessionsTotal / ((meterDone - fed.started) / 1000),
-      seconds_to_meter_total: (meterDone - fed.started) / 1000,
-      ended_to_verdict_ms: {
-        p50: percentile(endedToVerdict, 50),
-        p99: percentile(endedToVerdict, 99),
-        settle_window_ms: SETTLE_SECONDS * 1000,
-      },
+    const billed = paced.filter((s) => s.billable).length;
+    const accepted = lines.filter((l) => l.worker === "ingest" && l.msg === "events accepted");
+    const pacedCost = cost({
+      sessions: paced.length,
+      billed_sessions: billed,
+      events: sum(accepted, "accepted"),
+      // ingest's event messages, the classifier's settle reminders (one per batch) and verdicts
+      queue_messages:
+        sum(accepted, "messages") +
+        lines.filter((l) => l.msg === "recorded telemetry" && Number(l.reminders) > 0).length +
+        sum(lines, "judged", (l) => l.msg === "judged sessions") +
+        sum(lines, "resent", (l) => l.msg === "judged sessions"),
+      queue_messages_per_event: sum(accepted, "messages") / Math.max(1, sum(accepted, "accepted")),
+      d1_rows_read_per_session: sum(lines, "d1_rows_read", (l) => DONE.has(String(l.msg))) / paced.length,
+      d1_rows_written_per_session:
+        sum(lines, "d1_rows_written", (l) => DONE.has(String(l.msg))) / paced.length,
+      stripe_calls: calls.length,
+      stripe_calls_per_1000_billed: (calls.length / billed) * 1000,
+      worker_invocations_per_session: lines.filter((l) => DONE.has(String(l.msg))).length / paced.length,
+    });
+    const byWorker: Record<string, { invocations: number; d1_rows_read: number; d1_rows_written: number }> =
+      {};
+    for (const l of lines) {
+      if (!DONE.has(String(l.msg))) continue;
+      const key = `${String(l.worker)} ${String(l.msg)}`;
+      const w = byWorker[key] ?? { invocations: 0, d1_rows_read: 0, d1_rows_written: 0 };
+      w.invocations += 1;
+      w.d1_rows_read += Number(l.d1_rows_read ?? 0);
+      w.d1_rows_written += Number(l.d1_rows_written ?? 0);
+      byWorker[key] = w;
+    }
+    results.paced = {
+      d1_by_worker: byWorker,
+      sessions: paced.length,
+      billed,
+      feed_seconds: (pacedFed.finished - pacedFed.started) / 1000,
+      seconds_after_feed_to_meter_total: (pacedMetered - pacedFed.finished) / 1000,
+      ended_to_verdict_ms: { p50: percentile(endedToVerdict, 50), p99: percentile(endedToVerdict, 99) },
       verdict_to_stripe_ms: {
         p50: percentile(verdictToStripe, 50),
         p99: percentile(verdictToStripe, 99),
         samples: verdictToStripe.length,
       },
-      cost: { ...figures, usdPerMillionSessions: costPerMillion(figures) },
+      cost: pacedCost,
     };
     await stack.close();
     cleanups.pop();
 
-    // --- the naive baseline -------------------------------------------------------------------
+    // --- 5. the naive baseline under the same paced load ----------------------------------------
     log("starting the naive baseline");
     const naiveStripe = await startStripeEmulator({ port: await freePort() });
     cleanups.push(() => naiveStripe.close());
@@ -470,38 +523,35 @@ async function main() {
     await ensureStripeCatalog(sdk, "aigate_naive_sessions");
     const naiveDir = path.join(work, "naive");
     mkdirSync(naiveDir, { recursive: true });
-    const naiveConfig = JSON.parse(readFileSync(path.join(BENCH, "naive/wrangler.jsonc"), "utf8")) as Record<
-      string,
-      unknown
-    >;
-    naiveConfig.main = path.join(BENCH, "naive/worker.ts");
-    (naiveConfig.vars as Record<string, string>).STRIPE_API_BASE = naiveStripe.url;
-    const db = (naiveConfig.d1_databases as Array<Record<string, unknown>>)[0];
-    if (db) db.migrations_dir = path.join(BENCH, "naive/migrations");
-    const naiveConfigFile = path.join(naiveDir, "wrangler.json");
-    writeFileSync(naiveConfigFile, JSON.stringify(naiveConfig));
-    const naiveState = path.join(work, "naive-state");
-    await pexec(
-      WRANGLER,
-      [
-        "d1",
-        "migrations",
-        "apply",
-        "aigate-bench-naive",
-        "--local",
-        "--persist-to",
-        naiveState,
-        "--config",
-        naiveConfigFile,
+    const config = {
+      name: "aigate-bench-naive",
+      main: path.join(BENCH, "naive/worker.ts"),
+      compatibility_date: "2026-04-20",
+      compatibility_flags: ["nodejs_compat"],
+      // the emulator's test key, so a plain var is fine here
+      vars: {
+        STRIPE_API_BASE: naiveStripe.url,
+        STRIPE_METER_EVENT_NAME: "aigate_naive_sessions",
+        STRIPE_SECRET_KEY: "sk_test_emulator",
+      },
+      d1_databases: [
+        {
+          binding: "DB",
+          database_name: "aigate-bench-naive",
+          database_id: "00000000-0000-4000-8000-00000000bbbb",
+          migrations_dir: path.join(BENCH, "naive/migrations"),
+        },
       ],
-      { cwd: ROOT },
-    );
-    const naiveUsers: string[] = [];
+    };
+    const naiveConfig = path.join(naiveDir, "wrangler.json");
+    writeFileSync(naiveConfig, JSON.stringify(config));
+    const naiveState = path.join(work, "naive-state");
+    const local = ["--local", "--persist-to", naiveState, "--config", naiveConfig];
+    await pexec(WRANGLER, ["d1", "migrations", "apply", "aigate-bench-naive", ...local], { cwd: ROOT });
     const inserts: string[] = [];
-    for (let i = 0; i < CUSTOMERS; i++) {
-      const customer = await sdk.customers.create({ metadata: { user_id: `naive-${i}` } });
-      naiveUsers.push(`naive-${i}`);
-      inserts.push(`('naive-${i}', '${customer.id}', '', 'payg', 0, 0)`);
+    for (const user of users) {
+      const customer = await sdk.customers.create({ metadata: { user_id: user } });
+      inserts.push(`('${user}', '${customer.id}', '', 'payg', 0, 0)`);
     }
     await pexec(
       WRANGLER,
@@ -509,65 +559,142 @@ async function main() {
         "d1",
         "execute",
         "aigate-bench-naive",
-        "--local",
-        "--persist-to",
-        naiveState,
-        "--config",
-        naiveConfigFile,
+        ...local,
         "--command",
         `INSERT INTO stripe_customers VALUES ${inserts.join(",")}`,
       ],
       { cwd: ROOT },
     );
-    const naiveLogFile = path.join(naiveDir, "wrangler.log");
-    const naive = await startWrangler([naiveConfigFile], await freePort(), naiveState, naiveLogFile);
+    const naiveLog = path.join(naiveDir, "wrangler.log");
+    const naive = await startWrangler([naiveConfig], naiveState, naiveLog, {
+      STRIPE_SECRET_KEY: "sk_test_emulator",
+    });
     cleanups.push(naive.stop);
-    const naiveSessions = workloadFor(naiveUsers, E2E_SECONDS, SESSIONS_PER_MINUTE, "naive");
-    const naiveBillable = naiveSessions.filter((s) => s.billable).length;
-    log(`naive: ${naiveSessions.length} sessions over ${E2E_SECONDS} s`);
-    const naiveFed = await feed(naive.url, "unused", naiveSessions, E2E_SECONDS);
     const naiveEmu = new EmulatorClient(naiveStripe.url);
+    const naiveBurst = workload(users, Math.ceil(BURST_SESSIONS / CUSTOMERS), "burst", Date.now());
+    log(`naive burst: ${naiveBurst.length} sessions`);
+    const naiveBurstFed = await feedBurst(naive.url, naiveBurst, 4);
+    await naiveEmu.resetCalls();
+    const naiveFrom = readFileSync(naiveLog).length;
+    const naivePaced = workload(users, perUser, "paced", Date.now());
+    log(`naive paced: ${naivePaced.length} sessions over ${PACED_SECONDS} s`);
+    const naiveFed = await feedPaced(naive.url, naivePaced, PACED_SECONDS);
     const naiveCalls = (await naiveEmu.calls()).filter(
-      (c) => c.path === "/v1/billing/meter_events" && c.method === "POST",
+      (c) => c.method === "POST" && c.path === "/v1/billing/meter_events",
     );
-    const naiveLines = logLines(naiveLogFile, 0);
-    const naiveFigures = {
-      sessions: naiveSessions.length,
-      billedSessions: naiveBillable,
-      events: naiveSessions.length * 5,
-      queueMessages: 0,
-      queueMessagesPerEvent: 0,
-      d1RowsReadPerSession: Number.NaN,
-      d1RowsWrittenPerSession: sumField(naiveLines, "d1_rows_written") / naiveSessions.length,
-      stripeCalls: naiveCalls.length,
-      stripeCallsPer1000Billed: (naiveCalls.length / naiveBillable) * 1000,
-      workerInvocationsPerSession:
-        naiveLines.filter((l) => l.msg === "naive batch").length / naiveSessions.length,
-    };
+    const naiveLines = logLines(naiveLog, naiveFrom).filter((l) => l.msg === "naive batch");
+    const naiveBilled = naivePaced.filter((s) => s.billable).length;
     results.naive = {
-      sessions: naiveSessions.length,
-      feed_seconds: (naiveFed.finished - naiveFed.started) / 1000,
-      sessions_per_second: naiveSessions.length / ((naiveFed.finished - naiveFed.started) / 1000),
-      cost: {
-        ...naiveFigures,
-        usdPerMillionSessions: costPerMillion({ ...naiveFigures, d1RowsReadPerSession: 0 }),
-      },
+      burst_sessions_per_second_to_meter:
+        naiveBurst.length / ((naiveBurstFed.finished - naiveBurstFed.started) / 1000),
+      paced_feed_seconds: (naiveFed.finished - naiveFed.started) / 1000,
+      cost: cost({
+        sessions: naivePaced.length,
+        billed_sessions: naiveBilled,
+        events: naivePaced.length * EVENTS_PER_SESSION,
+        queue_messages: 0,
+        queue_messages_per_event: null,
+        d1_rows_read_per_session: null,
+        d1_rows_written_per_session: sum(naiveLines, "d1_rows_written") / naivePaced.length,
+        stripe_calls: naiveCalls.length,
+        stripe_calls_per_1000_billed: (naiveCalls.length / naiveBilled) * 1000,
+        worker_invocations_per_session: naiveLines.length / naivePaced.length,
+      }),
     };
     results.comparison = {
-      stripe_calls_ratio_naive_over_ours:
-        naiveFigures.stripeCallsPer1000Billed / figures.stripeCallsPer1000Billed,
+      stripe_calls_naive_over_ours: naiveCalls.length / naiveBilled / (calls.length / billed),
     };
+    finished = true;
   } finally {
     for (const c of cleanups.reverse()) await c().catch(() => undefined);
-    rmSync(work, { recursive: true, force: true });
+    if (finished) rmSync(work, { recursive: true, force: true });
+    else log(`logs and state kept in ${work}`);
   }
   results.finished_at = new Date().toISOString();
   writeFileSync(path.join(RESULTS, "latest.json"), `${JSON.stringify(results, null, 2)}\n`);
-  printTable(results);
+  console.log(table(results));
 }
 
-function printTable(r: Record<string, unknown>) {
-  console.log(JSON.stringify(r, null, 2));
+function fmt(v: unknown, digits = 2): string {
+  if (typeof v !== "number" || !Number.isFinite(v)) return "n/a";
+  return Math.abs(v) >= 100 ? v.toFixed(0) : v.toFixed(digits);
+}
+
+function get(o: unknown, ...keys: string[]): unknown {
+  let cur: unknown = o;
+  for (const k of keys)
+    cur = cur && typeof cur === "object" ? (cur as Record<string, unknown>)[k] : undefined;
+  return cur;
+}
+
+function table(r: Record<string, unknown>): string {
+  const rows: Array<[string, string, string]> = [];
+  for (const n of ["1", "50"]) {
+    rows.push([
+      `ingest ${n} ev/req: events/s (stack vs no-op)`,
+      fmt(get(r, "ingest", n, "stack", "eventsPerSecond")),
+      fmt(get(r, "ingest", n, "noop", "eventsPerSecond")),
+    ]);
+    rows.push([
+      `ingest ${n} ev/req: ratio to ceiling`,
+      fmt(get(r, "ingest", n, "ratio_to_ceiling")),
+      "target >= 0.7",
+    ]);
+    rows.push([
+      `ingest ${n} ev/req: p50 / p99 ms (stack)`,
+      `${fmt(get(r, "ingest", n, "stack", "p50Ms"))} / ${fmt(get(r, "ingest", n, "stack", "p99Ms"))}`,
+      `no-op ${fmt(get(r, "ingest", n, "noop", "p50Ms"))} / ${fmt(get(r, "ingest", n, "noop", "p99Ms"))}`,
+    ]);
+    rows.push([
+      `ingest ${n} ev/req: queue messages per event`,
+      fmt(get(r, "ingest", n, "queue_messages_per_event"), 3),
+      n === "50" ? "target <= 0.05" : "",
+    ]);
+  }
+  rows.push([
+    "burst: sessions/s to billing records",
+    fmt(get(r, "burst", "sessions_per_second_to_billing_records")),
+    "",
+  ]);
+  rows.push([
+    "burst: sessions/s to Stripe meter total",
+    fmt(get(r, "burst", "sessions_per_second_to_meter_total")),
+    `naive ${fmt(get(r, "naive", "burst_sessions_per_second_to_meter"))}`,
+  ]);
+  rows.push([
+    "paced: ended -> verdict p50 / p99 ms",
+    `${fmt(get(r, "paced", "ended_to_verdict_ms", "p50"))} / ${fmt(get(r, "paced", "ended_to_verdict_ms", "p99"))}`,
+    `settle ${SETTLE_SECONDS * 1000}`,
+  ]);
+  rows.push([
+    "paced: verdict -> Stripe p50 / p99 ms",
+    `${fmt(get(r, "paced", "verdict_to_stripe_ms", "p50"))} / ${fmt(get(r, "paced", "verdict_to_stripe_ms", "p99"))}`,
+    `post interval ${POST_INTERVAL_SECONDS * 1000}`,
+  ]);
+  rows.push([
+    "D1 rows written per session",
+    fmt(get(r, "paced", "cost", "d1_rows_written_per_session")),
+    `naive ${fmt(get(r, "naive", "cost", "d1_rows_written_per_session"))}; target <= 8`,
+  ]);
+  rows.push(["D1 rows read per session", fmt(get(r, "paced", "cost", "d1_rows_read_per_session")), ""]);
+  rows.push([
+    "Stripe calls per 1000 billed sessions",
+    fmt(get(r, "paced", "cost", "stripe_calls_per_1000_billed")),
+    `naive ${fmt(get(r, "naive", "cost", "stripe_calls_per_1000_billed"))}`,
+  ]);
+  rows.push([
+    "Stripe calls: naive / ours",
+    fmt(get(r, "comparison", "stripe_calls_naive_over_ours")),
+    "target >= 20",
+  ]);
+  rows.push([
+    "USD per 1M sessions (Workers+Queues+D1)",
+    fmt(get(r, "paced", "cost", "usd_per_million_sessions", "total")),
+    `naive ${fmt(get(r, "naive", "cost", "usd_per_million_sessions", "total"))}`,
+  ]);
+  const w = Math.max(...rows.map((x) => x[0].length));
+  const w2 = Math.max(...rows.map((x) => x[1].length));
+  return rows.map(([a, b, c]) => `${a.padEnd(w)}  ${b.padStart(w2)}  ${c}`).join("\n");
 }
 
 main().catch((err) => {

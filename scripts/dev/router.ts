@@ -5,6 +5,8 @@
  *
  * `wrangler dev` does not fire cron triggers, so the dev launcher plays Cloudflare's scheduler:
  * `POST /__dev/scheduled?worker=classifier&cron=* * * * *` runs that worker's scheduled handler.
+ * `POST /__dev/query {"sql": "SELECT ..."}` reads the local D1 for tests and the benchmark (a
+ * second process opening the same SQLite file while the stack writes gets SQLITE_BUSY).
  */
 interface ScheduledFetcher {
   fetch(request: Request): Promise<Response>;
@@ -12,6 +14,7 @@ interface ScheduledFetcher {
 }
 
 interface RouterEnv {
+  DB: D1Database;
   INGEST: ScheduledFetcher;
   WEBHOOKS: ScheduledFetcher;
   API: ScheduledFetcher;
@@ -27,7 +30,7 @@ export function route(pathname: string): HttpTarget {
   return "API";
 }
 
-const SCHEDULED: Record<string, keyof RouterEnv> = { classifier: "CLASSIFIER", biller: "BILLER" };
+const SCHEDULED: Record<string, "CLASSIFIER" | "BILLER"> = { classifier: "CLASSIFIER", biller: "BILLER" };
 
 export default {
   async fetch(request, env) {
@@ -40,6 +43,14 @@ export default {
         scheduledTime: new Date(),
       });
       return Response.json(result, { status: result.outcome === "ok" ? 200 : 500 });
+    }
+    if (url.pathname === "/__dev/query" && request.method === "POST") {
+      const body: unknown = await request.json();
+      const sql = body && typeof body === "object" && "sql" in body ? String(body.sql) : "";
+      if (!/^\s*(SELECT|WITH)\b/i.test(sql))
+        return Response.json({ error: "read-only queries only" }, { status: 400 });
+      const result = await env.DB.prepare(sql).all();
+      return Response.json({ results: result.results });
     }
     return env[route(url.pathname)].fetch(request);
   },

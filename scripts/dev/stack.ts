@@ -53,6 +53,8 @@ export interface StackOptions {
 
 export interface Stack {
   url: string;
+  /** Reads the stack's local D1 (SELECT only). */
+  query<T>(sql: string): Promise<T[]>;
   /** Runs a worker's scheduled handler now, as its cron trigger would. */
   runScheduled(worker: "classifier" | "biller", cron?: string): Promise<void>;
   stripeUrl: string;
@@ -282,12 +284,18 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       });
       if (res.status !== 200) throw new Error(`${worker} scheduled (${cron}) failed: ${await res.text()}`);
     };
+    const query = async <T>(sql: string): Promise<T[]> => {
+      const res = await fetch(`${url}/__dev/query`, { method: "POST", body: JSON.stringify({ sql }) });
+      if (res.status !== 200) throw new Error(`query failed (${res.status}): ${await res.text()}`);
+      return ((await res.json()) as { results: T[] }).results;
+    };
     const scheduler = startScheduler(configs, opts.cronTickSeconds ?? 60, runScheduled);
     return {
       url,
       stripeUrl,
       catalog,
       logFile,
+      query,
       runScheduled,
       async close() {
         scheduler.stop();
