@@ -47,6 +47,8 @@ const SESSIONS_PER_MINUTE = Number(process.env.BENCH_SESSIONS_PER_MINUTE ?? 50);
 const SETTLE_SECONDS = 2;
 const CRON_TICK_SECONDS = 10;
 const POST_INTERVAL_SECONDS = 60;
+/** Ingest logs 1 % of its successful requests in production (npm run dev logs them all). */
+const PRODUCTION_LOGGING = { SUCCESS_LOG_SAMPLE_RATE: "0.01" };
 
 /** List prices used for the cost model (USD), as published on 2026-11-25 (Workers Paid plan). */
 export const PRICES = {
@@ -123,7 +125,7 @@ async function startWrangler(
  * competing for the machine's cores.
  */
 async function startIngestAlone(dir: string) {
-  const configs = writeDevConfigs(path.join(dir, "config"), DEV_SETTINGS);
+  const configs = writeDevConfigs(path.join(dir, "config"), { ...DEV_SETTINGS, ...PRODUCTION_LOGGING });
   const ingestConfig = configs.find((c) => c.endsWith("aigate-ingest.json"));
   if (!ingestConfig) throw new Error("ingest config missing");
   const front = path.join(dir, "config", "front.json");
@@ -161,11 +163,13 @@ function logLines(file: string, from = 0): LogLine[] {
   return out;
 }
 
+/** Sums a numeric field; a sampled line (`sample_rate` < 1) stands for 1 / sample_rate lines. */
 function sum(lines: LogLine[], field: string, where: (l: LogLine) => boolean = () => true): number {
   let total = 0;
   for (const l of lines) {
-    const v = l[field];
-    if (where(l) && typeof v === "number") total += v;
+    const v = field === "*" ? 1 : l[field];
+    const rate = typeof l.sample_rate === "number" && l.sample_rate > 0 ? l.sample_rate : 1;
+    if (where(l) && typeof v === "number") total += v / rate;
   }
   return total;
 }
@@ -387,16 +391,23 @@ async function main() {
       const ceiling = await measure(noop.url, `noop${eventsPerRequest}`);
       const from = readFileSync(alone.logFile).length;
       const ours = await measure(alone.url, `alone${eventsPerRequest}`);
-      const accepted = logLines(alone.logFile, from).filter((l) => l.msg === "events accepted");
+      const accepted = logLines(alone.logFile, from).filter((l) => l.msg === "request done");
       ingest[`${eventsPerRequest}`] = {
         noop: ceiling,
         ingest: ours,
         ratio_to_ceiling: ours.eventsPerSecond / ceiling.eventsPerSecond,
-        queue_messages_per_event: sum(accepted, "messages") / Math.max(1, sum(accepted, "accepted")),
+        queue_messages_per_event:
+          sum(accepted, "queue_messages") / Math.max(1, sum(accepted, "events_accepted")),
       };
     }
     await alone.stop();
     cleanups.pop();
+    if (process.env.BENCH_ONLY === "ingest") {
+      // a quick look at ingest alone while working on it; not a full run
+      console.log(JSON.stringify(ingest, null, 2));
+      finished = true;
+      return;
+    }
 
     // --- 1b. ingest inside the running pipeline (consumers share the same two cores) -----------
     log("starting the stack");
@@ -409,6 +420,7 @@ async function main() {
       settings: {
         VERDICT_SETTLE_SECONDS: String(SETTLE_SECONDS),
         STRIPE_POST_INTERVAL_SECONDS: String(POST_INTERVAL_SECONDS),
+        ...PRODUCTION_LOGGING,
       },
       cronTickSeconds: CRON_TICK_SECONDS,
     });
@@ -520,24 +532,25 @@ async function main() {
       });
     }
     const billed = paced.filter((s) => s.billable).length;
-    const accepted = lines.filter((l) => l.worker === "ingest" && l.msg === "events accepted");
+    const accepted = lines.filter((l) => l.worker === "ingest" && l.msg === "request done");
     const pacedCost = cost({
       sessions: paced.length,
       billed_sessions: billed,
-      events: sum(accepted, "accepted"),
+      events: paced.length * EVENTS_PER_SESSION,
       // ingest's event messages, the classifier's settle reminders (one per batch) and verdicts
       queue_messages:
-        sum(accepted, "messages") +
+        sum(accepted, "queue_messages") +
         lines.filter((l) => l.msg === "recorded telemetry" && Number(l.reminders) > 0).length +
         sum(lines, "judged", (l) => l.msg === "judged sessions") +
         sum(lines, "resent", (l) => l.msg === "judged sessions"),
-      queue_messages_per_event: sum(accepted, "messages") / Math.max(1, sum(accepted, "accepted")),
+      queue_messages_per_event:
+        sum(accepted, "queue_messages") / Math.max(1, sum(accepted, "events_accepted")),
       d1_rows_read_per_session: sum(lines, "d1_rows_read", (l) => DONE.has(String(l.msg))) / paced.length,
       d1_rows_written_per_session:
         sum(lines, "d1_rows_written", (l) => DONE.has(String(l.msg))) / paced.length,
       stripe_calls: calls.length,
       stripe_calls_per_1000_billed: (calls.length / billed) * 1000,
-      worker_invocations_per_session: lines.filter((l) => DONE.has(String(l.msg))).length / paced.length,
+      worker_invocations_per_session: sum(lines, "*", (l) => DONE.has(String(l.msg))) / paced.length,
     });
     const byWorker: Record<string, { invocations: number; d1_rows_read: number; d1_rows_written: number }> =
       {};
@@ -545,9 +558,10 @@ async function main() {
       if (!DONE.has(String(l.msg))) continue;
       const key = `${String(l.worker)} ${String(l.msg)}`;
       const w = byWorker[key] ?? { invocations: 0, d1_rows_read: 0, d1_rows_written: 0 };
-      w.invocations += 1;
-      w.d1_rows_read += Number(l.d1_rows_read ?? 0);
-      w.d1_rows_written += Number(l.d1_rows_written ?? 0);
+      const weight = typeof l.sample_rate === "number" && l.sample_rate > 0 ? 1 / l.sample_rate : 1;
+      w.invocations += weight;
+      w.d1_rows_read += Number(l.d1_rows_read ?? 0) * weight;
+      w.d1_rows_written += Number(l.d1_rows_written ?? 0) * weight;
       byWorker[key] = w;
     }
     results.paced = {

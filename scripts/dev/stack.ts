@@ -24,6 +24,7 @@ export const DEV_SETTINGS: Record<string, string> = {
   USER_TOKEN_SECRET: "dev-user-token-secret",
   VERDICT_SETTLE_SECONDS: "2",
   STRIPE_POST_INTERVAL_SECONDS: "5",
+  SUCCESS_LOG_SAMPLE_RATE: "1",
 };
 
 export interface StackOptions {

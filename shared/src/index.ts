@@ -5,6 +5,7 @@ export * from "./crypto";
 export * from "./d1stats";
 export * from "./errors";
 export * from "./events";
+export * from "./instrument";
 export * from "./log";
 export * from "./messages";
 export * from "./periods";

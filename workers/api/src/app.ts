@@ -26,16 +26,9 @@ app.use("*", async (c, next) => {
   const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
   const log = baseLog.child({ request_id: requestId });
   c.set("log", log);
-  const started = Date.now();
   await next();
-  // One structured line per request; the id is echoed so a caller can quote it.
+  // the id is echoed so a caller can quote it; index.ts logs one line per request with it
   c.header("x-request-id", requestId);
-  log.info("request", {
-    method: c.req.method,
-    path: c.req.path,
-    status: c.res.status,
-    duration_ms: Date.now() - started,
-  });
 });
 
 app.get("/healthz", (c) => c.json({ ok: true }));

@@ -97,15 +97,16 @@ describe("dashboard pages", () => {
       expect.objectContaining({
         level: "info",
         worker: "api",
-        msg: "request",
+        msg: "request done",
         request_id: "ray-123",
         method: "GET",
         path: "/admin",
         status: 200,
+        d1_rows_written: 0,
       }),
     );
     expect(logged).toContainEqual(
-      expect.objectContaining({ msg: "request", path: "/no/such/page", status: 404 }),
+      expect.objectContaining({ msg: "request done", path: "/no/such/page", status: 404 }),
     );
   });
 

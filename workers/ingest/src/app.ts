@@ -4,6 +4,7 @@
  */
 import {
   ApiError,
+  annotateRequest,
   createLogger,
   errorFields,
   errorResponse,
@@ -75,7 +76,11 @@ export function createApp(opts: AppOptions = {}) {
       requestId: c.var.requestId,
       log: c.var.log,
     });
-    c.var.log.info("events accepted", { ...result });
+    annotateRequest(c.req.raw, {
+      events_accepted: result.accepted,
+      events_enqueued: result.enqueued,
+      queue_messages: result.messages,
+    });
     return c.json({ accepted: result.accepted }, 202);
   });
 

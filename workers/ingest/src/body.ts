@@ -78,6 +78,10 @@ export async function readBodyText(request: Request, maxBytes: number): Promise<
   }
   const stream = request.body;
   if (!stream) return "";
+  // With a Content-Length within the limit the runtime delivers exactly that many bytes: read
+  // them in one call. Without one (chunked), count while streaming.
+  if (declared !== null && /^\d+$/.test(declared.trim()))
+    return decodeUtf8(new Uint8Array(await request.arrayBuffer()));
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
@@ -97,6 +101,10 @@ export async function readBodyText(request: Request, maxBytes: number): Promise<
     bytes.set(chunk, offset);
     offset += chunk.byteLength;
   }
+  return decodeUtf8(bytes);
+}
+
+function decodeUtf8(bytes: Uint8Array): string {
   try {
     return new TextDecoder("utf-8", { fatal: true, ignoreBOM: false }).decode(bytes);
   } catch {

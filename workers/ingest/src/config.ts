@@ -12,3 +12,9 @@ export function settings(env: Pick<Env, "LEASE_TTL_SECONDS" | "PAST_DUE_GRACE_DA
     pastDueGraceDays: intSetting(env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS, 0, 365),
   };
 }
+
+/** Share of successful requests logged (SUCCESS_LOG_SAMPLE_RATE, 0..1; errors always logged). */
+export function successLogSampleRate(env: Pick<Env, "SUCCESS_LOG_SAMPLE_RATE">): number {
+  const rate = Number(env.SUCCESS_LOG_SAMPLE_RATE);
+  return Number.isFinite(rate) && rate >= 0 && rate <= 1 ? rate : 1;
+}

@@ -1,23 +1,12 @@
 /** aigate-ingest: the telemetry API and admission control for gateways (see app.ts). */
-import { createLogger, d1LogFields, withD1Stats } from "@aigate/shared";
+import { instrumentFetch } from "@aigate/shared";
 import { createApp } from "./app";
+import { successLogSampleRate } from "./config";
 
 const app = createApp();
-const log = createLogger("ingest");
 
 export default {
-  async fetch(request, env, ctx) {
-    const started = Date.now();
-    const counted = withD1Stats(env);
-    const response = await app.fetch(request, counted.env, ctx);
-    log.info("request done", {
-      request_id: response.headers.get("x-request-id"),
-      method: request.method,
-      path: new URL(request.url).pathname,
-      status: response.status,
-      duration_ms: Date.now() - started,
-      ...d1LogFields(counted.stats),
-    });
-    return response;
-  },
+  fetch: instrumentFetch<Env>("ingest", (request, env, ctx) => app.fetch(request, env, ctx), {
+    successSampleRate: successLogSampleRate,
+  }),
 } satisfies ExportedHandler<Env>;

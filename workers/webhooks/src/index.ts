@@ -1,19 +1,7 @@
-import { createLogger, d1LogFields, withD1Stats } from "@aigate/shared";
+/** aigate-webhooks: Stripe's events turned into plans, subscriptions and invoices (see app.ts). */
+import { instrumentFetch } from "@aigate/shared";
 import { app } from "./app";
 
-const log = createLogger("webhooks");
-
 export default {
-  async fetch(request, env, ctx) {
-    const started = Date.now();
-    const counted = withD1Stats(env);
-    const response = await app.fetch(request, counted.env, ctx);
-    log.info("request done", {
-      path: new URL(request.url).pathname,
-      status: response.status,
-      duration_ms: Date.now() - started,
-      ...d1LogFields(counted.stats),
-    });
-    return response;
-  },
+  fetch: instrumentFetch("webhooks", (request, env: Env, ctx) => app.fetch(request, env, ctx)),
 } satisfies ExportedHandler<Env>;
