@@ -151,20 +151,18 @@ export async function recordUsage(
       .bind(keys, now),
     db
       .prepare(
-        `UPDATE usage_periods SET
-           billable_sessions = billable_sessions + (
-             SELECT count(*) FROM session_usage u
-             WHERE u.id IN (SELECT value->>'$.session_id' FROM json_each(?1))
-               AND u.record_token = ?2 AND u.status = 'success'
-               -- unary + keeps SQLite on the primary key (the batch's ids) instead of scanning
-               -- every row of the user through idx_usage_user_created
-               AND +u.user_id = usage_periods.user_id AND +u.plan = usage_periods.plan
-               AND +u.period_start = usage_periods.period_start),
-           updated_at = ?4
-         WHERE (user_id, plan, period_start) IN (
-           SELECT value->>'$.user_id', value->>'$.plan', value->>'$.period_start' FROM json_each(?3))`,
+        // one aggregate over this attempt's rows (found by primary key), joined to their periods
+        `UPDATE usage_periods SET billable_sessions = billable_sessions + c.n, updated_at = ?3
+         FROM (
+           SELECT u.user_id, u.plan, u.period_start, count(*) AS n FROM session_usage u
+           WHERE u.id IN (SELECT value->>'$.session_id' FROM json_each(?1))
+             AND u.record_token = ?2 AND u.status = 'success'
+           GROUP BY u.user_id, u.plan, u.period_start
+         ) AS c
+         WHERE usage_periods.user_id = c.user_id AND usage_periods.plan = c.plan
+           AND usage_periods.period_start = c.period_start`,
       )
-      .bind(rows, token, keys, now),
+      .bind(rows, token, now),
     db
       .prepare(
         `UPDATE sessions SET open = 0
