@@ -7,7 +7,6 @@ import { createLogger } from "@aigate/shared";
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import {
-  chunkBySize,
   describeBody,
   drainRetryDelaySeconds,
   MAX_REPLAY_PER_REQUEST,
@@ -44,13 +43,6 @@ describe("pure decisions", () => {
     expect([1, 2, 3, 4].map(drainRetryDelaySeconds)).toEqual([30, 60, 120, 240]);
     expect(drainRetryDelaySeconds(20)).toBe(43_200);
     expect(drainRetryDelaySeconds(0)).toBe(30);
-  });
-
-  it("chunks by count and by bytes, never splitting an item", () => {
-    const size = (n: number) => n;
-    expect(chunkBySize([1, 1, 1, 1, 1], size, 100, 2)).toEqual([[1, 1], [1, 1], [1]]);
-    expect(chunkBySize([60, 30, 20, 90, 200], size, 100, 10)).toEqual([[60, 30], [20], [90], [200]]);
-    expect(chunkBySize([], size, 100, 10)).toEqual([]);
   });
 
   it("plans to send known, not yet replayed dead letters and says why the others are skipped", () => {

@@ -11,15 +11,17 @@
  *   a replay re-sends nothing. The order "send, then mark" means a crash in between can only lead
  *   to a second send on the next replay, never to a lost message; the consumers are idempotent.
  */
-import { type Logger, QUEUE_LIMITS, QUEUES, TelemetryMessage, VerdictMessage } from "@aigate/shared";
 import {
-  type DeadLetterRow,
-  deadLettersByIds,
+  chunkBySize,
+  type DeadLetter,
   insertDeadLetters,
-  markReplayed,
-  type NewDeadLetter,
-  pendingDeadLetters,
-} from "./opsQueries";
+  type Logger,
+  QUEUE_LIMITS,
+  QUEUES,
+  TelemetryMessage,
+  VerdictMessage,
+} from "@aigate/shared";
+import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./opsQueries";
 
 export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts] as const;
 export type ReplayableQueue = (typeof REPLAYABLE_QUEUES)[number];
@@ -67,11 +69,7 @@ export function drainRetryDelaySeconds(attempts: number): number {
   return Math.min(QUEUE_LIMITS.maxDelaySeconds, 30 * 2 ** Math.min(n - 1, 15));
 }
 
-export function drainedLetter(
-  message: Message<unknown>,
-  deadLetterQueue: string,
-  now: number,
-): NewDeadLetter {
+export function drainedLetter(message: Message<unknown>, deadLetterQueue: string, now: number): DeadLetter {
   const queue = originalQueue(deadLetterQueue);
   const attempts = ORIGINAL_MAX_ATTEMPTS[queue] ?? message.attempts;
   return {
@@ -85,30 +83,6 @@ export function drainedLetter(
   };
 }
 
-/** Splits items into chunks of at most `maxCount` items and `maxBytes` (an item never splits). */
-export function chunkBySize<T>(
-  items: readonly T[],
-  sizeOf: (item: T) => number,
-  maxBytes: number,
-  maxCount: number,
-) {
-  const chunks: T[][] = [];
-  let current: T[] = [];
-  let bytes = 0;
-  for (const item of items) {
-    const size = sizeOf(item);
-    if (current.length > 0 && (current.length >= maxCount || bytes + size > maxBytes)) {
-      chunks.push(current);
-      current = [];
-      bytes = 0;
-    }
-    current.push(item);
-    bytes += size;
-  }
-  if (current.length > 0) chunks.push(current);
-  return chunks;
-}
-
 /** The queue handler: parks every message of a dead-letter batch, acks only once it is written. */
 export async function drainDeadLetters(
   db: D1Database,
@@ -119,9 +93,9 @@ export async function drainDeadLetters(
   const letters = batch.messages.map((m) => drainedLetter(m, batch.queue, now));
   const chunks = chunkBySize(
     letters,
-    (l) => byteLength(l.body) + byteLength(l.error) + byteLength(l.id) * 2 + 200,
-    MAX_PARK_CHUNK_BYTES,
     QUEUE_LIMITS.maxBatchMessages,
+    MAX_PARK_CHUNK_BYTES,
+    (l) => byteLength(l.body) + byteLength(l.error) + byteLength(l.id) * 2 + 200,
   );
   try {
     await db.batch(chunks.map((c) => insertDeadLetters(db, c)));
@@ -219,9 +193,9 @@ async function sendPlanned(
     const items = plan.send.filter((s) => s.queue === queue);
     const chunks = chunkBySize(
       items,
-      (s) => byteLength(s.row.body) + 100,
-      QUEUE_LIMITS.maxBatchBytes - 4_000,
       QUEUE_LIMITS.maxBatchMessages,
+      QUEUE_LIMITS.maxBatchBytes - 4_000,
+      (s) => byteLength(s.row.body) + 100,
     );
     for (const chunk of chunks) {
       const ids = chunk.map((s) => s.row.id);

@@ -22,32 +22,6 @@ export interface DeadLetterRow {
 }
 
 /** A message as it is parked: id `<original queue>:<message id>`, body as JSON text. */
-export interface NewDeadLetter {
-  id: string;
-  queue: string;
-  message_id: string;
-  body: string;
-  error: string;
-  attempts: number;
-  failed_at: number;
-}
-
-/**
- * Parks drained messages; a message parked before (a redelivered dead-letter batch, or a consumer
- * that parked it itself) keeps its first row. One JSON parameter for the whole chunk.
- */
-export function insertDeadLetters(db: D1Database, letters: readonly NewDeadLetter[]): D1PreparedStatement {
-  return db
-    .prepare(
-      `INSERT INTO dead_letters (id, queue, message_id, body, error, attempts, first_failed_at, last_failed_at)
-       SELECT d.value ->> '$.id', d.value ->> '$.queue', d.value ->> '$.message_id', d.value ->> '$.body',
-         d.value ->> '$.error', d.value ->> '$.attempts', d.value ->> '$.failed_at', d.value ->> '$.failed_at'
-       FROM json_each(?1) AS d WHERE true
-       ON CONFLICT (id) DO NOTHING`,
-    )
-    .bind(JSON.stringify(letters));
-}
-
 export type DeadLetterState = "pending" | "replayed" | "all";
 
 const STATE_FILTER = `(?4 = 'all' OR (?4 = 'pending' AND replayed_at IS NULL)

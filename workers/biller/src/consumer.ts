@@ -11,19 +11,12 @@
  * The recorded usage itself is never dropped: usage_periods keeps billable > posted until a
  * post succeeds.
  */
-import { QUEUES, VerdictMessage } from "@aigate/shared";
+import { insertDeadLetters, QUEUES, VerdictMessage } from "@aigate/shared";
 import { attribute, isPaid } from "./attribution";
 import { ATTRIBUTION_PARK_ATTEMPTS, type Biller } from "./config";
 import { retryDelaySeconds } from "./meter";
 import { type PostOutcome, postTotals, refKey } from "./posting";
-import {
-  loadAccounts,
-  type PeriodInsert,
-  type PeriodRef,
-  parkDeadLetter,
-  recordUsage,
-  type UsageInsert,
-} from "./queries";
+import { loadAccounts, type PeriodInsert, type PeriodRef, recordUsage, type UsageInsert } from "./queries";
 
 export type Decision = { kind: "ack" } | { kind: "retry"; reason: string } | { kind: "park"; reason: string };
 
@@ -188,23 +181,21 @@ async function settle(
   let parkFailed = false;
   if (parked.length > 0) {
     try {
-      await b.db.batch(
+      await insertDeadLetters(
+        b.db,
         parked.map((m) => {
           const d = decisions.get(m);
-          return parkDeadLetter(
-            b.db,
-            {
-              id: `${QUEUES.verdicts}:${m.id}`,
-              queue: QUEUES.verdicts,
-              messageId: m.id,
-              body: JSON.stringify(m.body) ?? "null",
-              error: d?.kind === "park" ? d.reason : "parked",
-              attempts: m.attempts,
-            },
-            now,
-          );
+          return {
+            id: `${QUEUES.verdicts}:${m.id}`,
+            queue: QUEUES.verdicts,
+            message_id: m.id,
+            body: JSON.stringify(m.body) ?? "null",
+            error: d?.kind === "park" ? d.reason : "parked",
+            attempts: m.attempts,
+            failed_at: now,
+          };
         }),
-      );
+      ).run();
       for (const m of parked) {
         const d = decisions.get(m);
         b.log.warn("verdict parked", { message_id: m.id, reason: d?.kind === "park" ? d.reason : "" });

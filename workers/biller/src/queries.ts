@@ -391,22 +391,3 @@ export function finishReconciliationRun(
 
 // ---------------------------------------------------------------------------------------------
 // Dead letters.
-
-export interface DeadLetter {
-  id: string;
-  queue: string;
-  messageId: string;
-  body: string;
-  error: string;
-  attempts: number;
-}
-
-/** Parks messages with their reason (a re-park of the same message keeps the first row). */
-export function parkDeadLetter(db: D1Database, d: DeadLetter, now: number) {
-  return db
-    .prepare(
-      `INSERT OR IGNORE INTO dead_letters (id, queue, message_id, body, error, attempts, first_failed_at, last_failed_at)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)`,
-    )
-    .bind(d.id, d.queue, d.messageId, d.body, d.error.slice(0, 2000), d.attempts, now);
-}

@@ -4,8 +4,7 @@
  * and hands them to the queue consumer as JudgeMessages. Judging there, not here, keeps the
  * verdict send retryable: a crash after the verdict commits is redelivered and re-sent.
  */
-import { createLogger, type JudgeMessage } from "@aigate/shared";
-import { chunkBySize } from "./chunks";
+import { chunkBySize, createLogger, type JudgeMessage } from "@aigate/shared";
 import { readDueSessionIds } from "./queries";
 import { sendAll } from "./send";
 import { readSettings } from "./timing";

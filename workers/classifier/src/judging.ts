@@ -5,8 +5,7 @@
  * as stored whenever a reminder lists an already-judged session (the biller is idempotent on the
  * session id), which covers a crash between the commit and the send.
  */
-import { type JudgeMessage, judge, type SessionFacts, VerdictMessage } from "@aigate/shared";
-import { chunkBySize } from "./chunks";
+import { chunkBySize, type JudgeMessage, judge, type SessionFacts, VerdictMessage } from "@aigate/shared";
 import {
   addToDailyRollups,
   type JudgedRow,

@@ -18,16 +18,6 @@ export interface VerdictToRecord {
   audio_ms: number;
 }
 
-export interface DeadLetter {
-  id: string;
-  queue: string;
-  message_id: string | null;
-  body: string;
-  error: string;
-  attempts: number;
-  failed_at: number;
-}
-
 export interface SessionStateRow {
   session_id: string;
   user_id: string;
@@ -188,19 +178,6 @@ export function countLateEvents(
        WHERE sessions.session_id = l.value ->> '$.session_id' AND sessions.verdict_at IS NOT NULL`,
     )
     .bind(JSON.stringify(late));
-}
-
-/** Parks messages (or the offending part of one) with their reason. Deterministic ids: a redelivery parks nothing twice. */
-export function insertDeadLetters(db: D1Database, letters: DeadLetter[]): D1PreparedStatement {
-  return db
-    .prepare(
-      `INSERT INTO dead_letters (id, queue, message_id, body, error, attempts, first_failed_at, last_failed_at)
-       SELECT d.value ->> '$.id', d.value ->> '$.queue', d.value ->> '$.message_id', d.value ->> '$.body',
-         d.value ->> '$.error', d.value ->> '$.attempts', d.value ->> '$.failed_at', d.value ->> '$.failed_at'
-       FROM json_each(?1) AS d WHERE true
-       ON CONFLICT (id) DO NOTHING`,
-    )
-    .bind(JSON.stringify(letters));
 }
 
 export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Promise<JudgeRow[]> {

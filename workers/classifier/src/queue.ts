@@ -5,14 +5,15 @@
  */
 import {
   createLogger,
+  type DeadLetter,
   errorFields,
+  insertDeadLetters,
   type JudgeMessage,
   type Logger,
   QUEUES,
   TelemetryMessage,
 } from "@aigate/shared";
 import { judgeSessions } from "./judging";
-import { type DeadLetter, insertDeadLetters } from "./queries";
 import { type EventsDelivery, recordEvents } from "./telemetry";
 import { readSettings, retryDelaySeconds } from "./timing";
 

@@ -1,8 +1,7 @@
 /**
  * Sending to a queue in as few calls as its limits allow.
  */
-import { QUEUE_LIMITS } from "@aigate/shared";
-import { chunkBySize, jsonBytes } from "./chunks";
+import { chunkBySize, jsonBytes, QUEUE_LIMITS } from "@aigate/shared";
 
 /** Per-message overhead counted against the batch size limit, besides the body. */
 const MESSAGE_OVERHEAD_BYTES = 100;

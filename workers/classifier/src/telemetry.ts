@@ -4,13 +4,19 @@
  * user other than the session's owner are parked. Sessions that see `ended` get a delayed
  * reminder to judge them once the settle window is over.
  */
-import { type EventsMessage, type JudgeMessage, QUEUES, type TelemetryEvent } from "@aigate/shared";
-import { chunkBySize, jsonBytes } from "./chunks";
+import {
+  chunkBySize,
+  type DeadLetter,
+  type EventsMessage,
+  insertDeadLetters,
+  type JudgeMessage,
+  jsonBytes,
+  QUEUES,
+  type TelemetryEvent,
+} from "@aigate/shared";
 import { chooseOwner, coalesceBySession, type PartialFacts, type ReceivedEvent } from "./facts";
 import {
   countLateEvents,
-  type DeadLetter,
-  insertDeadLetters,
   readSessionStates,
   type SessionStateRow,
   type UpsertedRow,

@@ -1,6 +1,6 @@
 /**
  * Splitting bulk work to fit platform limits (Queues: 100 messages and 256 KB per sendBatch,
- * 128 KB per message; D1: 2 MB per bound value). Pure.
+ * 128 KB per message; D1: 2 MB per bound value). Pure. An item is never split.
  */
 
 export function chunkBySize<T>(
