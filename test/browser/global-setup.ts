@@ -1,31 +1,4 @@
-/**
- * Starts the whole stack (emulator + all workers on the local runtime) once for the browser
- * tests, on free ports and a fresh database, exactly as `npm run dev` runs it. It provides the
- * same values as the e2e setup, so the e2e helpers work here too.
- */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import type { TestProject } from "vitest/node";
-import { freePort, ROOT, startStack } from "../../scripts/dev/stack";
+// The same stack as the end-to-end suites (so their helpers work here too), logs kept apart.
+import { stackSetup } from "../support/stack-setup";
 
-export default async function setup(project: TestProject) {
-  const workDir = path.join(ROOT, "test/.artifacts/browser");
-  mkdirSync(workDir, { recursive: true });
-  const persistTo = mkdtempSync(path.join(os.tmpdir(), "aigate-browser-"));
-  const stack = await startStack({
-    port: await freePort(),
-    stripePort: await freePort(),
-    persistTo,
-    workDir,
-    settings: { VERDICT_SETTLE_SECONDS: "1", STRIPE_POST_INTERVAL_SECONDS: "1" },
-    cronTickSeconds: 3,
-  });
-  project.provide("stackUrl", stack.url);
-  project.provide("stripeUrl", stack.stripeUrl);
-  project.provide("meterEventName", stack.catalog.meterEventName);
-  return async () => {
-    await stack.close();
-    rmSync(persistTo, { recursive: true, force: true });
-  };
-}
+export default stackSetup("browser");

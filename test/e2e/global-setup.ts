@@ -1,30 +1,3 @@
-/**
- * Starts the whole stack (emulator + all workers on the local runtime) once for the end-to-end
- * suites, on free ports and a fresh database, exactly as `npm run dev` runs it.
- */
-import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
-import os from "node:os";
-import path from "node:path";
-import type { TestProject } from "vitest/node";
-import { freePort, ROOT, startStack } from "../../scripts/dev/stack";
+import { stackSetup } from "../support/stack-setup";
 
-export default async function setup(project: TestProject) {
-  const workDir = path.join(ROOT, "test/.artifacts/e2e");
-  mkdirSync(workDir, { recursive: true });
-  const persistTo = mkdtempSync(path.join(os.tmpdir(), "aigate-e2e-"));
-  const stack = await startStack({
-    port: await freePort(),
-    stripePort: await freePort(),
-    persistTo,
-    workDir,
-    settings: { VERDICT_SETTLE_SECONDS: "1", STRIPE_POST_INTERVAL_SECONDS: "1" },
-    cronTickSeconds: 3,
-  });
-  project.provide("stackUrl", stack.url);
-  project.provide("stripeUrl", stack.stripeUrl);
-  project.provide("meterEventName", stack.catalog.meterEventName);
-  return async () => {
-    await stack.close();
-    rmSync(persistTo, { recursive: true, force: true });
-  };
-}
+export default stackSetup("e2e");
