@@ -35,15 +35,17 @@ export async function lookupKeyScope(
   key: string,
   now = Date.now(),
 ): Promise<KeyScope | null> {
-  const hash = await sha256Hex(key);
-  const hit = cache.get(hash);
+  // keyed by the presented key itself so a hit costs no hashing (the isolate sees the key anyway;
+  // only D1 must never hold it)
+  const hit = cache.get(key);
   if (hit && hit.expiresAt > now) return hit.scope;
+  const hash = await sha256Hex(key);
   const row = await db
     .prepare("SELECT scope FROM api_keys WHERE key_hash = ?1 AND revoked_at IS NULL")
     .bind(hash)
     .first<{ scope: KeyScope }>();
   if (cache.size >= CACHE_MAX_ENTRIES) cache.clear();
-  cache.set(hash, { scope: row?.scope ?? null, expiresAt: now + KEY_CACHE_TTL_MS });
+  cache.set(key, { scope: row?.scope ?? null, expiresAt: now + KEY_CACHE_TTL_MS });
   return row?.scope ?? null;
 }
 
