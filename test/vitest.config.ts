@@ -24,6 +24,17 @@ export default defineConfig({
       },
       {
         test: {
+          name: "chaos",
+          environment: "node",
+          include: ["chaos/**/*.test.ts"],
+          globalSetup: ["chaos/global-setup.ts"],
+          testTimeout: 900_000,
+          hookTimeout: 180_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
           name: "browser",
           environment: "node",
           include: ["browser/**/*.test.ts"],

@@ -25,8 +25,25 @@ export const LIMITS = {
   maxDurationMs: 30 * 24 * 60 * 60 * 1000,
 } as const;
 
-const Id = z.string().trim().min(1).max(LIMITS.maxIdLength);
-const Text = z.string().max(LIMITS.maxTextLength);
+/**
+ * JSON strings can carry lone UTF-16 surrogates ("\ud800"); D1 stores UTF-8, where they do not
+ * survive, so such an id would not match itself (or would match someone else's) once stored.
+ */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+export function isWellFormedText(s: string): boolean {
+  return !LONE_SURROGATE.test(s);
+}
+const WELL_FORMED = { message: "must be well-formed Unicode (no lone surrogates)" };
+
+/** An id from outside (session, user, project, event, source): trimmed, 1-200 chars, storable. */
+export const Identifier = z
+  .string()
+  .trim()
+  .min(1)
+  .max(LIMITS.maxIdLength)
+  .refine(isWellFormedText, WELL_FORMED);
+const Id = Identifier;
+const Text = z.string().max(LIMITS.maxTextLength).refine(isWellFormedText, WELL_FORMED);
 const DurationMs = z.int().min(0).max(LIMITS.maxDurationMs);
 const Rfc3339 = z.iso.datetime({ offset: true });
 

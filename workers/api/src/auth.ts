@@ -2,11 +2,8 @@
  * End-user tokens: a JWT minted by the app's backend, HS256 only, signed with
  * USER_TOKEN_SECRET, with `sub` (the user id) and `exp` required. Anything else is a 401.
  */
-import { bearerToken, unauthorized } from "@aigate/shared";
+import { bearerToken, Identifier as UserId, unauthorized } from "@aigate/shared";
 import { jwtVerify } from "jose";
-import { z } from "zod";
-
-const UserId = z.string().trim().min(1).max(200);
 
 const encoder = new TextEncoder();
 

@@ -397,6 +397,12 @@ const badAdmits: BadAdmit[] = [
     code: "invalid_request",
   },
   { name: "an empty id", init: postJson(admitBody(" ", "u")), status: 400, code: "invalid_request" },
+  {
+    name: "a session id with a lone UTF-16 surrogate",
+    init: postJson('{"session_id":"s-\\ud800","user_id":"u","project_id":"p"}'),
+    status: 400,
+    code: "invalid_request",
+  },
   { name: "an array", init: postJson([admitBody("s")]), status: 400, code: "invalid_request" },
   {
     name: "a body over 16 KiB",

@@ -7,6 +7,7 @@ import {
   accountStatus,
   calendarMonth,
   displayedQuota,
+  Identifier,
   PLANS,
   PlanId,
 } from "@aigate/shared";
@@ -14,9 +15,7 @@ import { z } from "zod";
 import { sessionOwnerMismatch } from "./errors";
 import { type AdmissionCountsRow, admitSession, type LeaseRow } from "./queries";
 
-const Id = z.string().trim().min(1).max(200);
-
-export const AdmitRequest = z.object({ session_id: Id, user_id: Id, project_id: Id });
+export const AdmitRequest = z.object({ session_id: Identifier, user_id: Identifier, project_id: Identifier });
 export type AdmitRequest = z.infer<typeof AdmitRequest>;
 
 export const RefusalReason = z.enum(["monthly_quota_exhausted", "concurrency_limit_reached"]);

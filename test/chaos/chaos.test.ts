@@ -1,0 +1,214 @@
+/**
+ * The chaos suite (issue 9): the whole pipeline on the local runtime, a seeded random workload
+ * delivered with duplicates and in any order, crashes injected into the consumers and handlers,
+ * Stripe faults, chaotic webhooks and a poison message; then the money is counted from D1, the
+ * Stripe emulator and the billing API, and must be exact. Prints one summary line:
+ * `chaos: N sessions, D duplicates, C crashes, F stripe faults, M mismatches`.
+ *
+ * Replay a run with CHAOS_SEED=<n>; soak with CHAOS_SOAK=1 or CHAOS_SESSIONS=<n> (docs/chaos.md).
+ */
+import { describe, expect, inject, it, onTestFailed } from "vitest";
+import { isRecord, StackClient, type WebhookStats } from "./clients";
+import { chaosConfig, replayHint } from "./config";
+import { buildCorpus, runCase } from "./corpus";
+import { checkAll, type Expectations } from "./invariants";
+import { dumpD1, observe, quiesce, snapshot } from "./observe";
+import { hash32, mulberry32 } from "./random";
+import {
+  burstScenario,
+  emptySendStats,
+  heavyScenario,
+  injectStripeFaults,
+  type PaidSetup,
+  poisonScenario,
+  redeliverWebhooks,
+  sendHijacks,
+  sendLate,
+  sendPoison,
+  sendSessions,
+  subscribePaidUsers,
+  waitFor,
+} from "./scenarios";
+import { duplicateCount, makeUsers, makeWorkload } from "./workload";
+
+const config = chaosConfig();
+const seed = config.seed;
+const client = new StackClient(inject("stackUrl"), inject("stripeUrl"), inject("chaosControlUrl"));
+/** An independent random stream per concurrent task, so a seed replays each of them. */
+const stream = (name: string) => mulberry32(hash32(`${seed}:${name}`));
+const users = makeUsers(mulberry32(seed));
+const webhookStats: WebhookStats = { deliveries: 0, duplicates: 0, failures: 0, byStatus: {} };
+let paid: PaidSetup | null = null;
+
+function onFailure() {
+  onTestFailed(() => {
+    console.error(`chaos seed ${seed} failed; replay it with: ${replayHint(seed)}`);
+  });
+}
+
+function userOf(plan: "free" | "payg" | "pro") {
+  const user = users.find((u) => u.plan === plan && u.role === "regular");
+  if (!user) throw new Error(`no ${plan} user in the workload`);
+  return user;
+}
+
+describe("chaos", () => {
+  it("subscribes the paid users through Checkout while webhooks arrive duplicated, reordered and crashed", async () => {
+    onFailure();
+    paid = await subscribePaidUsers(client, stream("checkout"), users, webhookStats);
+    expect(paid.subscriptions.size).toBe(users.filter((u) => u.plan !== "free").length);
+    expect(webhookStats.duplicates).toBeGreaterThan(0);
+  });
+
+  it("answers every bad input with the contract's 4xx error and leaves D1 unchanged", async () => {
+    onFailure();
+    const sub = paid?.subscriptions.get(userOf("payg").id);
+    if (!sub) throw new Error("the paid setup did not run");
+    await client.control("/enabled", { enabled: false });
+    try {
+      const before = await dumpD1(client);
+      const cases = await buildCorpus(
+        { free: userOf("free").id, payg: userOf("payg").id, pro: userOf("pro").id },
+        sub.subscription,
+      );
+      const failures: string[] = [];
+      for (const c of cases) {
+        const problem = await runCase(client, c);
+        if (problem) failures.push(problem);
+      }
+      const after = await dumpD1(client);
+      const changed = Object.keys(before).filter(
+        (t) => JSON.stringify(before[t]) !== JSON.stringify(after[t]),
+      );
+      console.log(`chaos corpus: ${cases.length} bad requests, ${failures.length} answered off-contract`);
+      expect(failures).toEqual([]);
+      expect(changed).toEqual([]);
+    } finally {
+      await client.control("/enabled", { enabled: true });
+    }
+  });
+
+  it(
+    "keeps money exact under duplicates, reordering, crashes, Stripe faults and a replayed poison message",
+    async () => {
+      onFailure();
+      if (!paid) throw new Error("the paid setup did not run");
+      const setup = paid;
+      const started = Date.now();
+      const workload = makeWorkload(seed, config.sessions, Date.now() + 1000);
+      const poison = workload.sessions.filter((s) => s.poison);
+      const main = workload.sessions.filter((s) => !s.poison);
+      const heavyUser = workload.users.find((u) => u.role === "heavy");
+      const burstUser = workload.users.find((u) => u.role === "burst");
+      const [poisonSession] = poison;
+      if (!heavyUser || !burstUser || !poisonSession) throw new Error("workload incomplete");
+      await client.control("/poison", { sessions: poison.map((s) => s.id) });
+      const sent = emptySendStats();
+
+      // Everything at once: the workload, admission pressure, Stripe faults, late webhooks, the poison.
+      const faults = injectStripeFaults(client, stream("faults"));
+      const poisonSent = sendPoison(client, poisonSession, sent);
+      const burst = burstScenario(client, stream("burst"), burstUser, seed, sent);
+      await sendSessions(client, stream("send"), main, sent, {
+        rounds: Math.max(4, Math.ceil(main.length / 400)),
+        pauseMs: 3000,
+        wavesPerPass: 4,
+        wavePauseMs: 1200,
+      });
+      const redelivered = redeliverWebhooks(client, stream("redeliver"), setup.webhooks, webhookStats);
+      const heavy = heavyScenario(
+        client,
+        stream("heavy"),
+        heavyUser,
+        seed,
+        main.filter((s) => s.userId === heavyUser.id),
+        sent,
+      );
+      await waitFor(
+        "hijacked sessions recorded",
+        async () => {
+          const snap = await snapshot(client);
+          const missing = workload.hijacks.filter((h) => !snap.sessions.has(h.sessionId)).length;
+          return missing === 0 ? { done: true } : { pending: `${missing} sessions not recorded` };
+        },
+        120_000,
+      );
+      await sendHijacks(client, stream("hijack"), workload.hijacks, sent);
+      const late = await sendLate(
+        client,
+        stream("late"),
+        main.filter((s) => s.userId !== heavyUser.id),
+        sent,
+      );
+      const [burstResult, heavyResult] = await Promise.all([burst, heavy, redelivered, poisonSent]);
+      const stripeFaults = await faults.stop();
+      const poisonReport = await poisonScenario(client, poisonSession);
+
+      const exp: Expectations = {
+        users: workload.users,
+        sessions: [...workload.sessions, ...burstResult.sessions, ...heavyResult.sessions],
+        hijacks: workload.hijacks,
+        refused: [...burstResult.refused, ...heavyResult.refused],
+        late: late.late,
+        waves: [...burstResult.waves, ...heavyResult.waves],
+      };
+      const { snap, pending } = await quiesce(
+        client,
+        exp,
+        config.timeoutMs - (Date.now() - started) - 90_000,
+      );
+      const obs = await observe(client, exp, snap, inject("meterEventName"));
+      const mismatches = [
+        ...pending.map((p) => `never settled: ${p}`),
+        ...sent.refused,
+        ...checkAll(exp, snap, obs),
+      ];
+
+      // A session id used by another user: refused with 409, and the session is left as it was.
+      const victim = main.find((s) => s.expected.billable === 1);
+      const thief = workload.users.find((u) => u.id !== victim?.userId);
+      if (victim && thief) {
+        const before = snap.sessions.get(victim.id);
+        const answer = await client.admit(victim.id, thief.id, "proj-thief");
+        const after = (await snapshot(client)).sessions.get(victim.id);
+        const code = isRecord(answer.body) && isRecord(answer.body.error) ? answer.body.error.code : null;
+        if (answer.status !== 409 || code !== "session_owner_mismatch") {
+          mismatches.push(
+            `admitting ${victim.id} for another user answered ${answer.status} ${String(code)}`,
+          );
+        }
+        if (JSON.stringify(before) !== JSON.stringify(after)) {
+          mismatches.push(`admitting ${victim.id} for another user changed its row`);
+        }
+      }
+
+      const chaos = await client.stats();
+      const sessions = exp.sessions.length;
+      // every event delivery beyond the first of each event: deliberate copies and gateway retries
+      const distinct =
+        exp.sessions.reduce((n, s) => n + s.events.length, 0) + exp.hijacks.length + late.newEvents;
+      const duplicates = sent.deliveries - distinct;
+      console.log(
+        `chaos details: seed ${seed}; ${sent.requests} event requests (${sent.retried} retried after 5xx); ` +
+          `webhooks ${webhookStats.deliveries} deliveries ${JSON.stringify(webhookStats.byStatus)}; ` +
+          `crashes ${JSON.stringify(chaos.crashesByPoint)}; poison refused ${chaos.refused}x, ` +
+          `parked ${poisonReport.parked.length}, replays ${JSON.stringify(poisonReport.replays)}; ` +
+          `${late.late.size} sessions got events after their verdict; ${exp.hijacks.length} hijack events; ` +
+          `stripe faults ${stripeFaults.consumed}/${stripeFaults.injected} consumed; ` +
+          `admission waves ${exp.waves.map((w) => `${w.allowed}/${w.requested}`).join(" ")}; ` +
+          `${Math.round((Date.now() - started) / 1000)} s`,
+      );
+      for (const m of mismatches.slice(0, 100)) console.error(`chaos mismatch: ${m}`);
+      console.log(
+        `chaos: ${sessions} sessions, ${duplicates} duplicates, ${chaos.crashes} crashes, ` +
+          `${stripeFaults.consumed} stripe faults, ${mismatches.length} mismatches`,
+      );
+      expect(mismatches).toEqual([]);
+      // the run really was chaotic
+      expect(chaos.crashes).toBeGreaterThan(0);
+      expect(stripeFaults.consumed).toBeGreaterThan(0);
+      expect(duplicates).toBeGreaterThanOrEqual(duplicateCount(exp.sessions));
+    },
+    config.timeoutMs,
+  );
+});

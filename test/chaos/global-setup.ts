@@ -1,0 +1,50 @@
+/**
+ * Starts the chaos stack once: the control server, then the whole pipeline (emulator + every
+ * worker on the local runtime) with each worker replaced by its chaos build. Webhooks are not
+ * pushed: the suite drains them from the emulator and delivers them itself, duplicated and
+ * reordered.
+ */
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import type { TestProject } from "vitest/node";
+import { freePort, ROOT, startStack } from "../../scripts/dev/stack";
+import { chaosConfig, replayHint } from "./config";
+import { startControl } from "./control";
+import { writeChaosEntries } from "./entries";
+
+export default async function setup(project: TestProject) {
+  const config = chaosConfig();
+  console.log(`chaos seed ${config.seed} (replay: ${replayHint(config.seed)})`);
+  const workDir = path.join(ROOT, "test/.artifacts/chaos");
+  mkdirSync(workDir, { recursive: true });
+  const persistTo = mkdtempSync(path.join(os.tmpdir(), "aigate-chaos-"));
+  const control = await startControl(config.seed);
+  let stack: Awaited<ReturnType<typeof startStack>>;
+  try {
+    stack = await startStack({
+      port: await freePort(),
+      stripePort: await freePort(),
+      persistTo,
+      workDir,
+      webhooks: false,
+      cronTickSeconds: config.cronTickSeconds,
+      settings: { VERDICT_SETTLE_SECONDS: String(config.settleSeconds), STRIPE_POST_INTERVAL_SECONDS: "3" },
+      mainOverrides: writeChaosEntries(path.join(workDir, "build"), control.url),
+    });
+  } catch (err) {
+    await control.close();
+    throw err;
+  }
+  project.provide("stackUrl", stack.url);
+  project.provide("stripeUrl", stack.stripeUrl);
+  project.provide("meterEventName", stack.catalog.meterEventName);
+  project.provide("chaosControlUrl", control.url);
+  project.provide("chaosPersistTo", persistTo);
+  return async () => {
+    await stack.close();
+    await control.close();
+    if (process.env.CHAOS_KEEP_STATE === "1") console.log(`chaos state kept in ${persistTo}`);
+    else rmSync(persistTo, { recursive: true, force: true });
+  };
+}
