@@ -16,7 +16,10 @@ const event = (over: Record<string, unknown> = {}, data: Record<string, unknown>
 describe("parseEventBatch", () => {
   it("accepts well-formed events, surrogate pairs (emoji) included", () => {
     const parsed = parseEventBatch([event({ subject: "s-\u{1F600}" }, { reason: "bye \u{1F44B}" })], now);
-    expect(parsed).toMatchObject({ ok: true, events: [{ session_id: "s-\u{1F600}", reason: "bye \u{1F44B}" }] });
+    expect(parsed).toMatchObject({
+      ok: true,
+      events: [{ session_id: "s-\u{1F600}", reason: "bye \u{1F44B}" }],
+    });
   });
 
   it("refuses ids and texts holding a lone UTF-16 surrogate, which D1 could not store as sent", () => {
