@@ -62,6 +62,8 @@ export default {
     }
     console.log(
       JSON.stringify({
+        level: "info",
+        worker: "naive",
         msg: "naive batch",
         events: events.length,
         d1_rows_written: rowsWritten,

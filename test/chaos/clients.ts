@@ -5,39 +5,22 @@
  * read-only SQL endpoint.
  */
 import { createHmac } from "node:crypto";
-import { SignJWT } from "jose";
+import { mapLimit } from "../../shared/src/chunks";
+import { DEV_USER_TOKEN_SECRET as USER_TOKEN_SECRET, userToken } from "../e2e/helpers";
 import { EmulatorClient } from "../stripe-emulator/client";
 import type { ChaosStats } from "./protocol";
 import type { Rng } from "./random";
 import type { EventRequest, WireEvent } from "./workload";
 
+export { mapLimit, USER_TOKEN_SECRET, userToken };
+
 export const INGEST_KEY = "aig_dev_ingest";
 export const ADMIN_KEY = "aig_dev_admin";
-export const USER_TOKEN_SECRET = "dev-user-token-secret";
 export const WEBHOOK_SECRET = "whsec_dev";
 
 export type Row = Record<string, unknown>;
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Runs `fn` over `items` with at most `limit` in flight; results in input order. */
-export async function mapLimit<T, R>(
-  items: readonly T[],
-  limit: number,
-  fn: (item: T) => Promise<R>,
-): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      const item = items[index];
-      if (item !== undefined) out[index] = await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
-}
 
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -67,15 +50,6 @@ export function strOrNull(row: Row, key: string): string | null {
   if (v === null || v === undefined) return null;
   if (typeof v !== "string") throw new Error(`column ${key} is not a string: ${JSON.stringify(v)}`);
   return v;
-}
-
-export async function userToken(userId: string, ttlSeconds = 3600): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(userId)
-    .setIssuedAt()
-    .setExpirationTime(`${ttlSeconds}s`)
-    .sign(new TextEncoder().encode(USER_TOKEN_SECRET));
 }
 
 /** A `Stripe-Signature` header for `payload`, as Stripe computes it (v1 = HMAC-SHA256 of "t.payload"). */

@@ -8,6 +8,7 @@
  * later post reuse an older timestamp); post the current billable total read under the lock;
  * then record what Stripe acknowledged and release the lock (one batch for all customers).
  */
+import { mapLimit } from "@aigate/shared";
 import { periodKey } from "./attribution";
 import { type Biller, METER_LOCK_TTL_MS, STRIPE_CONCURRENCY } from "./config";
 import { classifyStripeError, meterIdentifier, meterTimestamp, nextPostAt } from "./meter";
@@ -253,18 +254,4 @@ async function postOne(b: Biller, p: PlannedPost, opts: PostOptions): Promise<Po
       ? { kind: "transient", error: failure.message }
       : { kind: "rejected", error: failure.message };
   }
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const index = next++;
-      const item = items[index];
-      if (item !== undefined) out[index] = await fn(item);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
