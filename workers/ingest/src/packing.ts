@@ -31,7 +31,8 @@ export function dedupeEvents(events: TelemetryEvent[]): TelemetryEvent[] {
   const seen = new Set<string>();
   const out: TelemetryEvent[] = [];
   for (const event of events) {
-    const key = JSON.stringify([event.source, event.id]);
+    // length-prefixed, so ("a:b", "c") and ("a", "b:c") stay distinct
+    const key = `${event.source.length}:${event.source}${event.id}`;
     if (seen.has(key)) continue;
     seen.add(key);
     out.push(event);
@@ -56,6 +57,10 @@ export function packEvents(
     received_at: header.received_at,
     events: slice,
   });
+  // The usual request fits one message: measured whole, once.
+  const whole = make(events);
+  const wholeBytes = jsonBytes(whole);
+  if (events.length > 0 && wholeBytes <= limits.maxMessageBytes) return [{ body: whole, bytes: wholeBytes }];
   // JSON of a message = JSON of the empty message + the events joined by commas.
   const emptyBytes = jsonBytes(make([]));
   const messages: PackedMessage[] = [];
