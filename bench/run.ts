@@ -15,6 +15,8 @@ import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeF
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
+import { startStripeEmulator } from "@aigate/stripe-emulator";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import { SignJWT } from "jose";
 import {
   DEV_SETTINGS,
@@ -27,8 +29,6 @@ import {
 } from "../scripts/dev/stack";
 import { createStripe } from "../shared/src/stripe";
 import { ensureStripeCatalog } from "../shared/src/stripeCatalog";
-import { EmulatorClient } from "../test/stripe-emulator/client";
-import { startStripeEmulator } from "../test/stripe-emulator/server";
 import type { LoadConfig, LoadResult } from "./load";
 import { EVENTS_PER_SESSION, type SessionSpec, sessionEvents } from "./workload";
 

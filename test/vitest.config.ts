@@ -6,13 +6,6 @@ export default defineConfig({
     projects: [
       {
         test: {
-          name: "stripe-emulator",
-          environment: "node",
-          include: ["stripe-emulator/**/*.test.ts"],
-        },
-      },
-      {
-        test: {
           name: "e2e",
           environment: "node",
           include: ["e2e/**/*.test.ts"],

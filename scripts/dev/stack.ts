@@ -8,10 +8,10 @@ import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { startStripeEmulator } from "@aigate/stripe-emulator";
 import { parse as parseJsonc } from "jsonc-parser";
 import { createStripe } from "../../shared/src/stripe";
 import { ensureStripeCatalog, type StripeCatalog } from "../../shared/src/stripeCatalog";
-import { startStripeEmulator } from "../../test/stripe-emulator/server";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const WRANGLER = path.join(ROOT, "node_modules/.bin/wrangler");

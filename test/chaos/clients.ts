@@ -5,9 +5,9 @@
  * read-only SQL endpoint.
  */
 import { createHmac } from "node:crypto";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import { mapLimit } from "../../shared/src/chunks";
 import { DEV_USER_TOKEN_SECRET as USER_TOKEN_SECRET, userToken } from "../e2e/helpers";
-import { EmulatorClient } from "../stripe-emulator/client";
 import type { ChaosStats } from "./protocol";
 import type { Rng } from "./random";
 import type { EventRequest, WireEvent } from "./workload";

@@ -8,7 +8,7 @@ import { createExecutionContext, createMessageBatch, env, getQueueResult } from 
 import type { PaidPlanId, VerdictMessage } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
-import { EmulatorClient } from "../../../test/stripe-emulator/client";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import worker from "./index";
 
 export const DAY = 86_400_000;

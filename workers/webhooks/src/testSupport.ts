@@ -8,8 +8,8 @@
 import { type PaidPlanId, PLANS } from "@aigate/shared";
 import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
 import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import Stripe from "stripe";
-import { EmulatorClient } from "../../../test/stripe-emulator/client";
 
 export interface Delivery {
   id: string;

@@ -1,0 +1,430 @@
+/** Renders internal records (state.ts) into Stripe's wire shapes (wire.ts). */
+import { formatMoney } from "./pricing";
+import type {
+  CheckoutLineRec,
+  CheckoutSessionRec,
+  CustomerRec,
+  EmulatorState,
+  InvoiceLineRec,
+  InvoiceRec,
+  ItemRec,
+  MeterRec,
+  PortalSessionRec,
+  PriceRec,
+  ProductRec,
+  SubscriptionRec,
+  Tier,
+} from "./state";
+import type {
+  CheckoutLineItemObject,
+  CheckoutSessionObject,
+  CustomerObject,
+  InvoiceLineObject,
+  InvoiceObject,
+  ListObject,
+  MeterObject,
+  PortalSessionObject,
+  PriceObject,
+  ProductObject,
+  SubscriptionItemObject,
+  SubscriptionObject,
+  TierObject,
+} from "./wire";
+
+export function listOf<T>(data: T[], url: string): ListObject<T> {
+  return { object: "list", data, has_more: false, total_count: data.length, url };
+}
+
+export function customerView(c: CustomerRec): CustomerObject {
+  return {
+    id: c.id,
+    object: "customer",
+    address: null,
+    balance: 0,
+    created: c.created,
+    currency: null,
+    default_source: null,
+    delinquent: false,
+    description: c.description,
+    email: c.email,
+    invoice_prefix: c.invoicePrefix,
+    invoice_settings: {
+      custom_fields: null,
+      default_payment_method: null,
+      footer: null,
+      rendering_options: null,
+    },
+    livemode: false,
+    metadata: { ...c.metadata },
+    name: c.name,
+    next_invoice_sequence: c.nextInvoiceSequence,
+    phone: c.phone,
+    preferred_locales: [],
+    shipping: null,
+    tax_exempt: "none",
+    test_clock: null,
+  };
+}
+
+export function productView(p: ProductRec): ProductObject {
+  return {
+    id: p.id,
+    object: "product",
+    active: p.active,
+    created: p.created,
+    default_price: null,
+    description: p.description,
+    images: [],
+    livemode: false,
+    marketing_features: [],
+    metadata: { ...p.metadata },
+    name: p.name,
+    package_dimensions: null,
+    shippable: null,
+    statement_descriptor: null,
+    tax_code: null,
+    type: "service",
+    unit_label: null,
+    updated: p.updated,
+    url: null,
+  };
+}
+
+function tierView(t: Tier): TierObject {
+  return {
+    flat_amount: t.flatAmount,
+    flat_amount_decimal: t.flatAmount === null ? null : String(t.flatAmount),
+    unit_amount: t.unitAmount,
+    unit_amount_decimal: t.unitAmount === null ? null : String(t.unitAmount),
+    up_to: t.upTo,
+  };
+}
+
+/** `tiers` is includable: always rendered here, stripped by expand.ts unless expanded. */
+export function priceView(p: PriceRec): PriceObject {
+  const view: PriceObject = {
+    id: p.id,
+    object: "price",
+    active: p.active,
+    billing_scheme: p.billingScheme,
+    created: p.created,
+    currency: p.currency,
+    custom_unit_amount: null,
+    livemode: false,
+    lookup_key: p.lookupKey,
+    metadata: { ...p.metadata },
+    nickname: p.nickname,
+    product: p.product,
+    recurring: p.recurring && {
+      interval: p.recurring.interval,
+      interval_count: p.recurring.intervalCount,
+      meter: p.recurring.meter,
+      trial_period_days: null,
+      usage_type: p.recurring.usageType,
+    },
+    tax_behavior: "unspecified",
+    tiers_mode: p.tiersMode,
+    transform_quantity: null,
+    type: p.recurring ? "recurring" : "one_time",
+    unit_amount: p.unitAmount,
+    unit_amount_decimal: p.unitAmount === null ? null : String(p.unitAmount),
+  };
+  if (p.tiers) view.tiers = p.tiers.map(tierView);
+  return view;
+}
+
+export function meterView(m: MeterRec): MeterObject {
+  return {
+    id: m.id,
+    object: "billing.meter",
+    created: m.created,
+    customer_mapping: { event_payload_key: m.customerKey, type: "by_id" },
+    default_aggregation: { formula: m.formula },
+    display_name: m.displayName,
+    event_name: m.eventName,
+    event_time_window: m.eventTimeWindow,
+    livemode: false,
+    status: m.status,
+    status_transitions: { deactivated_at: m.deactivatedAt },
+    updated: m.updated,
+    value_settings: { event_payload_key: m.valueKey },
+  };
+}
+
+function priceOf(state: EmulatorState, id: string): PriceRec {
+  const price = state.prices.get(id);
+  if (!price) throw new Error(`emulator invariant: unknown price ${id}`);
+  return price;
+}
+
+export function itemView(state: EmulatorState, sub: SubscriptionRec, i: ItemRec): SubscriptionItemObject {
+  const view: SubscriptionItemObject = {
+    id: i.id,
+    object: "subscription_item",
+    billing_thresholds: null,
+    created: i.created,
+    current_period_end: i.periodEnd,
+    current_period_start: i.periodStart,
+    discounts: [],
+    metadata: { ...i.metadata },
+    price: priceView(priceOf(state, i.price)),
+    subscription: sub.id,
+    tax_rates: [],
+  };
+  if (i.quantity !== null) view.quantity = i.quantity;
+  return view;
+}
+
+export function subscriptionView(state: EmulatorState, s: SubscriptionRec): SubscriptionObject {
+  const periodEnd = s.items[0]?.periodEnd ?? null;
+  return {
+    id: s.id,
+    object: "subscription",
+    application: null,
+    automatic_tax: { disabled_reason: null, enabled: false, liability: null },
+    billing_cycle_anchor: s.billingCycleAnchor,
+    cancel_at: s.cancelAtPeriodEnd ? periodEnd : null,
+    cancel_at_period_end: s.cancelAtPeriodEnd,
+    canceled_at: s.canceledAt,
+    cancellation_details: {
+      comment: s.cancellation.comment,
+      feedback: s.cancellation.feedback,
+      feedback_option: null,
+      reason: s.cancellation.reason,
+    },
+    collection_method: "charge_automatically",
+    created: s.created,
+    currency: s.currency,
+    customer: s.customer,
+    days_until_due: null,
+    default_payment_method: null,
+    description: null,
+    discounts: [],
+    ended_at: s.endedAt,
+    items: listOf(
+      s.items.map((i) => itemView(state, s, i)),
+      `/v1/subscription_items?subscription=${s.id}`,
+    ),
+    latest_invoice: s.latestInvoice,
+    livemode: false,
+    metadata: { ...s.metadata },
+    pending_update: null,
+    schedule: null,
+    start_date: s.startDate,
+    status: s.status,
+    test_clock: null,
+    trial_end: null,
+    trial_start: null,
+  };
+}
+
+function lineView(inv: InvoiceRec, subscription: string, l: InvoiceLineRec): InvoiceLineObject {
+  return {
+    id: l.id,
+    object: "line_item",
+    amount: l.amount,
+    currency: inv.currency,
+    description: l.description,
+    discount_amounts: [],
+    discountable: true,
+    discounts: [],
+    invoice: inv.id,
+    livemode: false,
+    metadata: {},
+    parent: {
+      type: "subscription_item_details",
+      invoice_item_details: null,
+      subscription_item_details: {
+        invoice_item: null,
+        proration: false,
+        proration_details: { credited_items: null },
+        subscription,
+        subscription_item: l.subscriptionItem,
+      },
+    },
+    period: { start: l.periodStart, end: l.periodEnd },
+    pretax_credit_amounts: [],
+    pricing: {
+      type: "price_details",
+      price_details: { price: l.price, product: l.product },
+      unit_amount_decimal: l.unitAmountDecimal,
+    },
+    quantity: l.quantity,
+    quantity_decimal: String(l.quantity),
+    subscription,
+    subtotal: l.amount,
+    taxes: [],
+  };
+}
+
+export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObject {
+  const total = inv.lines.reduce((sum, l) => sum + l.amount, 0);
+  const paid = inv.status === "paid" ? total : 0;
+  const customer = state.customers.get(inv.customer);
+  const sub = state.subscriptions.get(inv.subscription);
+  return {
+    id: inv.id,
+    object: "invoice",
+    account_country: "US",
+    account_name: "AI Gate (Stripe emulator)",
+    amount_due: total,
+    amount_overpaid: 0,
+    amount_paid: paid,
+    amount_remaining: total - paid,
+    amount_shipping: 0,
+    attempt_count: inv.attemptCount,
+    attempted: inv.attemptCount > 0,
+    auto_advance: inv.status === "draft" || inv.status === "open",
+    billing_reason: inv.billingReason,
+    collection_method: "charge_automatically",
+    created: inv.created,
+    currency: inv.currency,
+    customer: inv.customer,
+    customer_email: customer?.email ?? null,
+    customer_name: customer?.name ?? null,
+    description: null,
+    due_date: null,
+    effective_at: inv.finalizedAt,
+    ending_balance: inv.finalizedAt === null ? null : 0,
+    hosted_invoice_url: null,
+    invoice_pdf: null,
+    lines: listOf(
+      inv.lines.map((l) => lineView(inv, inv.subscription, l)),
+      `/v1/invoices/${inv.id}/lines`,
+    ),
+    livemode: false,
+    metadata: { ...inv.metadata },
+    next_payment_attempt: inv.nextPaymentAttempt,
+    number: inv.number,
+    parent: {
+      type: "subscription_details",
+      quote_details: null,
+      subscription_details: { subscription: inv.subscription, metadata: sub ? { ...sub.metadata } : null },
+    },
+    period_end: inv.periodEnd,
+    period_start: inv.periodStart,
+    starting_balance: 0,
+    status: inv.status,
+    status_transitions: {
+      finalized_at: inv.finalizedAt,
+      marked_uncollectible_at: null,
+      paid_at: inv.paidAt,
+      voided_at: null,
+    },
+    subtotal: total,
+    subtotal_excluding_tax: total,
+    total,
+    total_excluding_tax: total,
+    webhooks_delivered_at: inv.created,
+  };
+}
+
+export function checkoutLineAmount(state: EmulatorState, line: CheckoutLineRec): number {
+  const price = priceOf(state, line.price);
+  return line.quantity === null ? 0 : (price.unitAmount ?? 0) * line.quantity;
+}
+
+export function checkoutLineView(state: EmulatorState, line: CheckoutLineRec): CheckoutLineItemObject {
+  const price = priceOf(state, line.price);
+  const product = state.products.get(price.product);
+  const amount = checkoutLineAmount(state, line);
+  return {
+    id: line.id,
+    object: "item",
+    adjustable_quantity: null,
+    amount_discount: 0,
+    amount_subtotal: amount,
+    amount_tax: 0,
+    amount_total: amount,
+    currency: price.currency,
+    description: product?.name ?? null,
+    metadata: {},
+    price: priceView(price),
+    quantity: line.quantity,
+  };
+}
+
+/** A human description of a price, e.g. "$29.00 / month" or "$0.10 per unit / month (metered)". */
+export function describePrice(p: PriceRec): string {
+  const every = p.recurring ? ` / ${p.recurring.interval}` : "";
+  const metered = p.recurring?.usageType === "metered" ? " (metered)" : "";
+  if (p.billingScheme === "tiered") {
+    const tiers = (p.tiers ?? [])
+      .map(
+        (t) =>
+          `${t.upTo === null ? "above" : `up to ${t.upTo}`}: ${formatMoney(t.unitAmount ?? 0, p.currency)}`,
+      )
+      .join(", ");
+    return `tiered per unit (${tiers})${every}${metered}`;
+  }
+  const per = p.recurring?.usageType === "metered" ? " per unit" : "";
+  return `${formatMoney(p.unitAmount ?? 0, p.currency)}${per}${every}${metered}`;
+}
+
+export function checkoutSessionView(
+  state: EmulatorState,
+  s: CheckoutSessionRec,
+  baseUrl: string,
+): CheckoutSessionObject {
+  const amount = s.lines.reduce((sum, l) => sum + checkoutLineAmount(state, l), 0);
+  const firstPrice = s.lines[0] ? state.prices.get(s.lines[0].price) : undefined;
+  const expired = s.status === "open" && state.now() >= s.expiresAt;
+  const status = expired ? "expired" : s.status;
+  const customer = s.customer ? state.customers.get(s.customer) : undefined;
+  return {
+    id: s.id,
+    object: "checkout.session",
+    amount_subtotal: amount,
+    amount_total: amount,
+    cancel_url: s.cancelUrl,
+    client_reference_id: s.clientReferenceId,
+    created: s.created,
+    currency: firstPrice?.currency ?? null,
+    customer: s.customer,
+    customer_details:
+      s.status === "complete"
+        ? {
+            address: null,
+            business_name: null,
+            email: customer?.email ?? s.customerEmail,
+            individual_name: null,
+            name: customer?.name ?? null,
+            phone: null,
+            tax_exempt: "none",
+            tax_ids: [],
+          }
+        : null,
+    customer_email: s.customerEmail,
+    expires_at: s.expiresAt,
+    invoice: s.invoice,
+    line_items: listOf(
+      s.lines.map((l) => checkoutLineView(state, l)),
+      `/v1/checkout/sessions/${s.id}/line_items`,
+    ),
+    livemode: false,
+    metadata: { ...s.metadata },
+    mode: s.mode,
+    payment_status: s.status === "complete" ? (amount > 0 ? "paid" : "no_payment_required") : "unpaid",
+    status,
+    subscription: s.subscription,
+    success_url: s.successUrl,
+    ui_mode: "hosted_page",
+    url: status === "open" ? `${baseUrl}/checkout/${s.id}` : null,
+  };
+}
+
+export function portalSessionView(p: PortalSessionRec, baseUrl: string): PortalSessionObject {
+  return {
+    id: p.id,
+    object: "billing_portal.session",
+    configuration: "bpc_emulator_default",
+    created: p.created,
+    customer: p.customer,
+    flow: null,
+    livemode: false,
+    locale: null,
+    on_behalf_of: null,
+    return_url: p.returnUrl,
+    url: `${baseUrl}/portal/${p.id}`,
+  };
+}
