@@ -36,7 +36,7 @@ export function completeCheckout(ctx: Ctx, sessionId: string): CompleteCheckoutR
     if (!price) throw new Error(`emulator invariant: unknown price ${l.price}`);
     return { price, quantity: l.quantity };
   });
-  const sub = startSubscription(ctx, customer.id, lines, session.subscriptionMetadata);
+  const sub = startSubscription(ctx, customer.id, lines, session.subscriptionMetadata, session.billingMode);
   const invoice = firstInvoice(ctx, sub);
   session.status = "complete";
   session.customer = customer.id;

@@ -9,6 +9,13 @@ export type Metadata = Record<string, string>;
 export type Formula = "sum" | "count" | "last";
 export type Interval = "day" | "week" | "month" | "year";
 
+/** How prorations and invoices of a subscription are calculated (`billing_mode`). */
+export interface BillingModeRec {
+  type: "classic" | "flexible";
+  /** `billing_mode.flexible.proration_discounts` when it was given. */
+  prorationDiscounts: "included" | "itemized" | null;
+}
+
 export interface CustomerRec {
   id: string;
   created: number;
@@ -106,6 +113,7 @@ export interface CheckoutSessionRec {
   cancelUrl: string | null;
   metadata: Metadata;
   subscriptionMetadata: Metadata;
+  billingMode: BillingModeRec;
   lines: CheckoutLineRec[];
   subscription: string | null;
   invoice: string | null;
@@ -137,6 +145,7 @@ export interface SubscriptionRec {
   currency: string;
   status: SubscriptionStatus;
   metadata: Metadata;
+  billingMode: BillingModeRec;
   startDate: number;
   billingCycleAnchor: number;
   cancelAtPeriodEnd: boolean;

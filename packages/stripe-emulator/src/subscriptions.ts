@@ -14,7 +14,7 @@ import {
 } from "./invoicing";
 import type { Params } from "./params";
 import { addInterval, periodEndAfter } from "./pricing";
-import { type ItemRec, newId, type PriceRec, type SubscriptionRec } from "./state";
+import { type BillingModeRec, type ItemRec, newId, type PriceRec, type SubscriptionRec } from "./state";
 import { subscriptionView } from "./views";
 
 function recurringOf(price: PriceRec): NonNullable<PriceRec["recurring"]> {
@@ -53,6 +53,7 @@ export function startSubscription(
   customer: string,
   lines: { price: PriceRec; quantity: number | null }[],
   metadata: Record<string, string>,
+  billingMode: BillingModeRec,
 ): SubscriptionRec {
   const now = ctx.state.now();
   const first = lines[0];
@@ -66,6 +67,7 @@ export function startSubscription(
     currency: first.price.currency,
     status: "active",
     metadata: { ...metadata },
+    billingMode: { ...billingMode },
     startDate: now,
     billingCycleAnchor: now,
     cancelAtPeriodEnd: false,

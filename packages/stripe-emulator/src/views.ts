@@ -1,6 +1,7 @@
 /** Renders internal records (state.ts) into Stripe's wire shapes (wire.ts). */
 import { formatMoney } from "./pricing";
 import type {
+  BillingModeRec,
   CheckoutLineRec,
   CheckoutSessionRec,
   CustomerRec,
@@ -16,6 +17,7 @@ import type {
   Tier,
 } from "./state";
 import type {
+  BillingModeObject,
   CheckoutLineItemObject,
   CheckoutSessionObject,
   CustomerObject,
@@ -175,6 +177,12 @@ export function itemView(state: EmulatorState, sub: SubscriptionRec, i: ItemRec)
   return view;
 }
 
+/** Stripe shows `{type, flexible, updated_at}`; `flexible` is null in classic mode. */
+export function billingModeView(mode: BillingModeRec, adoptedAt: number): BillingModeObject {
+  const flexible = mode.prorationDiscounts ? { proration_discounts: mode.prorationDiscounts } : {};
+  return { type: mode.type, flexible: mode.type === "flexible" ? flexible : null, updated_at: adoptedAt };
+}
+
 export function subscriptionView(state: EmulatorState, s: SubscriptionRec): SubscriptionObject {
   const periodEnd = s.items[0]?.periodEnd ?? null;
   return {
@@ -183,6 +191,7 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
     application: null,
     automatic_tax: { disabled_reason: null, enabled: false, liability: null },
     billing_cycle_anchor: s.billingCycleAnchor,
+    billing_mode: billingModeView(s.billingMode, s.created),
     cancel_at: s.cancelAtPeriodEnd ? periodEnd : null,
     cancel_at_period_end: s.cancelAtPeriodEnd,
     canceled_at: s.canceledAt,

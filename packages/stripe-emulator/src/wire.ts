@@ -103,6 +103,8 @@ export type SubscriptionItemObject = Pick<
   | "tax_rates"
 > & { price: PriceObject };
 
+export type BillingModeObject = Stripe.Subscription.BillingMode;
+
 export type SubscriptionObject = Pick<
   Stripe.Subscription,
   | "id"
@@ -110,6 +112,7 @@ export type SubscriptionObject = Pick<
   | "application"
   | "automatic_tax"
   | "billing_cycle_anchor"
+  | "billing_mode"
   | "cancel_at"
   | "cancel_at_period_end"
   | "canceled_at"

@@ -10,7 +10,7 @@ import { isMetered } from "../invoicing";
 import { newestFirst, paginate } from "../list";
 import type { Params } from "../params";
 import { formatMoney } from "../pricing";
-import { type CheckoutLineRec, type CheckoutSessionRec, DAY, newId } from "../state";
+import { type BillingModeRec, type CheckoutLineRec, type CheckoutSessionRec, DAY, newId } from "../state";
 import { checkoutLineView, checkoutSessionView, describePrice } from "../views";
 
 function parseLines(ctx: Ctx, p: Params): CheckoutLineRec[] {
@@ -55,6 +55,27 @@ function parseLines(ctx: Ctx, p: Params): CheckoutLineRec[] {
   });
 }
 
+/**
+ * `subscription_data[billing_mode]`: "If no value is passed, the default is `flexible`" (API
+ * reference, Checkout Sessions create; and since 2025-09-30.clover for every API-created
+ * subscription).
+ */
+export function parseBillingMode(p: Params | undefined): BillingModeRec {
+  const mode = p?.optObject("billing_mode");
+  if (!mode) return { type: "flexible", prorationDiscounts: null };
+  const type = mode.enumOf("type", ["classic", "flexible"] as const);
+  const flexible = mode.optObject("flexible");
+  if (flexible && type !== "flexible") {
+    throw invalidRequest(
+      "`billing_mode[flexible]` can only be set when `billing_mode[type]` is `flexible`.",
+      undefined,
+      mode.name("flexible"),
+    );
+  }
+  const prorationDiscounts = flexible?.optEnum("proration_discounts", ["included", "itemized"] as const);
+  return { type, prorationDiscounts: prorationDiscounts ?? null };
+}
+
 function createSession(ctx: Ctx, p: Params): CheckoutSessionRec {
   const mode = p.enumOf("mode", ["payment", "setup", "subscription"] as const);
   if (mode !== "subscription") {
@@ -86,6 +107,7 @@ function createSession(ctx: Ctx, p: Params): CheckoutSessionRec {
     cancelUrl: p.optString("cancel_url") ?? null,
     metadata: p.metadata(),
     subscriptionMetadata: p.optObject("subscription_data")?.metadata() ?? {},
+    billingMode: parseBillingMode(p.optObject("subscription_data")),
     lines: parseLines(ctx, p),
     subscription: null,
     invoice: null,
