@@ -4,6 +4,7 @@
  */
 import type {
   CallView,
+  ClockMoveResult,
   ClockView,
   ClosePeriodRequest,
   ClosePeriodResult,
@@ -11,6 +12,7 @@ import type {
   DrainedDelivery,
   FaultRequest,
   FaultView,
+  InvoiceSettingsView,
   MeterEventView,
   MeterUsage,
   MeterUsageByCustomer,
@@ -106,14 +108,29 @@ export class EmulatorClient {
     return this.call("GET", "/clock");
   }
 
-  /** Moves the clock forward (or back, with a negative number). */
-  advanceClock(seconds: number, opts: { frozen?: boolean } = {}): Promise<ClockView> {
+  /**
+   * Moves the clock forward (or back, with a negative number). Moving forward runs the work that
+   * falls due on the way unless `process: false`.
+   */
+  advanceClock(
+    seconds: number,
+    opts: { frozen?: boolean; process?: boolean } = {},
+  ): Promise<ClockMoveResult> {
     return this.call("POST", "/clock", { advance_seconds: seconds, ...opts });
   }
 
   /** Sets the clock; `frozen: true` stops it there (deterministic tests), `false` lets it run. */
-  setClock(now: number, opts: { frozen?: boolean } = {}): Promise<ClockView> {
+  setClock(now: number, opts: { frozen?: boolean; process?: boolean } = {}): Promise<ClockMoveResult> {
     return this.call("POST", "/clock", { now, ...opts });
+  }
+
+  invoiceSettings(): Promise<InvoiceSettingsView> {
+    return this.call("GET", "/invoice_settings");
+  }
+
+  /** Sets the finalization grace period (a Dashboard setting on Stripe, 0 to 72 hours). */
+  setInvoiceSettings(settings: InvoiceSettingsView): Promise<InvoiceSettingsView> {
+    return this.call("POST", "/invoice_settings", settings);
   }
 
   async calls(): Promise<CallView[]> {

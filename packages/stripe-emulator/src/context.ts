@@ -7,6 +7,7 @@ import type { EmulatorState } from "./state";
 import {
   checkoutSessionView,
   customerView,
+  invoiceItemView,
   invoiceView,
   meterView,
   priceView,
@@ -62,6 +63,10 @@ export function resolveId(ctx: Ctx, id: string): unknown {
     case "in": {
       const i = state.invoices.get(id);
       return i && invoiceView(state, i);
+    }
+    case "ii": {
+      const i = state.invoiceItems.get(id);
+      return i && invoiceItemView(state, i);
     }
     case "cs": {
       const s = state.checkoutSessions.get(id);

@@ -67,3 +67,32 @@ export function formatMoney(amount: number, currency: string): string {
   const value = (amount / 100).toFixed(2);
   return currency === "usd" ? `$${value}` : `${value} ${currency.toUpperCase()}`;
 }
+
+/**
+ * `amount × part / whole`, rounded to the nearest cent (halves away from zero), in exact integer
+ * arithmetic: the time-proportional share of a charge, as prorations use it.
+ */
+export function prorate(amount: number, part: number, whole: number): number {
+  if (whole <= 0 || part <= 0) return 0;
+  const sign = amount < 0 ? -1 : 1;
+  const n = BigInt(Math.abs(amount)) * BigInt(Math.min(part, whole));
+  const d = BigInt(whole);
+  return sign * Number((2n * n + d) / (2n * d));
+}
+
+/** "16 Jan 2026" (UTC), as Stripe writes dates in proration descriptions. */
+export function formatDate(unix: number): string {
+  const d = new Date(unix * 1000);
+  const months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+  return `${d.getUTCDate()} ${months[d.getUTCMonth()]} ${d.getUTCFullYear()}`;
+}
+
+/** The sum of an invoice's lines. */
+export function linesTotal(lines: readonly { amount: number }[]): number {
+  return lines.reduce((sum, l) => sum + l.amount, 0);
+}
+
+/** What the customer owes on a finalized invoice: its total after the credit balance applied. */
+export function amountDue(inv: { lines: readonly { amount: number }[]; startingBalance: number }): number {
+  return Math.max(0, linesTotal(inv.lines) + inv.startingBalance);
+}

@@ -27,7 +27,8 @@ export interface ClosePeriodResult {
 
 export interface PayInvoiceResult {
   invoice: InvoiceObject;
-  subscription: SubscriptionObject;
+  /** Null for a one-off invoice. */
+  subscription: SubscriptionObject | null;
   events: string[];
 }
 
@@ -46,13 +47,31 @@ export interface FaultView {
   path_prefix: string;
 }
 
-/** Set or advance the emulator clock; `frozen: true` stops it there, `false` lets it run again. */
-export type ClockRequest = ({ advance_seconds: number } | { now: number }) & { frozen?: boolean };
+/**
+ * Set or advance the emulator clock; `frozen: true` stops it there, `false` lets it run again.
+ * Moving it forward runs the work that falls due on the way (renewals, finalizations, ...) unless
+ * `process: false`.
+ */
+export type ClockRequest = ({ advance_seconds: number } | { now: number }) & {
+  frozen?: boolean;
+  process?: boolean;
+};
 
 export interface ClockView {
   now: number;
   offset_seconds: number;
   frozen: boolean;
+}
+
+/** The clock after a move, with the ids of the events sent by the work that fell due. */
+export interface ClockMoveResult extends ClockView {
+  events: string[];
+}
+
+/** The account's invoice settings that Stripe keeps in the Dashboard. */
+export interface InvoiceSettingsView {
+  /** Seconds between an invoice's creation and its automatic finalization (0 to 259200, default 3600). */
+  finalization_grace_seconds: number;
 }
 
 export interface CallView {

@@ -15,6 +15,7 @@ import { checkoutRoutes } from "./routes/checkout";
 import { customerRoutes } from "./routes/customers";
 import { emulatorRoutes } from "./routes/emulator";
 import { eventRoutes } from "./routes/events";
+import { invoiceItemRoutes } from "./routes/invoiceitems";
 import { invoiceRoutes } from "./routes/invoices";
 import { meterConcurrencyGuard, meterRoutes } from "./routes/meters";
 import { portalRoutes } from "./routes/portal";
@@ -64,6 +65,7 @@ export function createApp(ctx: Ctx, reset: () => void, log: ((line: string) => v
   portalRoutes(app, ctx);
   subscriptionRoutes(app, ctx);
   invoiceRoutes(app, ctx);
+  invoiceItemRoutes(app, ctx);
   eventRoutes(app, ctx);
   emulatorRoutes(app, ctx, reset);
 

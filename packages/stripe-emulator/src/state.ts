@@ -19,6 +19,8 @@ export interface BillingModeRec {
 export interface CustomerRec {
   id: string;
   created: number;
+  /** The test clock whose frozen time is this customer's "now" (null: the emulator clock). */
+  testClock: string | null;
   email: string | null;
   name: string | null;
   description: string | null;
@@ -26,6 +28,8 @@ export interface CustomerRec {
   metadata: Metadata;
   invoicePrefix: string;
   nextInvoiceSequence: number;
+  /** Customer credit balance in cents: negative is credit the next invoices use up. */
+  balance: number;
   failNextPayment: boolean;
 }
 
@@ -123,7 +127,51 @@ export interface PortalSessionRec {
   id: string;
   created: number;
   customer: string;
+  configuration: string;
   returnUrl: string | null;
+}
+
+export type ProrationBehavior = "always_invoice" | "create_prorations" | "none";
+
+export interface PortalConfigurationRec {
+  id: string;
+  created: number;
+  updated: number;
+  active: boolean;
+  isDefault: boolean;
+  name: string | null;
+  defaultReturnUrl: string | null;
+  headline: string | null;
+  privacyPolicyUrl: string | null;
+  termsOfServiceUrl: string | null;
+  metadata: Metadata;
+  customerUpdate: { enabled: boolean; allowedUpdates: string[] };
+  invoiceHistory: { enabled: boolean };
+  paymentMethodUpdate: { enabled: boolean };
+  subscriptionCancel: {
+    enabled: boolean;
+    mode: "at_period_end" | "immediately";
+    prorationBehavior: ProrationBehavior;
+    cancellationReason: { enabled: boolean; options: string[] };
+  };
+  subscriptionUpdate: {
+    enabled: boolean;
+    defaultAllowedUpdates: string[];
+    products: { product: string; prices: string[] }[];
+    prorationBehavior: ProrationBehavior;
+  };
+}
+
+/**
+ * What a licensed item was charged for in its current period: the amount for [start, end), of
+ * which [start, activeUntil) has not been credited back yet. Flexible billing mode credits
+ * "the original debited amount" (compare page), so credits are computed from these.
+ */
+export interface DebitRec {
+  amount: number;
+  start: number;
+  end: number;
+  activeUntil: number;
 }
 
 export interface ItemRec {
@@ -134,6 +182,10 @@ export interface ItemRec {
   metadata: Metadata;
   periodStart: number;
   periodEnd: number;
+  /** Metered items bill usage with timestamps in [usageStart, periodEnd): the period start, or when the item (or its price) was added. */
+  usageStart: number;
+  /** Licensed items: what was charged for the current period (see DebitRec). */
+  debits: DebitRec[];
 }
 
 export type SubscriptionStatus = "active" | "past_due" | "canceled" | "incomplete" | "unpaid";
@@ -149,11 +201,21 @@ export interface SubscriptionRec {
   startDate: number;
   billingCycleAnchor: number;
   cancelAtPeriodEnd: boolean;
+  /** A scheduled cancellation time (`cancel_at`), independent of the period end. */
+  cancelAt: number | null;
   canceledAt: number | null;
   endedAt: number | null;
   cancellation: { comment: string | null; feedback: string | null; reason: string | null };
   latestInvoice: string | null;
+  schedule: string | null;
   items: ItemRec[];
+}
+
+/** A usage line is re-priced from the meter when its invoice is finalized. */
+export interface UsageWindow {
+  meter: string | null;
+  start: number;
+  end: number;
 }
 
 export interface InvoiceLineRec {
@@ -162,33 +224,115 @@ export interface InvoiceLineRec {
   quantity: number;
   unitAmountDecimal: string | null;
   description: string;
-  price: string;
-  product: string;
-  subscriptionItem: string;
+  price: string | null;
+  product: string | null;
+  subscription: string | null;
+  /** Set for lines of subscription items (`parent.subscription_item_details`). */
+  subscriptionItem: string | null;
+  /** Set for lines of invoice items (`parent.invoice_item_details`). */
+  invoiceItem: string | null;
+  proration: boolean;
   periodStart: number;
   periodEnd: number;
+  /** Metered subscription item lines: recomputed at finalization. */
+  usage: UsageWindow | null;
 }
 
 export type InvoiceStatus = "draft" | "open" | "paid" | "void" | "uncollectible";
-export type BillingReason = "subscription_create" | "subscription_cycle" | "subscription_update";
+export type BillingReason = "manual" | "subscription_create" | "subscription_cycle" | "subscription_update";
+export type CollectionMethod = "charge_automatically" | "send_invoice";
 
 export interface InvoiceRec {
   id: string;
   created: number;
   customer: string;
-  subscription: string;
+  subscription: string | null;
   status: InvoiceStatus;
   billingReason: BillingReason;
+  collectionMethod: CollectionMethod;
+  autoAdvance: boolean;
+  /** When a draft finalizes by itself (null when it does not). */
+  automaticallyFinalizesAt: number | null;
   currency: string;
+  description: string | null;
+  dueDate: number | null;
   periodStart: number;
   periodEnd: number;
   lines: InvoiceLineRec[];
   number: string | null;
+  /** The customer balance applied at finalization (negative: credit). */
+  startingBalance: number;
+  endingBalance: number | null;
   attemptCount: number;
   finalizedAt: number | null;
   paidAt: number | null;
   nextPaymentAttempt: number | null;
   metadata: Metadata;
+}
+
+export interface InvoiceItemRec {
+  id: string;
+  created: number;
+  customer: string;
+  currency: string;
+  amount: number;
+  quantity: number;
+  unitAmountDecimal: string;
+  description: string | null;
+  price: string | null;
+  product: string | null;
+  periodStart: number;
+  periodEnd: number;
+  proration: boolean;
+  subscription: string | null;
+  subscriptionItem: string | null;
+  /** The invoice it was added to; null while pending. */
+  invoice: string | null;
+  discountable: boolean;
+  metadata: Metadata;
+}
+
+export interface PhaseItemRec {
+  price: string;
+  quantity: number | null;
+  metadata: Metadata;
+}
+
+export interface PhaseRec {
+  start: number;
+  end: number | null;
+  items: PhaseItemRec[];
+  prorationBehavior: ProrationBehavior;
+  metadata: Metadata;
+}
+
+export type ScheduleStatus = "not_started" | "active" | "completed" | "released" | "canceled";
+
+export interface ScheduleRec {
+  id: string;
+  created: number;
+  customer: string;
+  subscription: string | null;
+  releasedSubscription: string | null;
+  status: ScheduleStatus;
+  endBehavior: "release" | "cancel";
+  billingMode: BillingModeRec;
+  metadata: Metadata;
+  phases: PhaseRec[];
+  canceledAt: number | null;
+  completedAt: number | null;
+  releasedAt: number | null;
+}
+
+export interface TestClockRec {
+  id: string;
+  created: number;
+  deletesAfter: number;
+  frozenTime: number;
+  name: string | null;
+  status: "advancing" | "ready";
+  /** While advancing: the time it is advancing to. */
+  target: number | null;
 }
 
 export interface EventRec {
@@ -255,8 +399,17 @@ export class EmulatorState {
   meterIdentifiers = new Map<string, number>();
   checkoutSessions = new Map<string, CheckoutSessionRec>();
   portalSessions = new Map<string, PortalSessionRec>();
+  portalConfigurations = new Map<string, PortalConfigurationRec>();
   subscriptions = new Map<string, SubscriptionRec>();
   invoices = new Map<string, InvoiceRec>();
+  invoiceItems = new Map<string, InvoiceItemRec>();
+  schedules = new Map<string, ScheduleRec>();
+  testClocks = new Map<string, TestClockRec>();
+  /**
+   * The account's invoice finalization grace period, a Dashboard setting on Stripe ("All invoices
+   * have a default finalization grace period of 1 hour"; up to 72 hours).
+   */
+  finalizationGraceSeconds = 3600;
   events: EventRec[] = [];
   calls: CallView[] = [];
   faults: FaultRule[] = [];
@@ -268,6 +421,17 @@ export class EmulatorState {
   /** Emulator time in unix seconds. */
   now(): number {
     return this.frozenAt ?? Math.floor(Date.now() / 1000) + this.clockOffset;
+  }
+
+  /** The test clock a customer is attached to, if any. */
+  clockOf(customer: string): TestClockRec | undefined {
+    const clock = this.customers.get(customer)?.testClock;
+    return clock ? this.testClocks.get(clock) : undefined;
+  }
+
+  /** "Now" for a customer's objects: its test clock's frozen time, or the emulator clock. */
+  nowFor(customer: string): number {
+    return this.clockOf(customer)?.frozenTime ?? this.now();
   }
 
   /** Moves the clock to `time`; `frozen` stops or restarts it (undefined keeps the mode). */

@@ -1,11 +1,12 @@
 /** Renders internal records (state.ts) into Stripe's wire shapes (wire.ts). */
-import { formatMoney } from "./pricing";
+import { amountDue, formatMoney } from "./pricing";
 import type {
   BillingModeRec,
   CheckoutLineRec,
   CheckoutSessionRec,
   CustomerRec,
   EmulatorState,
+  InvoiceItemRec,
   InvoiceLineRec,
   InvoiceRec,
   ItemRec,
@@ -21,12 +22,14 @@ import type {
   CheckoutLineItemObject,
   CheckoutSessionObject,
   CustomerObject,
+  InvoiceItemObject,
   InvoiceLineObject,
   InvoiceObject,
   ListObject,
   MeterObject,
   PortalSessionObject,
   PriceObject,
+  PricingObject,
   ProductObject,
   SubscriptionItemObject,
   SubscriptionObject,
@@ -42,7 +45,7 @@ export function customerView(c: CustomerRec): CustomerObject {
     id: c.id,
     object: "customer",
     address: null,
-    balance: 0,
+    balance: c.balance,
     created: c.created,
     currency: null,
     default_source: null,
@@ -64,7 +67,7 @@ export function customerView(c: CustomerRec): CustomerObject {
     preferred_locales: [],
     shipping: null,
     tax_exempt: "none",
-    test_clock: null,
+    test_clock: c.testClock,
   };
 }
 
@@ -227,7 +230,40 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
   };
 }
 
-function lineView(inv: InvoiceRec, subscription: string, l: InvoiceLineRec): InvoiceLineObject {
+function pricingView(
+  price: string | null,
+  product: string | null,
+  unitAmountDecimal: string | null,
+): PricingObject {
+  const view: PricingObject = { type: "price_details", unit_amount_decimal: unitAmountDecimal };
+  if (price && product) view.price_details = { price, product };
+  return view;
+}
+
+function lineView(inv: InvoiceRec, l: InvoiceLineRec): InvoiceLineObject {
+  const parent: InvoiceLineObject["parent"] =
+    l.invoiceItem !== null
+      ? {
+          type: "invoice_item_details",
+          invoice_item_details: {
+            invoice_item: l.invoiceItem,
+            proration: l.proration,
+            proration_details: { credited_items: null },
+            subscription: l.subscription,
+          },
+          subscription_item_details: null,
+        }
+      : {
+          type: "subscription_item_details",
+          invoice_item_details: null,
+          subscription_item_details: {
+            invoice_item: null,
+            proration: l.proration,
+            proration_details: { credited_items: null },
+            subscription: l.subscription,
+            subscription_item: l.subscriptionItem ?? "",
+          },
+        };
   return {
     id: l.id,
     object: "line_item",
@@ -235,32 +271,18 @@ function lineView(inv: InvoiceRec, subscription: string, l: InvoiceLineRec): Inv
     currency: inv.currency,
     description: l.description,
     discount_amounts: [],
-    discountable: true,
+    discountable: l.invoiceItem === null || !l.proration,
     discounts: [],
     invoice: inv.id,
     livemode: false,
     metadata: {},
-    parent: {
-      type: "subscription_item_details",
-      invoice_item_details: null,
-      subscription_item_details: {
-        invoice_item: null,
-        proration: false,
-        proration_details: { credited_items: null },
-        subscription,
-        subscription_item: l.subscriptionItem,
-      },
-    },
+    parent,
     period: { start: l.periodStart, end: l.periodEnd },
     pretax_credit_amounts: [],
-    pricing: {
-      type: "price_details",
-      price_details: { price: l.price, product: l.product },
-      unit_amount_decimal: l.unitAmountDecimal,
-    },
+    pricing: pricingView(l.price, l.product, l.unitAmountDecimal),
     quantity: l.quantity,
     quantity_decimal: String(l.quantity),
-    subscription,
+    subscription: l.subscription,
     subtotal: l.amount,
     taxes: [],
   };
@@ -268,51 +290,58 @@ function lineView(inv: InvoiceRec, subscription: string, l: InvoiceLineRec): Inv
 
 export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObject {
   const total = inv.lines.reduce((sum, l) => sum + l.amount, 0);
-  const paid = inv.status === "paid" ? total : 0;
+  const due = inv.status === "draft" ? Math.max(0, total) : amountDue(inv);
+  const paid = inv.status === "paid" ? due : 0;
   const customer = state.customers.get(inv.customer);
-  const sub = state.subscriptions.get(inv.subscription);
+  const sub = inv.subscription ? state.subscriptions.get(inv.subscription) : undefined;
   return {
     id: inv.id,
     object: "invoice",
     account_country: "US",
     account_name: "AI Gate (Stripe emulator)",
-    amount_due: total,
+    amount_due: due,
     amount_overpaid: 0,
     amount_paid: paid,
-    amount_remaining: total - paid,
+    amount_remaining: inv.status === "void" ? 0 : due - paid,
     amount_shipping: 0,
     attempt_count: inv.attemptCount,
     attempted: inv.attemptCount > 0,
-    auto_advance: inv.status === "draft" || inv.status === "open",
+    auto_advance: inv.autoAdvance && (inv.status === "draft" || inv.status === "open"),
+    automatically_finalizes_at: inv.status === "draft" ? inv.automaticallyFinalizesAt : null,
     billing_reason: inv.billingReason,
-    collection_method: "charge_automatically",
+    collection_method: inv.collectionMethod,
     created: inv.created,
     currency: inv.currency,
     customer: inv.customer,
     customer_email: customer?.email ?? null,
     customer_name: customer?.name ?? null,
-    description: null,
-    due_date: null,
+    description: inv.description,
+    due_date: inv.dueDate,
     effective_at: inv.finalizedAt,
-    ending_balance: inv.finalizedAt === null ? null : 0,
+    ending_balance: inv.endingBalance,
     hosted_invoice_url: null,
     invoice_pdf: null,
     lines: listOf(
-      inv.lines.map((l) => lineView(inv, inv.subscription, l)),
+      inv.lines.map((l) => lineView(inv, l)),
       `/v1/invoices/${inv.id}/lines`,
     ),
     livemode: false,
     metadata: { ...inv.metadata },
     next_payment_attempt: inv.nextPaymentAttempt,
     number: inv.number,
-    parent: {
-      type: "subscription_details",
-      quote_details: null,
-      subscription_details: { subscription: inv.subscription, metadata: sub ? { ...sub.metadata } : null },
-    },
+    parent: inv.subscription
+      ? {
+          type: "subscription_details",
+          quote_details: null,
+          subscription_details: {
+            subscription: inv.subscription,
+            metadata: sub ? { ...sub.metadata } : null,
+          },
+        }
+      : null,
     period_end: inv.periodEnd,
     period_start: inv.periodStart,
-    starting_balance: 0,
+    starting_balance: inv.status === "draft" ? (customer?.balance ?? 0) : inv.startingBalance,
     status: inv.status,
     status_transitions: {
       finalized_at: inv.finalizedAt,
@@ -322,9 +351,43 @@ export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObjec
     },
     subtotal: total,
     subtotal_excluding_tax: total,
+    test_clock: customer?.testClock ?? null,
     total,
     total_excluding_tax: total,
     webhooks_delivered_at: inv.created,
+  };
+}
+
+export function invoiceItemView(state: EmulatorState, ii: InvoiceItemRec): InvoiceItemObject {
+  return {
+    id: ii.id,
+    object: "invoiceitem",
+    amount: ii.amount,
+    currency: ii.currency,
+    customer: ii.customer,
+    date: ii.created,
+    description: ii.description,
+    discountable: ii.discountable,
+    discounts: [],
+    invoice: ii.invoice,
+    livemode: false,
+    metadata: { ...ii.metadata },
+    parent: ii.subscription
+      ? {
+          type: "subscription_details",
+          subscription_details: {
+            subscription: ii.subscription,
+            ...(ii.subscriptionItem ? { subscription_item: ii.subscriptionItem } : {}),
+          },
+        }
+      : null,
+    period: { start: ii.periodStart, end: ii.periodEnd },
+    pricing: pricingView(ii.price, ii.product, ii.unitAmountDecimal),
+    proration: ii.proration,
+    quantity: ii.quantity,
+    quantity_decimal: String(ii.quantity),
+    tax_rates: [],
+    test_clock: state.customers.get(ii.customer)?.testClock ?? null,
   };
 }
 

@@ -136,6 +136,13 @@ export type SubscriptionObject = Pick<
   | "trial_start"
 > & { customer: string; latest_invoice: string | null; items: ListObject<SubscriptionItemObject> };
 
+/** Basil+ `pricing`: `price_details` is absent for amount-only invoice items. Decimals are strings. */
+export interface PricingObject {
+  type: "price_details";
+  price_details?: { price: string; product: string };
+  unit_amount_decimal: string | null;
+}
+
 export type InvoiceLineObject = Pick<
   Stripe.InvoiceLineItem,
   | "id"
@@ -156,13 +163,9 @@ export type InvoiceLineObject = Pick<
   | "subtotal"
   | "taxes"
 > & {
-  subscription: string;
+  subscription: string | null;
   quantity_decimal: string;
-  pricing: {
-    type: "price_details";
-    price_details: { price: string; product: string };
-    unit_amount_decimal: string | null;
-  };
+  pricing: PricingObject;
 };
 
 export type InvoiceObject = Pick<
@@ -179,6 +182,7 @@ export type InvoiceObject = Pick<
   | "attempt_count"
   | "attempted"
   | "auto_advance"
+  | "automatically_finalizes_at"
   | "billing_reason"
   | "collection_method"
   | "created"
@@ -212,8 +216,43 @@ export type InvoiceObject = Pick<
     type: "subscription_details";
     quote_details: null;
     subscription_details: { subscription: string; metadata: Stripe.Metadata | null };
-  };
+  } | null;
+  test_clock: string | null;
 };
+
+export type InvoiceItemObject = Pick<
+  Stripe.InvoiceItem,
+  | "id"
+  | "object"
+  | "amount"
+  | "currency"
+  | "date"
+  | "description"
+  | "discountable"
+  | "discounts"
+  | "livemode"
+  | "metadata"
+  | "period"
+  | "proration"
+  | "quantity"
+  | "tax_rates"
+> & {
+  customer: string;
+  invoice: string | null;
+  parent: {
+    type: "subscription_details";
+    subscription_details: { subscription: string; subscription_item?: string };
+  } | null;
+  pricing: PricingObject;
+  quantity_decimal: string;
+  test_clock: string | null;
+};
+
+export interface DeletedObject<T extends string> {
+  id: string;
+  object: T;
+  deleted: true;
+}
 
 export type CheckoutLineItemObject = Pick<
   Stripe.LineItem,

@@ -91,7 +91,7 @@ describe("billing periods and invoices", () => {
     await sendUsage(h, subscription.customer, sessions);
     const { invoice } = await h.control.closePeriod(subscription.id);
     expect(invoice.total).toBe(total);
-    expect(invoice.lines.data.map((l) => [l.pricing.price_details.price, l.quantity, l.amount])).toEqual([
+    expect(invoice.lines.data.map((l) => [l.pricing.price_details?.price, l.quantity, l.amount])).toEqual([
       [catalog.proMonthly.id, 1, 2900],
       [catalog.proSessions.id, sessions, total - 2900],
     ]);
@@ -135,7 +135,7 @@ describe("billing periods and invoices", () => {
     const mark = (await h.control.events()).length;
     const paid = await h.control.payInvoice(invoice.id);
     expect(paid.invoice).toMatchObject({ status: "paid", amount_paid: 2900, attempt_count: 2 });
-    expect(paid.subscription.status).toBe("active");
+    expect(paid.subscription?.status).toBe("active");
     expect(await eventTypes(mark)).toEqual([
       "invoice.paid",
       "invoice.payment_succeeded",
@@ -206,7 +206,7 @@ describe("billing periods and invoices", () => {
     ).toHaveLength(1);
   });
 
-  it("swaps subscription item prices without prorations", async () => {
+  it("swaps subscription item prices with `proration_behavior: none`", async () => {
     const catalog = await createCatalog(h.stripe, "sum");
     const { subscription } = await subscribe(h, [{ price: catalog.payg.id }]);
     const item = subscription.items.data[0];
@@ -217,6 +217,7 @@ describe("billing periods and invoices", () => {
         { price: catalog.proSessions.id },
       ],
       metadata: { plan: "pro" },
+      proration_behavior: "none",
     });
     expect(upgraded.items.data.map((i) => i.price.id)).toEqual([
       catalog.proMonthly.id,

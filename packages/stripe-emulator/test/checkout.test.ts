@@ -151,7 +151,7 @@ describe("checkout", () => {
         invoice.lines.data.map((l) => [
           l.amount,
           l.quantity,
-          l.pricing.price_details.price,
+          l.pricing.price_details?.price,
           l.period.start,
           l.period.end,
         ]),

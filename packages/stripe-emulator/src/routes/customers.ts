@@ -9,11 +9,13 @@ import { customerView } from "../views";
 
 export function createCustomer(
   ctx: Ctx,
-  fields: { email: string | null; name?: string | null },
+  fields: { email: string | null; name?: string | null; testClock?: string | null },
 ): CustomerRec {
   const rec: CustomerRec = {
     id: newId("cus"),
-    created: ctx.state.now(),
+    created: fields.testClock
+      ? (ctx.state.testClocks.get(fields.testClock)?.frozenTime ?? ctx.state.now())
+      : ctx.state.now(),
     email: fields.email,
     name: fields.name ?? null,
     description: null,
@@ -21,6 +23,8 @@ export function createCustomer(
     metadata: {},
     invoicePrefix: randomString(8).toUpperCase(),
     nextInvoiceSequence: 1,
+    balance: 0,
+    testClock: fields.testClock ?? null,
     failNextPayment: false,
   };
   ctx.state.customers.set(rec.id, rec);

@@ -5,18 +5,21 @@ import { invalidRequest, jsonResponse, notFound } from "../errors";
 import { stripIncludables } from "../expand";
 import { faultView, parseFault } from "../faults";
 import { attemptPayment, Emission } from "../invoicing";
+import { processDue } from "../lifecycle";
 import { usageByCustomer } from "../meters";
 import type {
   CallView,
+  ClockMoveResult,
   ClockView,
   ClosePeriodResult,
   FaultRequest,
+  InvoiceSettingsView,
   MeterEventView,
   MeterUsageByCustomer,
   PayInvoiceResult,
 } from "../protocol";
 import type { MeterEventRec, MeterRec } from "../state";
-import { closePeriod } from "../subscriptions";
+import { cycle } from "../subscriptions";
 import { invoiceView, subscriptionView } from "../views";
 import { NO_REQUEST } from "../webhooks";
 import { getInvoice } from "./invoices";
@@ -51,6 +54,17 @@ function optText(body: Record<string, unknown>, key: string): string | undefined
   if (value === undefined || value === null) return undefined;
   if (typeof value !== "string") throw invalidRequest(`${key} must be a string.`, undefined, key);
   return value;
+}
+
+function optBoolean(body: Record<string, unknown>, key: string): boolean | undefined {
+  const value = body[key];
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== "boolean") throw invalidRequest(`${key} must be a boolean.`, undefined, key);
+  return value;
+}
+
+function invoiceSettings(ctx: Ctx): InvoiceSettingsView {
+  return { finalization_grace_seconds: ctx.state.finalizationGraceSeconds };
 }
 
 function queryInt(c: C, key: string): number | undefined {
@@ -97,7 +111,8 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     const body = await jsonBody(c);
     const sub = getSubscription(ctx, c.req.param("id"));
     const em = new Emission(ctx, NO_REQUEST);
-    const invoice = closePeriod(ctx, sub, optInteger(body, "at"), em);
+    const at = optInteger(body, "at");
+    const invoice = cycle(ctx, sub, em, at === undefined ? { finalize: "now" } : { at, finalize: "now" });
     const result: ClosePeriodResult = {
       invoice: invoiceView(state, invoice),
       subscription: subscriptionView(state, sub),
@@ -110,10 +125,10 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     const invoice = getInvoice(ctx, c.req.param("id"));
     const em = new Emission(ctx, NO_REQUEST);
     attemptPayment(ctx, invoice, em);
-    const sub = getSubscription(ctx, invoice.subscription);
+    const sub = invoice.subscription ? getSubscription(ctx, invoice.subscription) : null;
     const result: PayInvoiceResult = {
       invoice: invoiceView(state, invoice),
-      subscription: subscriptionView(state, sub),
+      subscription: sub && subscriptionView(state, sub),
       events: em.ids,
     };
     return json(result);
@@ -147,12 +162,39 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     if ((advance === undefined) === (now === undefined)) {
       throw invalidRequest("Pass exactly one of advance_seconds or now.");
     }
-    const frozen = body.frozen;
-    if (frozen !== undefined && typeof frozen !== "boolean") {
-      throw invalidRequest("frozen must be a boolean.", undefined, "frozen");
+    const frozen = optBoolean(body, "frozen");
+    const process = optBoolean(body, "process") ?? true;
+    const from = state.now();
+    const target = now ?? from + (advance ?? 0);
+    const keepFrozen = frozen ?? state.frozenAt !== null;
+    const events =
+      process && target > from ? processDue(ctx, null, from, target, (t) => state.setClock(t, true)) : [];
+    state.setClock(target, keepFrozen);
+    const result: ClockMoveResult = { ...clockView(ctx), events };
+    return json(result);
+  });
+
+  app.get("/_emulator/invoice_settings", () => json(invoiceSettings(ctx)));
+
+  app.post("/_emulator/invoice_settings", async (c) => {
+    const body = await jsonBody(c);
+    const grace = optInteger(body, "finalization_grace_seconds");
+    if (grace === undefined) {
+      throw invalidRequest(
+        "finalization_grace_seconds is required.",
+        "parameter_missing",
+        "finalization_grace_seconds",
+      );
     }
-    state.setClock(now ?? state.now() + (advance ?? 0), frozen);
-    return json(clockView(ctx));
+    if (grace < 0 || grace > 72 * 3600) {
+      throw invalidRequest(
+        "finalization_grace_seconds must be between 0 and 259200 (72 hours).",
+        "parameter_invalid_integer",
+        "finalization_grace_seconds",
+      );
+    }
+    state.finalizationGraceSeconds = grace;
+    return json(invoiceSettings(ctx));
   });
 
   app.get("/_emulator/calls", () => {

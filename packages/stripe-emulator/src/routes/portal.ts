@@ -53,6 +53,7 @@ export function portalRoutes(app: App, ctx: Ctx): void {
       id: newId("bps"),
       created: state.now(),
       customer,
+      configuration: "bpc_emulator_default",
       returnUrl: p.optString("return_url") ?? null,
     };
     state.portalSessions.set(rec.id, rec);
