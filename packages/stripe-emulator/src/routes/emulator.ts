@@ -168,7 +168,7 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     const target = now ?? from + (advance ?? 0);
     const keepFrozen = frozen ?? state.frozenAt !== null;
     const events =
-      process && target > from ? processDue(ctx, null, from, target, (t) => state.setClock(t, true)) : [];
+      process && target >= from ? processDue(ctx, null, from, target, (t) => state.setClock(t, true)) : [];
     state.setClock(target, keepFrozen);
     const result: ClockMoveResult = { ...clockView(ctx), events };
     return json(result);
