@@ -1,6 +1,6 @@
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { type Catalog, createCatalog, subscribe, useEmulator } from "./testkit";
+import { type Catalog, createCatalog, useEmulator } from "./testkit";
 
 const h = useEmulator();
 const DAY = 86_400;
