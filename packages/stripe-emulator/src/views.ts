@@ -195,7 +195,7 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
     automatic_tax: { disabled_reason: null, enabled: false, liability: null },
     billing_cycle_anchor: s.billingCycleAnchor,
     billing_mode: billingModeView(s.billingMode, s.created),
-    cancel_at: s.cancelAtPeriodEnd ? periodEnd : null,
+    cancel_at: s.cancelAt ?? (s.cancelAtPeriodEnd ? periodEnd : null),
     cancel_at_period_end: s.cancelAtPeriodEnd,
     canceled_at: s.canceledAt,
     cancellation_details: {
