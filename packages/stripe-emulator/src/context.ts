@@ -12,6 +12,7 @@ import {
   meterView,
   priceView,
   productView,
+  scheduleView,
   subscriptionView,
 } from "./views";
 import type { RequestInfo, Webhooks } from "./webhooks";
@@ -38,6 +39,10 @@ export type C = Context<Env>;
 /** Renders any object by id, for `expand[]`. */
 export function resolveId(ctx: Ctx, id: string): unknown {
   const { state } = ctx;
+  if (id.startsWith("sub_sched_")) {
+    const sc = state.schedules.get(id);
+    return sc && scheduleView(state, sc);
+  }
   const prefix = id.slice(0, id.indexOf("_"));
   switch (prefix) {
     case "cus": {

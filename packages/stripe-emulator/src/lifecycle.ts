@@ -7,6 +7,7 @@
 import type { Ctx } from "./context";
 import { Emission, finalizeInvoice } from "./invoicing";
 import { periodOf } from "./items";
+import { scheduleWork } from "./schedules";
 import { cancelAtReached, cycle } from "./subscriptions";
 import { NO_REQUEST } from "./webhooks";
 
@@ -36,9 +37,11 @@ function dueWork(ctx: Ctx, scope: ClockScope): DueWork[] {
   for (const sub of state.subscriptions.values()) {
     if (sub.status === "canceled" || !inScope(ctx, sub.customer, scope)) continue;
     const { end } = periodOf(sub);
+    const schedule = scheduleWork(ctx, sub);
+    if (schedule.work) work.push(schedule.work);
     if (sub.cancelAt !== null && sub.cancelAt < end) {
       work.push({ at: sub.cancelAt, rank: 1, run: (em) => cancelAtReached(ctx, sub, em) });
-    } else {
+    } else if (!schedule.replacesCycle) {
       work.push({ at: end, rank: 1, run: (em) => cycle(ctx, sub, em, { finalize: "after_grace" }) });
     }
   }

@@ -21,6 +21,7 @@ import { meterConcurrencyGuard, meterRoutes } from "./routes/meters";
 import { portalRoutes } from "./routes/portal";
 import { priceRoutes } from "./routes/prices";
 import { productRoutes } from "./routes/products";
+import { scheduleRoutes } from "./routes/schedules";
 import { subscriptionRoutes } from "./routes/subscriptions";
 import { EmulatorState } from "./state";
 import { Webhooks } from "./webhooks";
@@ -64,6 +65,7 @@ export function createApp(ctx: Ctx, reset: () => void, log: ((line: string) => v
   checkoutRoutes(app, ctx);
   portalRoutes(app, ctx);
   subscriptionRoutes(app, ctx);
+  scheduleRoutes(app, ctx);
   invoiceRoutes(app, ctx);
   invoiceItemRoutes(app, ctx);
   eventRoutes(app, ctx);

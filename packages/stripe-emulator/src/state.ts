@@ -300,7 +300,7 @@ export interface PhaseItemRec {
 
 export interface PhaseRec {
   start: number;
-  end: number | null;
+  end: number;
   items: PhaseItemRec[];
   prorationBehavior: ProrationBehavior;
   metadata: Metadata;
@@ -319,6 +319,8 @@ export interface ScheduleRec {
   billingMode: BillingModeRec;
   metadata: Metadata;
   phases: PhaseRec[];
+  /** Index of the phase in force (the subscription has entered it). */
+  current: number;
   canceledAt: number | null;
   completedAt: number | null;
   releasedAt: number | null;

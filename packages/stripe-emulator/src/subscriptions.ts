@@ -30,7 +30,7 @@ import type {
 } from "./state";
 import { newId } from "./state";
 import { applyPlan, type ItemPlan, type PaymentBehavior, planFromParams } from "./updates";
-import { invoiceItemView, subscriptionView } from "./views";
+import { invoiceItemView, scheduleView, subscriptionView } from "./views";
 
 /** An active subscription whose first period is [now, now + interval). */
 export function startSubscription(
@@ -102,6 +102,28 @@ export function endSubscription(ctx: Ctx, sub: SubscriptionRec, at: number, em: 
   sub.canceledAt ??= ctx.state.nowFor(sub.customer);
   sub.cancellation.reason ??= "cancellation_requested";
   em.emit("customer.subscription.deleted", subscriptionView(ctx.state, sub));
+  settleSchedule(ctx, sub, at, em);
+}
+
+/**
+ * The schedule of a subscription that ended: completed when it ended at the end of the last phase
+ * of an `end_behavior=cancel` schedule, canceled otherwise ("Canceling a subscription schedule
+ * cancels the subscription as well"; subscription_schedule.canceled "Occurs whenever a
+ * subscription schedule is canceled").
+ */
+function settleSchedule(ctx: Ctx, sub: SubscriptionRec, at: number, em: Emission): void {
+  const sc = sub.schedule ? ctx.state.schedules.get(sub.schedule) : undefined;
+  if (sc?.status !== "active") return;
+  const last = sc.phases[sc.phases.length - 1];
+  if (sc.endBehavior === "cancel" && sc.current === sc.phases.length - 1 && last?.end === at) {
+    sc.status = "completed";
+    sc.completedAt = at;
+    em.emit("subscription_schedule.completed", scheduleView(ctx.state, sc));
+  } else {
+    sc.status = "canceled";
+    sc.canceledAt = ctx.state.nowFor(sc.customer);
+    em.emit("subscription_schedule.canceled", scheduleView(ctx.state, sc));
+  }
 }
 
 /** The period's usage lines of the metered items: [usageStart, end) at each item's price. */
@@ -318,6 +340,7 @@ export function cancelNow(ctx: Ctx, sub: SubscriptionRec, o: CancelOptions, em: 
     reason: "cancellation_requested",
   };
   em.emit("customer.subscription.deleted", subscriptionView(ctx.state, sub));
+  settleSchedule(ctx, sub, now, em);
   if (o.invoiceNow) {
     const lines = usageLines(ctx, sub, now);
     const items = pendingItems(ctx, (ii) => ii.subscription === sub.id);

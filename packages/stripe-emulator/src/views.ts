@@ -14,6 +14,7 @@ import type {
   PortalSessionRec,
   PriceRec,
   ProductRec,
+  ScheduleRec,
   SubscriptionRec,
   Tier,
 } from "./state";
@@ -31,8 +32,10 @@ import type {
   PriceObject,
   PricingObject,
   ProductObject,
+  SchedulePhaseItemObject,
   SubscriptionItemObject,
   SubscriptionObject,
+  SubscriptionScheduleObject,
   TierObject,
 } from "./wire";
 
@@ -221,7 +224,7 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
     livemode: false,
     metadata: { ...s.metadata },
     pending_update: null,
-    schedule: null,
+    schedule: s.schedule,
     start_date: s.startDate,
     status: s.status,
     test_clock: null,
@@ -355,6 +358,78 @@ export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObjec
     total,
     total_excluding_tax: total,
     webhooks_delivered_at: inv.created,
+  };
+}
+
+export function scheduleView(state: EmulatorState, sc: ScheduleRec): SubscriptionScheduleObject {
+  const current = sc.status === "active" ? sc.phases[sc.current] : undefined;
+  return {
+    id: sc.id,
+    object: "subscription_schedule",
+    application: null,
+    billing_mode: billingModeView(sc.billingMode, sc.created),
+    canceled_at: sc.canceledAt,
+    completed_at: sc.completedAt,
+    created: sc.created,
+    current_phase: current ? { start_date: current.start, end_date: current.end } : null,
+    customer: sc.customer,
+    default_settings: {
+      application_fee_percent: null,
+      billing_cycle_anchor: "automatic",
+      billing_thresholds: null,
+      collection_method: "charge_automatically",
+      default_payment_method: null,
+      description: null,
+      invoice_settings: {
+        account_tax_ids: null,
+        custom_fields: null,
+        days_until_due: null,
+        description: null,
+        footer: null,
+        issuer: { type: "self" },
+      },
+      on_behalf_of: null,
+      transfer_data: null,
+    },
+    end_behavior: sc.endBehavior,
+    livemode: false,
+    metadata: { ...sc.metadata },
+    phases: sc.phases.map((ph) => ({
+      add_invoice_items: [],
+      application_fee_percent: null,
+      billing_cycle_anchor: null,
+      billing_thresholds: null,
+      collection_method: null,
+      currency: ph.items[0] ? (state.prices.get(ph.items[0].price)?.currency ?? "usd") : "usd",
+      default_payment_method: null,
+      description: null,
+      discounts: [],
+      end_date: ph.end,
+      invoice_settings: null,
+      items: ph.items.map((it) => {
+        const item: SchedulePhaseItemObject = {
+          billing_thresholds: null,
+          discounts: [],
+          metadata: { ...it.metadata },
+          plan: it.price,
+          price: it.price,
+          tax_rates: [],
+        };
+        if (it.quantity !== null) item.quantity = it.quantity;
+        return item;
+      }),
+      metadata: { ...ph.metadata },
+      on_behalf_of: null,
+      proration_behavior: ph.prorationBehavior,
+      start_date: ph.start,
+      transfer_data: null,
+      trial_end: null,
+    })),
+    released_at: sc.releasedAt,
+    released_subscription: sc.releasedSubscription,
+    status: sc.status,
+    subscription: sc.subscription,
+    test_clock: state.customers.get(sc.customer)?.testClock ?? null,
   };
 }
 

@@ -248,6 +248,56 @@ export type InvoiceItemObject = Pick<
   test_clock: string | null;
 };
 
+export type SchedulePhaseItemObject = Pick<
+  Stripe.SubscriptionSchedule.Phase.Item,
+  "billing_thresholds" | "discounts" | "metadata" | "quantity" | "tax_rates"
+> & { plan: string; price: string };
+
+export type SchedulePhaseObject = Pick<
+  Stripe.SubscriptionSchedule.Phase,
+  | "add_invoice_items"
+  | "application_fee_percent"
+  | "billing_cycle_anchor"
+  | "billing_thresholds"
+  | "collection_method"
+  | "currency"
+  | "default_payment_method"
+  | "description"
+  | "discounts"
+  | "end_date"
+  | "invoice_settings"
+  | "metadata"
+  | "on_behalf_of"
+  | "proration_behavior"
+  | "start_date"
+  | "transfer_data"
+  | "trial_end"
+> & { items: SchedulePhaseItemObject[] };
+
+export type SubscriptionScheduleObject = Pick<
+  Stripe.SubscriptionSchedule,
+  | "id"
+  | "object"
+  | "application"
+  | "billing_mode"
+  | "canceled_at"
+  | "completed_at"
+  | "created"
+  | "current_phase"
+  | "default_settings"
+  | "end_behavior"
+  | "livemode"
+  | "metadata"
+  | "released_at"
+  | "released_subscription"
+  | "status"
+> & {
+  customer: string;
+  phases: SchedulePhaseObject[];
+  subscription: string | null;
+  test_clock: string | null;
+};
+
 export interface DeletedObject<T extends string> {
   id: string;
   object: T;
