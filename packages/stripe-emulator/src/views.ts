@@ -11,6 +11,7 @@ import type {
   InvoiceRec,
   ItemRec,
   MeterRec,
+  PortalConfigurationRec,
   PortalSessionRec,
   PriceRec,
   ProductRec,
@@ -28,6 +29,7 @@ import type {
   InvoiceObject,
   ListObject,
   MeterObject,
+  PortalConfigurationObject,
   PortalSessionObject,
   PriceObject,
   PricingObject,
@@ -560,11 +562,65 @@ export function checkoutSessionView(
   };
 }
 
+export function portalConfigurationView(c: PortalConfigurationRec): PortalConfigurationObject {
+  return {
+    id: c.id,
+    object: "billing_portal.configuration",
+    active: c.active,
+    application: null,
+    business_profile: {
+      headline: c.headline,
+      privacy_policy_url: c.privacyPolicyUrl,
+      terms_of_service_url: c.termsOfServiceUrl,
+    },
+    created: c.created,
+    default_return_url: c.defaultReturnUrl,
+    features: {
+      customer_update: {
+        allowed_updates: [...c.customerUpdate.allowedUpdates],
+        enabled: c.customerUpdate.enabled,
+      },
+      invoice_history: { enabled: c.invoiceHistory.enabled },
+      payment_method_update: { enabled: c.paymentMethodUpdate.enabled, payment_method_configuration: null },
+      subscription_cancel: {
+        cancellation_reason: {
+          enabled: c.subscriptionCancel.cancellationReason.enabled,
+          feedback_options: null,
+          options: [...c.subscriptionCancel.cancellationReason.options],
+        },
+        enabled: c.subscriptionCancel.enabled,
+        mode: c.subscriptionCancel.mode,
+        proration_behavior: c.subscriptionCancel.prorationBehavior,
+      },
+      subscription_pause: { duration: { interval_options: [], type: "indefinite" }, enabled: false },
+      subscription_update: {
+        billing_cycle_anchor: null,
+        default_allowed_updates: [...c.subscriptionUpdate.defaultAllowedUpdates],
+        enabled: c.subscriptionUpdate.enabled,
+        products: c.subscriptionUpdate.products.map((p) => ({
+          adjustable_quantity: { enabled: false, maximum: null, minimum: 1 },
+          prices: [...p.prices],
+          product: p.product,
+        })),
+        proration_behavior: c.subscriptionUpdate.prorationBehavior,
+        schedule_at_period_end: { conditions: [] },
+        trial_update_behavior: "end_trial",
+      },
+    },
+    is_default: c.isDefault,
+    livemode: false,
+    login_page: { enabled: false, url: null },
+    metadata: { ...c.metadata },
+    name: c.name,
+    updated: c.updated,
+  };
+}
+
 export function portalSessionView(p: PortalSessionRec, baseUrl: string): PortalSessionObject {
   return {
     id: p.id,
     object: "billing_portal.session",
-    configuration: "bpc_emulator_default",
+    configuration: p.configuration,
     created: p.created,
     customer: p.customer,
     flow: null,

@@ -363,3 +363,21 @@ export type PortalSessionObject = Pick<
 >;
 
 export type MeterObject = Stripe.Billing.Meter;
+
+export type PortalConfigurationObject = Pick<
+  Stripe.BillingPortal.Configuration,
+  | "id"
+  | "object"
+  | "active"
+  | "application"
+  | "business_profile"
+  | "created"
+  | "default_return_url"
+  | "features"
+  | "is_default"
+  | "livemode"
+  | "login_page"
+  | "metadata"
+  | "name"
+  | "updated"
+>;
