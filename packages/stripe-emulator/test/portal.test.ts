@@ -1,6 +1,6 @@
 import type Stripe from "stripe";
 import { describe, expect, it } from "vitest";
-import { type Catalog, createCatalog, useEmulator } from "./testkit";
+import { createCatalog, useEmulator } from "./testkit";
 
 const h = useEmulator();
 const DAY = 86_400;
@@ -9,7 +9,6 @@ const JAN_16 = JAN_1 + 15 * DAY;
 const FEB_1 = JAN_1 + 31 * DAY;
 
 async function subscribeTo(
-  catalog: Catalog,
   items: Stripe.Checkout.SessionCreateParams.LineItem[],
   mode: "classic" | "flexible",
 ) {
@@ -176,7 +175,7 @@ describe("the hosted portal page", () => {
   it("cancels now with a proration when configured `immediately` + `create_prorations`", async () => {
     await h.control.setClock(JAN_1, { frozen: true });
     const catalog = await createCatalog(h.stripe);
-    const sub = await subscribeTo(catalog, [{ price: catalog.proMonthly.id, quantity: 1 }], "flexible");
+    const sub = await subscribeTo([{ price: catalog.proMonthly.id, quantity: 1 }], "flexible");
     const config = await cancelConfig("immediately", "create_prorations");
     const session = await h.stripe.billingPortal.sessions.create({
       customer: sub.customer,
@@ -242,7 +241,7 @@ describe("the hosted portal page", () => {
     ).toBe(400);
     expect((await submit(`${meteredSession.url}/subscriptions/${metered.id}/cancel`)).status).toBe(400);
 
-    const licensed = await subscribeTo(catalog, [{ price: catalog.proMonthly.id, quantity: 1 }], "classic");
+    const licensed = await subscribeTo([{ price: catalog.proMonthly.id, quantity: 1 }], "classic");
     const session = await h.stripe.billingPortal.sessions.create({
       customer: licensed.customer,
       configuration: config.id,
@@ -260,7 +259,7 @@ describe("the hosted portal page", () => {
 
   it("lists invoices when invoice history is enabled", async () => {
     const catalog = await createCatalog(h.stripe);
-    const sub = await subscribeTo(catalog, [{ price: catalog.proMonthly.id, quantity: 1 }], "flexible");
+    const sub = await subscribeTo([{ price: catalog.proMonthly.id, quantity: 1 }], "flexible");
     const session = await h.stripe.billingPortal.sessions.create({ customer: sub.customer });
     const html = await (await fetch(session.url)).text();
     expect(html).toContain("<h2>Invoices</h2>");
