@@ -146,7 +146,6 @@ describe("the hosted portal page", () => {
     await h.control.setClock(JAN_1, { frozen: true });
     const catalog = await createCatalog(h.stripe);
     const sub = await subscribeTo(
-      catalog,
       [{ price: catalog.proMonthly.id, quantity: 1 }, { price: catalog.proSessions.id }],
       mode,
     );
@@ -223,7 +222,6 @@ describe("the hosted portal page", () => {
       },
     });
     const metered = await subscribeTo(
-      catalog,
       [{ price: catalog.proMonthly.id, quantity: 1 }, { price: catalog.proSessions.id }],
       "flexible",
     );
