@@ -14,6 +14,7 @@ import {
   productView,
   scheduleView,
   subscriptionView,
+  testClockView,
 } from "./views";
 import type { RequestInfo, Webhooks } from "./webhooks";
 
@@ -72,6 +73,10 @@ export function resolveId(ctx: Ctx, id: string): unknown {
     case "ii": {
       const i = state.invoiceItems.get(id);
       return i && invoiceItemView(state, i);
+    }
+    case "clock": {
+      const t = state.testClocks.get(id);
+      return t && testClockView(t);
     }
     case "cs": {
       const s = state.checkoutSessions.get(id);

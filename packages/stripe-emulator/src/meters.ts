@@ -48,15 +48,18 @@ export function validateMeterEvent(state: EmulatorState, p: Params): ValidatedMe
   }
   const value = parseValue(meter, payload[meter.valueKey]);
   const now = state.now();
-  const timestamp = p.optInt("timestamp") ?? now;
-  if (timestamp < now - PAST_LIMIT_SECONDS) {
+  // A customer on a test clock lives at the clock's frozen time: its events default to, and are
+  // checked against, that time (UNCONFIRMED: Stripe's docs do not say; see README).
+  const customerNow = state.nowFor(customer);
+  const timestamp = p.optInt("timestamp") ?? customerNow;
+  if (timestamp < customerNow - PAST_LIMIT_SECONDS) {
     throw invalidRequest(
       "Timestamp must be within the past 35 calendar days.",
       "timestamp_too_far_in_past",
       "timestamp",
     );
   }
-  if (timestamp > now + FUTURE_LIMIT_SECONDS) {
+  if (timestamp > customerNow + FUTURE_LIMIT_SECONDS) {
     throw invalidRequest(
       "Timestamp must not be more than 5 minutes in the future.",
       "timestamp_in_future",

@@ -23,6 +23,7 @@ import { priceRoutes } from "./routes/prices";
 import { productRoutes } from "./routes/products";
 import { scheduleRoutes } from "./routes/schedules";
 import { subscriptionRoutes } from "./routes/subscriptions";
+import { testClockRoutes } from "./routes/testclocks";
 import { EmulatorState } from "./state";
 import { Webhooks } from "./webhooks";
 
@@ -66,6 +67,7 @@ export function createApp(ctx: Ctx, reset: () => void, log: ((line: string) => v
   portalRoutes(app, ctx);
   subscriptionRoutes(app, ctx);
   scheduleRoutes(app, ctx);
+  testClockRoutes(app, ctx);
   invoiceRoutes(app, ctx);
   invoiceItemRoutes(app, ctx);
   eventRoutes(app, ctx);

@@ -17,6 +17,7 @@ import type {
   ProductRec,
   ScheduleRec,
   SubscriptionRec,
+  TestClockRec,
   Tier,
 } from "./state";
 import type {
@@ -38,6 +39,7 @@ import type {
   SubscriptionItemObject,
   SubscriptionObject,
   SubscriptionScheduleObject,
+  TestClockObject,
   TierObject,
 } from "./wire";
 
@@ -229,7 +231,7 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
     schedule: s.schedule,
     start_date: s.startDate,
     status: s.status,
-    test_clock: null,
+    test_clock: state.customers.get(s.customer)?.testClock ?? null,
     trial_end: null,
     trial_start: null,
   };
@@ -629,5 +631,19 @@ export function portalSessionView(p: PortalSessionRec, baseUrl: string): PortalS
     on_behalf_of: null,
     return_url: p.returnUrl,
     url: `${baseUrl}/portal/${p.id}`,
+  };
+}
+
+export function testClockView(c: TestClockRec): TestClockObject {
+  return {
+    id: c.id,
+    object: "test_helpers.test_clock",
+    created: c.created,
+    deletes_after: c.deletesAfter,
+    frozen_time: c.frozenTime,
+    livemode: false,
+    name: c.name,
+    status: c.status,
+    status_details: c.target === null ? {} : { advancing: { target_frozen_time: c.target } },
   };
 }

@@ -381,3 +381,16 @@ export type PortalConfigurationObject = Pick<
   | "name"
   | "updated"
 >;
+
+export type TestClockObject = Pick<
+  Stripe.TestHelpers.TestClock,
+  | "id"
+  | "object"
+  | "created"
+  | "deletes_after"
+  | "frozen_time"
+  | "livemode"
+  | "name"
+  | "status"
+  | "status_details"
+>;

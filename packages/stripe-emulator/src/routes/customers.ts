@@ -1,7 +1,7 @@
 /** /v1/customers: create, retrieve, update, list (email filter), search (metadata/email/name). */
 import { type App, type Ctx, requestInfo, send } from "../context";
 import { diff } from "../diff";
-import { invalidRequest, notFound } from "../errors";
+import { invalidRequest, missingReference, notFound } from "../errors";
 import { newestFirst, paginate } from "../list";
 import type { Params } from "../params";
 import { type CustomerRec, newId, randomString } from "../state";
@@ -79,7 +79,11 @@ export function customerRoutes(app: App, ctx: Ctx): void {
 
   app.post("/v1/customers", (c) => {
     const p = c.get("params");
-    const rec = createCustomer(ctx, { email: null });
+    const testClock = p.optString("test_clock");
+    if (testClock !== undefined && !state.testClocks.has(testClock)) {
+      throw missingReference("test_helpers.test_clock", testClock, "test_clock");
+    }
+    const rec = createCustomer(ctx, { email: null, testClock: testClock ?? null });
     try {
       applyFields(rec, p);
     } catch (err) {
@@ -127,8 +131,10 @@ export function customerRoutes(app: App, ctx: Ctx): void {
   app.get("/v1/customers", (c) => {
     const p = c.get("params");
     const email = p.optString("email");
+    // `test_clock`: "The response will not include customers with test clocks if this parameter is not set."
+    const testClock = p.optString("test_clock") ?? null;
     const items = newestFirst(state.customers.values()).filter(
-      (cu) => email === undefined || cu.email === email,
+      (cu) => (email === undefined || cu.email === email) && cu.testClock === testClock,
     );
     return send(c, ctx, paginate(items, p, "/v1/customers", customerView));
   });
