@@ -198,6 +198,7 @@ function parsePhaseItems(ctx: Ctx, sub: SubscriptionRec, p: Params): PhaseItemRe
   const list = p.list("items");
   if (list.length === 0) throw missingParam(p.name("items"));
   const { interval, intervalCount } = intervalOf(ctx, sub);
+  const seen = new Set<string>();
   return list.map((it) => {
     const priceId = it.optString("price") ?? it.optString("plan");
     if (!priceId) throw missingParam(it.name("price"));
@@ -216,6 +217,14 @@ function parsePhaseItems(ctx: Ctx, sub: SubscriptionRec, p: Params): PhaseItemRe
         it.name("price"),
       );
     }
+    if (seen.has(price.id)) {
+      throw invalidRequest(
+        `A phase cannot have the same price twice: ${price.id}.`,
+        undefined,
+        it.name("price"),
+      );
+    }
+    seen.add(price.id);
     const quantity = it.optInt("quantity", { min: 0 });
     if (quantity !== undefined && isMetered(price)) {
       throw invalidRequest(

@@ -332,7 +332,7 @@ export interface TestClockRec {
   deletesAfter: number;
   frozenTime: number;
   name: string | null;
-  status: "advancing" | "ready";
+  status: "advancing" | "ready" | "internal_failure";
   /** While advancing: the time it is advancing to. */
   target: number | null;
 }

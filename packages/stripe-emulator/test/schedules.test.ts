@@ -293,5 +293,13 @@ describe("subscription schedules", () => {
         ],
       }),
     ).rejects.toMatchObject({ param: "phases[0][duration]" });
+    await expect(
+      h.stripe.subscriptionSchedules.update(schedule.id, {
+        phases: [
+          { items: [{ price: catalog.payg.id }], start_date: JAN_1, end_date: FEB_1 },
+          { items: [{ price: catalog.payg.id }, { price: catalog.payg.id }], end_date: MAR_1 },
+        ],
+      }),
+    ).rejects.toMatchObject({ param: "phases[1][items][1][price]" });
   });
 });

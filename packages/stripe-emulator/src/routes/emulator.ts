@@ -167,9 +167,13 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     const from = state.now();
     const target = now ?? from + (advance ?? 0);
     const keepFrozen = frozen ?? state.frozenAt !== null;
-    const events =
-      process && target >= from ? processDue(ctx, null, from, target, (t) => state.setClock(t, true)) : [];
-    state.setClock(target, keepFrozen);
+    let events: string[] = [];
+    try {
+      if (process && target >= from)
+        events = processDue(ctx, null, from, target, (t) => state.setClock(t, true));
+    } finally {
+      state.setClock(target, keepFrozen);
+    }
     const result: ClockMoveResult = { ...clockView(ctx), events };
     return json(result);
   });

@@ -121,7 +121,11 @@ export function testClockRoutes(app: App, ctx: Ctx): void {
     const clock = getTestClock(ctx, c.req.param("id"));
     const target = c.get("params").int("frozen_time");
     if (clock.status !== "ready") {
-      throw invalidRequest(`Test clock ${clock.id} is still advancing.`, undefined, "frozen_time");
+      throw invalidRequest(
+        `Test clock ${clock.id} cannot advance (status: ${clock.status}).`,
+        undefined,
+        "frozen_time",
+      );
     }
     if (target <= clock.frozenTime) {
       throw invalidRequest(
@@ -144,9 +148,16 @@ export function testClockRoutes(app: App, ctx: Ctx): void {
     clock.target = target;
     const answer = testClockView(clock);
     em.emit("test_helpers.test_clock.advancing", answer);
-    processDue(ctx, clock.id, clock.frozenTime, target, (t) => {
-      clock.frozenTime = t;
-    });
+    try {
+      processDue(ctx, clock.id, clock.frozenTime, target, (t) => {
+        clock.frozenTime = t;
+      });
+    } catch (err) {
+      // "internal_failure: Failed to advance time. Future requests to advance time will fail."
+      clock.status = "internal_failure";
+      em.emit("test_helpers.test_clock.internal_failure", testClockView(clock));
+      throw err;
+    }
     clock.status = "ready";
     clock.target = null;
     em.emit("test_helpers.test_clock.ready", testClockView(clock));
