@@ -14,6 +14,7 @@ import {
   errorFields,
   errorResponse,
   internalErrorResponse,
+  type Logger,
   notFound,
 } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
@@ -26,10 +27,18 @@ import { StripeEventHead } from "./stripeObjects";
 const baseLog = createLogger("webhooks");
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
 
-export const app = new Hono<{ Bindings: WebhooksEnv }>();
+export const app = new Hono<{ Bindings: WebhooksEnv; Variables: { log: Logger } }>();
+
+app.use("*", async (c, next) => {
+  const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+  c.set("log", baseLog.child({ request_id: requestId }));
+  await next();
+  // the id is echoed so Stripe's delivery log shows it; index.ts logs one line per request with it
+  c.header("x-request-id", requestId);
+});
 
 app.post("/api/webhooks/stripe", async (c) => {
-  const log = baseLog.child({ request_id: c.req.header("cf-ray") ?? crypto.randomUUID() });
+  const log = c.get("log");
   const signature = c.req.header("stripe-signature");
   // the exact text signed: a leading byte order mark is kept (and then fails as JSON)
   const body = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(await c.req.arrayBuffer());
@@ -80,9 +89,9 @@ app.post("/api/webhooks/stripe", async (c) => {
 
 app.notFound(() => errorResponse(notFound()));
 
-app.onError((err) => {
+app.onError((err, c) => {
   if (err instanceof ApiError) return errorResponse(err);
-  baseLog.error("webhook failed", errorFields(err));
+  (c.get("log") ?? baseLog).error("webhook failed", errorFields(err));
   return internalErrorResponse();
 });
 
