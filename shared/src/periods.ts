@@ -15,11 +15,19 @@ export function calendarMonth(t: number): Period {
   return { start, end };
 }
 
-/** The calendar month named "YYYY-MM", or null when malformed. */
+/**
+ * The earliest year a month name may have: no billing data predates it, and it keeps clear of
+ * Date.UTC reading years 0-99 as 1900-1999 ("0050-06" would otherwise mean June 1950).
+ */
+export const FIRST_MONTH_YEAR = 2000;
+
+/** The calendar month named "YYYY-MM" (from FIRST_MONTH_YEAR on), or null when malformed or earlier. */
 export function parseMonth(month: string): Period | null {
   const m = /^(\d{4})-(0[1-9]|1[0-2])$/.exec(month);
   if (!m) return null;
-  const start = Date.UTC(Number(m[1]), Number(m[2]) - 1, 1);
+  const year = Number(m[1]);
+  if (year < FIRST_MONTH_YEAR) return null;
+  const start = Date.UTC(year, Number(m[2]) - 1, 1);
   return calendarMonth(start);
 }
 

@@ -76,8 +76,29 @@ describe("metric definitions (pure)", () => {
     });
     expect(monthWindow(undefined, now)).toMatchObject({ ok: true, month: "2026-11", window: { end: now } });
     expect(monthWindow("2026-12", now)).toEqual({ ok: false, message: "month is in the future" });
-    expect(monthWindow("2026-13", now)).toEqual({ ok: false, message: "month must be YYYY-MM" });
-    expect(monthWindow("26-01", now)).toEqual({ ok: false, message: "month must be YYYY-MM" });
+    expect(monthWindow("2026-13", now)).toEqual({
+      ok: false,
+      message: "month must be YYYY-MM, 2000-01 or later",
+    });
+    expect(monthWindow("26-01", now)).toEqual({
+      ok: false,
+      message: "month must be YYYY-MM, 2000-01 or later",
+    });
+  });
+
+  it("refuses years before 2000 rather than reading two-digit years as 19xx", () => {
+    const now = utc(2026, 11, 20, 12);
+    for (const month of ["0050-06", "0000-01", "0099-12", "0100-01", "1969-12", "1999-12"]) {
+      expect(monthWindow(month, now), month).toEqual({
+        ok: false,
+        message: "month must be YYYY-MM, 2000-01 or later",
+      });
+    }
+    expect(monthWindow("2000-01", now)).toMatchObject({
+      ok: true,
+      month: "2000-01",
+      period: { start: utc(2000, 1, 1), end: utc(2000, 2, 1) },
+    });
   });
 });
 
@@ -199,10 +220,18 @@ describe("GET /admin/metrics", () => {
     expect(await bad.json()).toEqual({
       error: {
         code: "invalid_request",
-        message: "month must be YYYY-MM",
-        details: [{ path: "month", message: "month must be YYYY-MM" }],
+        message: "month must be YYYY-MM, 2000-01 or later",
+        details: [{ path: "month", message: "month must be YYYY-MM, 2000-01 or later" }],
       },
     });
     expect((await asAdmin("/admin/metrics?month=2999-01")).status).toBe(400);
+  });
+
+  it("refuses the month 0050-06 instead of answering for June 1950", async () => {
+    const res = await asAdmin("/admin/metrics?month=0050-06");
+    expect(res.status).toBe(400);
+    expect(await res.json()).toMatchObject({
+      error: { code: "invalid_request", details: [{ path: "month" }] },
+    });
   });
 });

@@ -5,6 +5,7 @@
  */
 import {
   FAILURE_REASONS,
+  FIRST_MONTH_YEAR,
   formatMonth,
   type PaidPlanId,
   type Period,
@@ -36,11 +37,13 @@ export type MonthWindow =
   | { ok: true; month: string; period: Period; window: MetricsWindow }
   | { ok: false; message: string };
 
+const MONTH_FORMAT = `month must be YYYY-MM, ${FIRST_MONTH_YEAR}-01 or later`;
+
 /** The window measured for `month` ("YYYY-MM", default the current month) at time `now`. */
 export function monthWindow(month: string | undefined, now: number): MonthWindow {
   const name = month ?? formatMonth(now);
   const period = parseMonth(name);
-  if (!period) return { ok: false, message: "month must be YYYY-MM" };
+  if (!period) return { ok: false, message: MONTH_FORMAT };
   if (period.start > now) return { ok: false, message: "month is in the future" };
   const end = Math.min(period.end, now);
   return {

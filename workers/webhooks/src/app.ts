@@ -1,8 +1,12 @@
 /**
- * POST /api/webhooks/stripe: the signature is verified on the raw body before anything else;
- * a bad or missing signature, or a timestamp outside Stripe's 300 s tolerance, is a 400
- * `invalid_signature` and changes nothing. Handled, duplicate and ignored events answer 200;
- * a transient failure (Stripe or D1 unreachable) answers 500 so that Stripe resends the event.
+ * POST /api/webhooks/stripe. The signature is verified on the raw body before anything else: a
+ * bad or missing signature, or a timestamp outside Stripe's 300 s tolerance, is a 400
+ * `invalid_signature` and changes nothing. A validly signed body gets a deliberate answer, never
+ * a 5xx: not JSON is 400 `invalid_payload`, JSON without a string `id` and `type` is 400
+ * `invalid_event`; an event of a type we do not handle, or whose payload lacks what we read, is
+ * 200 "ignored" (Stripe would resend it unchanged for days). Handled and duplicate events answer
+ * 200; a transient failure (Stripe or D1 unreachable), or an object Stripe answers that we cannot
+ * read, answers 500 so that Stripe resends the event.
  */
 import {
   ApiError,
@@ -10,6 +14,7 @@ import {
   errorFields,
   errorResponse,
   internalErrorResponse,
+  type Logger,
   notFound,
 } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
@@ -17,21 +22,31 @@ import { Hono } from "hono";
 import Stripe from "stripe";
 import type { WebhooksEnv } from "./env";
 import { isMissingObject, processEvent } from "./process";
-import { StripeEventEnvelope } from "./stripeObjects";
+import { StripeEventHead } from "./stripeObjects";
 
 const baseLog = createLogger("webhooks");
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
 
-export const app = new Hono<{ Bindings: WebhooksEnv }>();
+export const app = new Hono<{ Bindings: WebhooksEnv; Variables: { log: Logger } }>();
+
+app.use("*", async (c, next) => {
+  const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
+  c.set("log", baseLog.child({ request_id: requestId }));
+  await next();
+  // the id is echoed so Stripe's delivery log shows it; index.ts logs one line per request with it
+  c.header("x-request-id", requestId);
+});
 
 app.post("/api/webhooks/stripe", async (c) => {
-  const log = baseLog.child({ request_id: c.req.header("cf-ray") ?? crypto.randomUUID() });
+  const log = c.get("log");
   const signature = c.req.header("stripe-signature");
-  const body = await c.req.text();
+  // the exact text signed: a leading byte order mark is kept (and then fails as JSON)
+  const body = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(await c.req.arrayBuffer());
   if (!signature) throw invalidSignature("missing Stripe-Signature header");
-  let verified: unknown;
+  const signatures = Stripe.webhooks.signature;
+  if (!signatures) throw new Error("the Stripe SDK has no webhook signature check");
   try {
-    verified = await Stripe.webhooks.constructEventAsync(
+    await signatures.verifyHeaderAsync(
       body,
       signature,
       c.env.STRIPE_WEBHOOK_SECRET,
@@ -42,13 +57,27 @@ app.post("/api/webhooks/stripe", async (c) => {
     log.warn("webhook signature rejected", errorFields(err));
     throw invalidSignature("signature verification failed");
   }
-  const parsed = StripeEventEnvelope.safeParse(verified);
-  if (!parsed.success) throw new ApiError(400, "invalid_event", "not a Stripe event");
-  const event = parsed.data;
-  const eventLog = log.child({ event_id: event.id, event_type: event.type });
+  const payload = parseJson(body);
+  const head = StripeEventHead.safeParse(payload);
+  if (!head.success) {
+    throw new ApiError(
+      400,
+      "invalid_event",
+      "not a Stripe event: expected a JSON object with a string id and type",
+    );
+  }
+  const eventLog = log.child({ event_id: head.data.id, event_type: head.data.type });
   const stripe = createStripe(c.env);
   try {
-    const outcome = await processEvent({ db: c.env.DB, stripe, log: eventLog, now: Date.now }, event);
+    const outcome = await processEvent(
+      { db: c.env.DB, stripe, log: eventLog, now: Date.now },
+      head.data,
+      payload,
+    );
+    if (outcome.status === "ignored" && outcome.issues) {
+      eventLog.warn("stripe event unusable", { reason: outcome.reason, issues: outcome.issues });
+      return c.json({ received: true, status: outcome.status, reason: outcome.reason });
+    }
     if (outcome.status !== "processed") eventLog.info("stripe event not applied", outcome);
     return c.json({ received: true, ...outcome });
   } catch (err) {
@@ -60,12 +89,21 @@ app.post("/api/webhooks/stripe", async (c) => {
 
 app.notFound(() => errorResponse(notFound()));
 
-app.onError((err) => {
+app.onError((err, c) => {
   if (err instanceof ApiError) return errorResponse(err);
-  baseLog.error("webhook failed", errorFields(err));
+  (c.get("log") ?? baseLog).error("webhook failed", errorFields(err));
   return internalErrorResponse();
 });
 
 function invalidSignature(message: string): ApiError {
   return new ApiError(400, "invalid_signature", message);
+}
+
+/** The verified body as JSON; a body that is not JSON is the sender's error, not a bad signature. */
+function parseJson(body: string): unknown {
+  try {
+    return JSON.parse(body);
+  } catch {
+    throw new ApiError(400, "invalid_payload", "the signed body is not JSON");
+  }
 }

@@ -6,6 +6,7 @@
  */
 import type { Logger } from "@aigate/shared";
 import Stripe from "stripe";
+import type { z } from "zod";
 import {
   billingPeriods,
   chargedUsage,
@@ -29,11 +30,11 @@ import {
 } from "./queries";
 import {
   CheckoutSessionRef,
-  type HandledEventType,
   invoiceSubscriptionId,
   isHandledEventType,
   StripeCustomer,
-  type StripeEventEnvelope,
+  StripeEventEnvelope,
+  type StripeEventHead,
   StripeInvoice,
   StripePrice,
   StripeSubscription,
@@ -42,7 +43,57 @@ import {
 export type Outcome =
   | { status: "processed" }
   | { status: "duplicate" }
-  | { status: "ignored"; reason: string };
+  /** `issues` when the payload lacks what we read (logged, never sent back). */
+  | { status: "ignored"; reason: string; issues?: PayloadIssue[] };
+
+/** One thing wrong with a payload: where (a dotted path from the event's root) and what. */
+export interface PayloadIssue {
+  path: string;
+  message: string;
+}
+
+function issuesOf(error: z.ZodError, prefix: readonly PropertyKey[] = []): PayloadIssue[] {
+  return error.issues.map((i) => ({
+    path: [...prefix, ...i.path].map(String).join("."),
+    message: i.message,
+  }));
+}
+
+const describeIssues = (issues: readonly PayloadIssue[]) =>
+  issues
+    .slice(0, 3)
+    .map((i) => `${i.path || "(root)"}: ${i.message}`)
+    .join("; ") + (issues.length > 3 ? `; and ${issues.length - 3} more` : "");
+
+/**
+ * An authentic event whose payload lacks what we read. Stripe would resend the same payload for
+ * days on a non-2xx answer, so it is acknowledged as ignored (and logged with its issues).
+ */
+function unusable(issues: PayloadIssue[]): Outcome {
+  return { status: "ignored", reason: `unusable payload: ${describeIssues(issues)}`, issues };
+}
+
+/**
+ * An object re-fetched from Stripe that does not match what we read. Not the event's fault: our
+ * reading or Stripe's answer is wrong, and the event still has to be applied. It fails the event
+ * (500), so Stripe resends it until that is fixed; nothing is written meanwhile.
+ */
+export class UnreadableStripeObject extends Error {
+  constructor(
+    readonly kind: string,
+    readonly objectId: string,
+    readonly issues: PayloadIssue[],
+  ) {
+    super(`Stripe's ${kind} ${objectId} does not match what we read: ${describeIssues(issues)}`);
+    this.name = "UnreadableStripeObject";
+  }
+}
+
+function read<T>(schema: z.ZodType<T>, kind: string, id: string, value: unknown): T {
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) throw new UnreadableStripeObject(kind, id, issuesOf(parsed.error));
+  return parsed.data;
+}
 
 export interface Deps {
   db: D1Database;
@@ -59,33 +110,50 @@ interface Target {
   userHints: string[];
 }
 
-function targetOf(type: HandledEventType, object: unknown): Target | { ignore: string } {
+/** The event's target, or why it has none (the outcome to answer). */
+function targetOf(event: StripeEventEnvelope): Target | Outcome {
+  const { type, data } = event;
   if (type === "checkout.session.completed") {
-    const session = CheckoutSessionRef.parse(object);
+    const parsed = CheckoutSessionRef.safeParse(data.object);
+    if (!parsed.success) return unusable(issuesOf(parsed.error, ["data", "object"]));
+    const session = parsed.data;
     if (session.mode !== "subscription" || !session.subscription)
-      return { ignore: "not a subscription checkout" };
+      return { status: "ignored", reason: "not a subscription checkout" };
     const hints = [session.client_reference_id, session.metadata.user_id].filter((h): h is string => !!h);
     return { subscriptionId: session.subscription, invoiceId: null, userHints: hints };
   }
-  const { id } = CheckoutSessionRef.pick({ id: true }).parse(object);
+  const { id } = data.object;
   if (type.startsWith("customer.subscription."))
     return { subscriptionId: id, invoiceId: null, userHints: [] };
   return { subscriptionId: null, invoiceId: id, userHints: [] };
 }
 
-export async function processEvent(deps: Deps, event: StripeEventEnvelope): Promise<Outcome> {
+/**
+ * Applies a verified event. `head` is its id and type (already read from `payload`); the rest of
+ * `payload` is read here, only for the types we handle.
+ */
+export async function processEvent(deps: Deps, head: StripeEventHead, payload: unknown): Promise<Outcome> {
+  if (!isHandledEventType(head.type))
+    return { status: "ignored", reason: `unhandled event type ${head.type}` };
+  const parsed = StripeEventEnvelope.safeParse(payload);
+  if (!parsed.success) return unusable(issuesOf(parsed.error));
+  const event = parsed.data;
   const { type } = event;
-  if (!isHandledEventType(type)) return { status: "ignored", reason: `unhandled event type ${type}` };
   if (await isEventProcessed(deps.db, event.id)) return { status: "duplicate" };
 
-  const target = targetOf(type, event.data.object);
-  if ("ignore" in target) return { status: "ignored", reason: target.ignore };
+  const target = targetOf(event);
+  if ("status" in target) return target;
 
   const { stripe, db, log } = deps;
   const invoice = target.invoiceId ? await retrieveInvoice(stripe, target.invoiceId) : null;
   const subscriptionId = target.subscriptionId ?? (invoice ? invoiceSubscriptionId(invoice) : null);
   if (subscriptionId === null) return { status: "ignored", reason: "invoice without subscription" };
-  const sub = StripeSubscription.parse(await stripe.subscriptions.retrieve(subscriptionId));
+  const sub = read(
+    StripeSubscription,
+    "subscription",
+    subscriptionId,
+    await stripe.subscriptions.retrieve(subscriptionId),
+  );
 
   const hints = [sub.metadata.user_id, ...target.userHints].filter((h): h is string => !!h);
   const owner = await resolveOwner(db, stripe, sub.customer, hints);
@@ -128,11 +196,11 @@ export async function processEvent(deps: Deps, event: StripeEventEnvelope): Prom
 }
 
 async function retrieveInvoice(stripe: Stripe, id: string): Promise<StripeInvoice> {
-  const invoice = StripeInvoice.parse(await stripe.invoices.retrieve(id));
+  const invoice = read(StripeInvoice, "invoice", id, await stripe.invoices.retrieve(id));
   if (!invoice.lines.has_more) return invoice;
   const lines = [];
   for await (const line of stripe.invoices.listLineItems(id, { limit: 100 })) lines.push(line);
-  return StripeInvoice.parse({ ...invoice, lines: { data: lines, has_more: false } });
+  return read(StripeInvoice, "invoice", id, { ...invoice, lines: { data: lines, has_more: false } });
 }
 
 /** The user owning a customer: our record, else the customer's metadata.user_id, else the hints. */
@@ -144,7 +212,7 @@ async function resolveOwner(
 ): Promise<{ userId: string; email: string } | null> {
   const known = await userOfCustomer(db, customerId);
   if (known) return { userId: known, email: "" };
-  const customer = StripeCustomer.parse(await stripe.customers.retrieve(customerId));
+  const customer = read(StripeCustomer, "customer", customerId, await stripe.customers.retrieve(customerId));
   if (customer.deleted === true) return hints[0] ? { userId: hints[0], email: "" } : null;
   const userId = customer.metadata.user_id || hints[0];
   return userId ? { userId, email: customer.email ?? "" } : null;
@@ -160,7 +228,7 @@ async function failedInvoiceAt(
   const latest = sub.latest_invoice;
   if (!latest) return invoice ? failedInvoiceTime(invoice) : null;
   if (invoice && invoice.id === latest) return failedInvoiceTime(invoice);
-  return failedInvoiceTime(StripeInvoice.parse(await stripe.invoices.retrieve(latest)));
+  return failedInvoiceTime(read(StripeInvoice, "invoice", latest, await stripe.invoices.retrieve(latest)));
 }
 
 /** Prices never change what they bill, so they are cached for the isolate's life. */
@@ -174,7 +242,7 @@ async function pricesOf(stripe: Stripe, invoice: StripeInvoice): Promise<Map<str
   for (const id of ids) {
     let price = priceCache.get(id);
     if (!price) {
-      price = StripePrice.parse(await stripe.prices.retrieve(id));
+      price = read(StripePrice, "price", id, await stripe.prices.retrieve(id));
       priceCache.set(id, price);
     }
     out.set(id, price);

@@ -5,14 +5,19 @@
  */
 import { z } from "zod";
 
-const Id = z.string().min(1);
+/**
+ * A Stripe id: Stripe's are short ASCII (letters, digits, underscores). Anything else (control
+ * characters, lone surrogates, kilobytes) is refused before it reaches a Stripe URL or D1.
+ */
+const Id = z.string().regex(/^[!-~]{1,255}$/, "expected a Stripe id (1 to 255 printable ASCII characters)");
 /** An id field that Stripe may return expanded. */
 const Ref = z.union([Id, z.object({ id: Id })]).transform((v) => (typeof v === "string" ? v : v.id));
 const Metadata = z
   .record(z.string(), z.string())
   .nullish()
   .transform((m) => m ?? {});
-const Seconds = z.int().nonnegative();
+/** Unix seconds up to the end of year 9999, so that milliseconds stay exact integers. */
+const Seconds = z.int().nonnegative().max(253_402_300_799);
 
 export const HANDLED_EVENT_TYPES = [
   "checkout.session.completed",
@@ -30,10 +35,17 @@ export function isHandledEventType(type: string): type is HandledEventType {
   return (HANDLED_EVENT_TYPES as readonly string[]).includes(type);
 }
 
-/** The envelope of every event: what dedupe and routing need. */
+/**
+ * What every Stripe event has, whatever its type or payload style (snapshot or thin): enough to
+ * log it and decide whether we handle it. JSON without it is not a Stripe event.
+ */
+export const StripeEventHead = z.object({ id: z.string().min(1), type: z.string().min(1) });
+export type StripeEventHead = z.infer<typeof StripeEventHead>;
+
+/** The envelope of an event we handle: what dedupe and routing need. */
 export const StripeEventEnvelope = z.object({
   id: Id,
-  type: z.string().min(1),
+  type: z.enum(HANDLED_EVENT_TYPES),
   created: Seconds,
   data: z.object({ object: z.object({ id: Id }).loose() }),
 });

@@ -6,7 +6,7 @@
 
 import { applyD1Migrations, env, reset, SELF } from "cloudflare:test";
 import { accountStatus, planInForce } from "@aigate/shared";
-import { beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it, vi } from "vitest";
 import { type Delivery, neighbourSwaps, StripeScenario, webhookRequest } from "./testSupport";
 
 const scenario = new StripeScenario(env, env.STRIPE_WEBHOOK_SECRET);
@@ -349,5 +349,99 @@ describe("signature verification", () => {
     const unknown = JSON.stringify({ ...JSON.parse(payload), type: "customer.created" });
     const ok = await deliver(unknown, await scenario.sign(unknown, { timestamp: now - 290 }));
     expect(ok.status).toBe(200);
+  });
+});
+
+describe("request ids", () => {
+  /** The JSON lines the worker writes (any level) while `fn` runs. */
+  async function logLines(fn: () => Promise<void>): Promise<Record<string, unknown>[]> {
+    const lines: string[] = [];
+    const record = (line: unknown) => {
+      lines.push(String(line));
+    };
+    const spies = [
+      vi.spyOn(console, "log").mockImplementation(record),
+      vi.spyOn(console, "warn").mockImplementation(record),
+      vi.spyOn(console, "error").mockImplementation(record),
+    ];
+    try {
+      await fn();
+    } finally {
+      for (const s of spies) s.mockRestore();
+    }
+    return lines.map((l) => JSON.parse(l));
+  }
+
+  const withRay = (request: Request, ray: string) =>
+    new Request(request, { headers: { ...Object.fromEntries(request.headers), "cf-ray": ray } });
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  it("echoes X-Request-Id on every answer and logs it on the request line and the event's lines", async () => {
+    const sub = await scenario.subscribe(newUser(), "payg");
+    const paid = sub.events.find((e) => e.type === "invoice.paid");
+    if (!paid) throw new Error("no invoice.paid");
+    const unknown = JSON.stringify({
+      id: "evt_rid_1",
+      object: "event",
+      type: "customer.created",
+      created: 1,
+      data: { object: { id: "cus_1" } },
+    });
+    const answers: Record<string, Response> = {};
+    const lines = await logLines(async () => {
+      answers.ignored = await SELF.fetch(
+        withRay(webhookRequest(unknown, await scenario.sign(unknown)), "ray-wh-200"),
+      );
+      answers.rejected = await deliver(unknown, "t=1,v1=00");
+      answers.missing = await SELF.fetch("http://webhooks.test/nope");
+      await scenario.emulator.addFault({
+        status: 500,
+        count: 10,
+        path_prefix: `/v1/invoices/${sub.invoice.id}`,
+      });
+      try {
+        answers.failed = await SELF.fetch(
+          withRay(webhookRequest(paid.payload, await scenario.sign(paid.payload)), "ray-wh-500"),
+        );
+      } finally {
+        await scenario.emulator.clearFaults();
+      }
+    });
+    expect(Object.fromEntries(Object.entries(answers).map(([k, r]) => [k, r.status]))).toEqual({
+      ignored: 200,
+      rejected: 400,
+      missing: 404,
+      failed: 500,
+    });
+    expect(answers.ignored?.headers.get("x-request-id")).toBe("ray-wh-200");
+    expect(answers.failed?.headers.get("x-request-id")).toBe("ray-wh-500");
+    const rejectedId = answers.rejected?.headers.get("x-request-id");
+    expect(rejectedId).toMatch(UUID);
+    expect(answers.missing?.headers.get("x-request-id")).toMatch(UUID);
+
+    const requestLine = (status: number) =>
+      lines.find((l) => l.msg === "request done" && l.status === status);
+    expect(requestLine(200)).toMatchObject({
+      worker: "webhooks",
+      request_id: "ray-wh-200",
+      path: "/api/webhooks/stripe",
+    });
+    expect(requestLine(400)).toMatchObject({ request_id: rejectedId });
+    expect(requestLine(404)).toMatchObject({ request_id: answers.missing?.headers.get("x-request-id") });
+    expect(requestLine(500)).toMatchObject({ request_id: "ray-wh-500" });
+    expect(lines).toContainEqual(
+      expect.objectContaining({
+        msg: "stripe event not applied",
+        request_id: "ray-wh-200",
+        event_id: "evt_rid_1",
+      }),
+    );
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: "webhook signature rejected", request_id: rejectedId }),
+    );
+    expect(lines).toContainEqual(
+      expect.objectContaining({ level: "error", msg: "webhook failed", request_id: "ray-wh-500" }),
+    );
+    expect(lines.filter((l) => l.request_id === null || l.request_id === undefined)).toEqual([]);
   });
 });
