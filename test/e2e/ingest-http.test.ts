@@ -83,9 +83,10 @@ function batchOf(id: string): string {
   return JSON.stringify([heartbeat(id, `sess-${id}`, "keepalive-user")]);
 }
 
-/** The log lines every worker wrote since `offset` (JSON objects, wherever they sit on the line). */
+/** The log lines every worker wrote since byte `offset` (JSON objects, wherever they sit on the line). */
 function logLinesSince(offset: number): Array<Record<string, unknown>> {
-  const text = readFileSync(inject("stackLogFile"), "utf8").slice(offset);
+  // `offset` counts bytes (statSync), and the log holds multi-byte characters
+  const text = readFileSync(inject("stackLogFile")).subarray(offset).toString("utf8");
   const lines: Array<Record<string, unknown>> = [];
   for (const line of text.split("\n")) {
     const start = line.indexOf("{");
@@ -229,15 +230,30 @@ describe("uploads cut off and odd framing", () => {
     `POST /v1/events HTTP/1.1\r\nHost: ${new URL(stackUrl()).host}\r\nAuthorization: Bearer ${DEV_INGEST_KEY}\r\n` +
     `Content-Type: application/json\r\n${framing}\r\n`;
 
+  /**
+   * The ingest worker's log lines about a cut-off request sent after `offset`: waits for its
+   * outcome (an error, or a rejection with one of `codes`) and then for its "request done" line
+   * (lines of earlier requests may still be arriving in the log).
+   */
+  async function outcomeLines(offset: number, codes: string[]) {
+    const ingestLines = async () => logLinesSince(offset).filter((l) => l.worker === "ingest");
+    const outcome = (l: Record<string, unknown>) =>
+      l.level === "error" || (l.msg === "request rejected" && codes.includes(String(l.code)));
+    const lines = await eventually(ingestLines, (ls) => ls.some(outcome), 10_000);
+    const requestId = lines.find(outcome)?.request_id;
+    const all = await eventually(
+      ingestLines,
+      (ls) => ls.some((l) => l.msg === "request done" && l.request_id === requestId),
+      10_000,
+    );
+    return all.filter((l) => l.request_id === requestId);
+  }
+
   it("logs a body cut off mid-upload as a rejected request (400 incomplete_body), not as an error", async () => {
     const offset = statSync(inject("stackLogFile")).size;
     const partial = batchOf("cut").slice(0, 40);
     await rawExchange(`${head("Content-Length: 4096\r\n")}${partial}`, { closeAfterMs: 300 });
-    const lines = await eventually(
-      async () => logLinesSince(offset).filter((l) => l.worker === "ingest"),
-      (ls) => ls.some((l) => l.msg === "request done"),
-      10_000,
-    );
+    const lines = await outcomeLines(offset, ["incomplete_body"]);
     expect(lines.filter((l) => l.level === "error")).toEqual([]);
     expect(lines).toContainEqual(
       expect.objectContaining({
@@ -257,11 +273,7 @@ describe("uploads cut off and odd framing", () => {
     await rawExchange(`${head("Transfer-Encoding: chunked\r\n")}10\r\n[{"id": "cut", \r\n`, {
       closeAfterMs: 300,
     });
-    const lines = await eventually(
-      async () => logLinesSince(offset).filter((l) => l.worker === "ingest"),
-      (ls) => ls.some((l) => l.msg === "request done"),
-      10_000,
-    );
+    const lines = await outcomeLines(offset, ["incomplete_body", "invalid_json"]);
     expect(lines.filter((l) => l.level === "error")).toEqual([]);
     expect(lines).toContainEqual(expect.objectContaining({ msg: "request done", status: 400 }));
   });
