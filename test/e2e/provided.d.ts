@@ -5,5 +5,7 @@ declare module "vitest" {
     stackUrl: string;
     stripeUrl: string;
     meterEventName: string;
+    /** The stack's combined wrangler output (every worker's log lines). */
+    stackLogFile: string;
   }
 }

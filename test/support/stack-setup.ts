@@ -25,6 +25,7 @@ export function stackSetup(suite: string) {
     project.provide("stackUrl", stack.url);
     project.provide("stripeUrl", stack.stripeUrl);
     project.provide("meterEventName", stack.catalog.meterEventName);
+    project.provide("stackLogFile", stack.logFile ?? "");
     return async () => {
       await stack.close();
       rmSync(persistTo, { recursive: true, force: true });

@@ -1,6 +1,13 @@
 import { ApiError } from "@aigate/shared";
 import { describe, expect, it } from "vitest";
-import { eventBodyShape, parseJson, parseMediaType, readBodyText, requireJsonMediaType } from "./body";
+import {
+  eventBodyShape,
+  MAX_DISCARD_BYTES,
+  parseJson,
+  parseMediaType,
+  readBodyText,
+  requireJsonMediaType,
+} from "./body";
 
 const MiB = 1024 * 1024;
 
@@ -14,17 +21,27 @@ async function rejection(p: Promise<unknown> | (() => unknown)): Promise<ApiErro
   throw new Error("expected an ApiError");
 }
 
-/** A chunked body (no Content-Length) of `total` bytes in 64 KiB chunks, counting what was pulled. */
-function chunkedRequest(total: number) {
+/**
+ * A chunked body (no Content-Length) of `total` bytes in 64 KiB chunks, counting what was pulled
+ * and whether it was cancelled; `failAfter` makes the stream fail (a lost connection) after that
+ * many bytes.
+ */
+function chunkedRequest(total: number, opts: { failAfter?: number } = {}) {
   const chunk = new Uint8Array(64 * 1024).fill(0x20);
-  const state = { pulled: 0 };
+  const state = { pulled: 0, cancelled: false };
   const body = new ReadableStream<Uint8Array>({
     pull(controller) {
+      if (opts.failAfter !== undefined && state.pulled >= opts.failAfter) {
+        return controller.error(new Error("Network connection lost."));
+      }
       const left = total - state.pulled;
       if (left <= 0) return controller.close();
       const piece = left >= chunk.byteLength ? chunk : chunk.subarray(0, left);
       state.pulled += piece.byteLength;
       controller.enqueue(piece);
+    },
+    cancel() {
+      state.cancelled = true;
     },
   });
   const request = new Request("http://ingest.test/v1/events", { method: "POST", body });
@@ -84,13 +101,25 @@ describe("readBodyText", () => {
     expect(state.pulled).toBe(MiB);
   });
 
-  it("stops reading a chunked body (no Content-Length) one chunk past the limit, with 413", async () => {
-    const { request, state } = chunkedRequest(20 * MiB);
+  it("answers 413 for a chunked body (no Content-Length) past the limit after reading the rest to its end, unbuffered", async () => {
+    // A half-read body would leave the client's connection unusable for its next request; read
+    // to its end (and thrown away) it keeps a keep-alive connection open.
+    const { request, state } = chunkedRequest(3 * MiB);
     expect(request.headers.get("content-length")).toBeNull();
     const err = await rejection(readBodyText(request, MiB));
     expect([err.status, err.code]).toEqual([413, "payload_too_large"]);
-    expect(state.pulled).toBeGreaterThan(MiB);
-    expect(state.pulled).toBeLessThanOrEqual(MiB + 2 * 64 * 1024);
+    expect(state.pulled).toBe(3 * MiB);
+    expect(state.cancelled).toBe(false);
+  });
+
+  it("stops discarding an oversized chunked body after MAX_DISCARD_BYTES more and cancels the rest", async () => {
+    const { request, state } = chunkedRequest(MiB + MAX_DISCARD_BYTES + 4 * MiB);
+    const err = await rejection(readBodyText(request, MiB));
+    expect(err.status).toBe(413);
+    expect(state.pulled).toBeGreaterThan(MiB + MAX_DISCARD_BYTES);
+    // a few 64 KiB chunks of slack: the stream pulls one ahead of the reader
+    expect(state.pulled).toBeLessThanOrEqual(MiB + MAX_DISCARD_BYTES + 4 * 64 * 1024);
+    expect(state.cancelled).toBe(true);
   });
 
   it("rejects a body of the limit plus one byte", async () => {
@@ -99,12 +128,53 @@ describe("readBodyText", () => {
     expect(err.status).toBe(413);
   });
 
-  it("rejects from Content-Length alone, before reading any of the body", async () => {
+  it("rejects from Content-Length alone, leaving the body unread and not cancelled", async () => {
+    // The runtime discards a body the worker never touched and keeps the connection usable; a
+    // cancelled one breaks the client's keep-alive connection (its next request fails).
     const { request, state } = chunkedRequest(2 * MiB);
     const withLength = new Request(request, { headers: { "content-length": String(2 * MiB) } });
     const err = await rejection(readBodyText(withLength, MiB));
     expect(err.status).toBe(413);
     expect(state.pulled).toBeLessThanOrEqual(64 * 1024);
+    expect(state.cancelled).toBe(false);
+    expect(withLength.bodyUsed).toBe(false);
+  });
+
+  it.each(["-1", "abc", "+12", "1 0", "12, 13", "1e3", ""])(
+    "rejects Content-Length %j with 400 invalid_request",
+    async (value) => {
+      const request = new Request("http://ingest.test/v1/events", {
+        method: "POST",
+        headers: { "content-length": value },
+        body: "[]",
+      });
+      expect(request.headers.get("content-length")).toBe(value);
+      const err = await rejection(readBodyText(request, MiB));
+      expect([err.status, err.code]).toEqual([400, "invalid_request"]);
+      expect(err.message).toContain("Content-Length");
+    },
+  );
+
+  it("accepts a Content-Length with surrounding spaces", async () => {
+    const request = new Request("http://ingest.test/v1/events", {
+      method: "POST",
+      headers: { "content-length": " 2 " },
+      body: "[]",
+    });
+    expect(await readBodyText(request, MiB)).toBe("[]");
+  });
+
+  it("answers 400 incomplete_body when the connection is lost mid-body (chunked)", async () => {
+    const { request } = chunkedRequest(MiB, { failAfter: 128 * 1024 });
+    const err = await rejection(readBodyText(request, MiB));
+    expect([err.status, err.code]).toEqual([400, "incomplete_body"]);
+  });
+
+  it("answers 400 incomplete_body when the connection is lost before Content-Length bytes arrived", async () => {
+    const { request } = chunkedRequest(MiB, { failAfter: 128 * 1024 });
+    const withLength = new Request(request, { headers: { "content-length": String(MiB) } });
+    const err = await rejection(readBodyText(withLength, MiB));
+    expect([err.status, err.code]).toEqual([400, "incomplete_body"]);
   });
 
   it("rejects bytes that are not UTF-8 with 400 invalid_json", async () => {

@@ -1,9 +1,16 @@
 /**
  * Reading request bodies at the edge: the content type decides what shape is expected, and the
  * size limit is enforced while streaming (a chunked request has no Content-Length), so an
- * oversized body is never buffered whole.
+ * oversized body is never buffered whole, and a refused body is left so that the client's
+ * keep-alive connection stays usable.
  */
-import { invalidJson, payloadTooLarge, unsupportedMediaType } from "./errors";
+import {
+  incompleteBody,
+  invalidContentLength,
+  invalidJson,
+  payloadTooLarge,
+  unsupportedMediaType,
+} from "./errors";
 
 /** What a request's media type says about its body: one event, an array, or either. */
 export type BodyShape = "single" | "batch" | "either";
@@ -67,30 +74,57 @@ export function requireJsonMediaType(header: string | null): void {
 }
 
 /**
- * The body as UTF-8 text, at most `maxBytes` bytes. Rejects with 413 as soon as Content-Length
- * announces more, or as soon as the streamed bytes pass the limit (the rest is never read).
+ * How many bytes of an oversized chunked body are still read, and thrown away, before the 413:
+ * a body left half-read makes the runtime drop the connection, so a client's next request on
+ * the same keep-alive connection would fail. Past this, the rest is cancelled (and the
+ * connection may close).
+ */
+export const MAX_DISCARD_BYTES = 16 * 1024 * 1024;
+
+/** The Content-Length a request declares, null when it has none; 400 unless it is a non-negative integer. */
+export function declaredLength(header: string | null): number | null {
+  if (header === null) return null;
+  const value = header.trim();
+  if (!/^\d+$/.test(value)) throw invalidContentLength();
+  return Number(value);
+}
+
+/**
+ * The body as UTF-8 text, at most `maxBytes` bytes, never buffered past the limit.
+ * - 413 as soon as Content-Length announces more, without touching the body: the runtime
+ *   discards a body the worker never read and keeps the connection usable.
+ * - A chunked body (no Content-Length) is counted while streaming; past the limit the rest is
+ *   read and thrown away (up to MAX_DISCARD_BYTES) before the 413, for the same reason.
+ * - A body that stops before its end (the client went away, or sent fewer bytes than it
+ *   announced) is 400 `incomplete_body`: a client problem, not ours.
  */
 export async function readBodyText(request: Request, maxBytes: number): Promise<string> {
-  const declared = request.headers.get("content-length");
-  if (declared !== null && /^\d+$/.test(declared.trim()) && Number(declared) > maxBytes) {
-    void request.body?.cancel().catch(() => undefined);
-    throw payloadTooLarge(maxBytes);
-  }
+  const declared = declaredLength(request.headers.get("content-length"));
+  if (declared !== null && declared > maxBytes) throw payloadTooLarge(maxBytes);
   const stream = request.body;
   if (!stream) return "";
   // With a Content-Length within the limit the runtime delivers exactly that many bytes: read
   // them in one call. Without one (chunked), count while streaming.
-  if (declared !== null && /^\d+$/.test(declared.trim()))
-    return decodeUtf8(new Uint8Array(await request.arrayBuffer()));
+  if (declared !== null) {
+    let buffer: ArrayBuffer;
+    try {
+      buffer = await request.arrayBuffer();
+    } catch {
+      throw incompleteBody();
+    }
+    return decodeUtf8(new Uint8Array(buffer));
+  }
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;
   for (;;) {
-    const { done, value } = await reader.read();
+    const { done, value } = await reader.read().catch(() => {
+      throw incompleteBody();
+    });
     if (done) break;
     total += value.byteLength;
     if (total > maxBytes) {
-      void reader.cancel().catch(() => undefined);
+      await discard(reader, MAX_DISCARD_BYTES);
       throw payloadTooLarge(maxBytes);
     }
     chunks.push(value);
@@ -102,6 +136,24 @@ export async function readBodyText(request: Request, maxBytes: number): Promise<
     offset += chunk.byteLength;
   }
   return decodeUtf8(bytes);
+}
+
+/** Reads and drops the rest of a stream, at most `budget` bytes; cancels what is left past it. */
+async function discard(reader: ReadableStreamDefaultReader<Uint8Array>, budget: number): Promise<void> {
+  let dropped = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      dropped += value.byteLength;
+      if (dropped > budget) {
+        await reader.cancel();
+        return;
+      }
+    }
+  } catch {
+    // the client went away while we discarded: the answer stays 413
+  }
 }
 
 function decodeUtf8(bytes: Uint8Array): string {

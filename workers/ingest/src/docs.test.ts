@@ -70,11 +70,15 @@ function parseCurl(script: string, now: number): CurlRequest {
       throw new Error(`curl option not understood by this test: ${w}`);
     }
   }
-  if (body !== undefined) {
-    // the doc's only shell expansion: the current time, as date(1) prints it (whole seconds, Z)
-    body = body.replaceAll(NOW_EXPANSION, `${new Date(now).toISOString().slice(0, 19)}Z`);
-    if (body.includes("$(")) throw new Error("unexpected shell expansion in an example body");
-  }
+  // the doc's only shell expansion: the current time, as date(1) prints it (whole seconds, Z),
+  // in bodies and in binary-mode headers (ce-time)
+  const expand = (text: string) => {
+    const expanded = text.replaceAll(NOW_EXPANSION, `${new Date(now).toISOString().slice(0, 19)}Z`);
+    if (expanded.includes("$(")) throw new Error("unexpected shell expansion in an example");
+    return expanded;
+  };
+  if (body !== undefined) body = expand(body);
+  for (const [name, value] of Object.entries(headers)) headers[name] = expand(value);
   return { url, init: { method, headers, ...(body !== undefined ? { body } : {}) } };
 }
 

@@ -11,6 +11,10 @@ export const invalidEvent = (message: string, details: unknown[]) =>
   new ApiError(400, "invalid_event", message, details);
 export const payloadTooLarge = (maxBytes: number) =>
   new ApiError(413, "payload_too_large", `request body exceeds ${maxBytes} bytes`);
+export const incompleteBody = () =>
+  new ApiError(400, "incomplete_body", "the connection ended before the whole request body arrived");
+export const invalidContentLength = () =>
+  new ApiError(400, "invalid_request", "Content-Length must be a non-negative integer");
 export const tooManyEvents = (max: number, got: number) =>
   new ApiError(413, "too_many_events", `at most ${max} events per request, got ${got}`);
 export const unsupportedMediaType = (message: string) => new ApiError(415, "unsupported_media_type", message);

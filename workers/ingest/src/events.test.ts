@@ -1,6 +1,6 @@
 import { env, SELF } from "cloudflare:test";
 import { clearKeyCache, EventsMessage, LIMITS } from "@aigate/shared";
-import { beforeEach, describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import {
   ADMIN_KEY,
   cloudEvent,
@@ -205,6 +205,18 @@ interface BadCase {
 }
 
 const valid = () => cloudEvent({ time: NOW });
+
+/** A body whose stream fails after its first bytes, as the runtime reports a client that went away. */
+function lostConnectionBody(): ReadableStream<Uint8Array> {
+  let sent = false;
+  return new ReadableStream<Uint8Array>({
+    pull(controller) {
+      if (sent) return controller.error(new Error("Network connection lost."));
+      sent = true;
+      controller.enqueue(new TextEncoder().encode('[{"specversion": "1.0", "id": "cut'));
+    },
+  });
+}
 const withData = (data: Record<string, unknown>) => ({ ...valid(), data });
 
 const badCases: BadCase[] = [
@@ -359,6 +371,43 @@ const badCases: BadCase[] = [
     code: "payload_too_large",
   },
   {
+    name: "a body cut off mid-upload (the connection was lost)",
+    init: () => ({
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "content-length": "4096",
+        authorization: `Bearer ${INGEST_KEY}`,
+      },
+      body: lostConnectionBody(),
+    }),
+    status: 400,
+    code: "incomplete_body",
+  },
+  {
+    name: "a chunked body cut off mid-upload",
+    init: () => ({
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: `Bearer ${INGEST_KEY}` },
+      body: lostConnectionBody(),
+    }),
+    status: 400,
+    code: "incomplete_body",
+  },
+  {
+    name: "Content-Length: -1",
+    init: () => ({
+      ...post([valid()], "application/json"),
+      headers: {
+        "content-type": "application/json",
+        "content-length": "-1",
+        authorization: `Bearer ${INGEST_KEY}`,
+      },
+    }),
+    status: 400,
+    code: "invalid_request",
+  },
+  {
     name: "a text/plain body",
     init: () => post(valid(), "text/plain"),
     status: 415,
@@ -416,6 +465,33 @@ describe("POST /v1/events rejects bad input whole and changes nothing", () => {
     expect(res.headers.get("x-request-id")).toMatch(/^[0-9a-f-]{36}$/);
     expect(h.rec.attempts).toBe(0);
     expect(await dbSnapshot()).toBe(before);
+  });
+
+  it("logs a body cut off mid-upload as a rejected request (a client problem), never as an error", async () => {
+    const errors = vi.spyOn(console, "error");
+    const infos = vi.spyOn(console, "log");
+    try {
+      const h = harness({ now: () => NOW });
+      const res = await h.fetch("/v1/events", {
+        method: "POST",
+        headers: { "content-type": "application/json", authorization: `Bearer ${INGEST_KEY}` },
+        body: lostConnectionBody(),
+      });
+      expect(res.status).toBe(400);
+      expect(errors).not.toHaveBeenCalled();
+      const lines = infos.mock.calls.map((args) => JSON.parse(String(args[0])) as Record<string, unknown>);
+      expect(lines).toContainEqual(
+        expect.objectContaining({
+          level: "info",
+          msg: "request rejected",
+          code: "incomplete_body",
+          status: 400,
+        }),
+      );
+    } finally {
+      errors.mockRestore();
+      infos.mockRestore();
+    }
   });
 
   it("rejects a revoked key with 401 once its cached lookup expires", async () => {

@@ -1,9 +1,11 @@
 /**
- * POST /v1/events: CloudEvents validated whole at the edge, packed into few queue messages and
- * enqueued. No D1 write on this path. 202 only once every message is sent; a refused send is 503
- * and the gateway retries with the same event ids (the classifier deduplicates on source + id).
+ * POST /v1/events: CloudEvents (structured, batch or binary content mode) validated whole at the
+ * edge, packed into few queue messages and enqueued. No D1 write on this path. 202 only once
+ * every message is sent; a refused send is 503 and the gateway retries with the same event ids
+ * (the classifier deduplicates on source + id).
  */
 import { LIMITS, type Logger, parseEventBatch } from "@aigate/shared";
+import { isBinaryMode, parseBinaryEvent } from "./binary";
 import { type BodyShape, eventBodyShape, parseJson, readBodyText } from "./body";
 import { invalidEvent, invalidRequest, queueUnavailable, tooManyEvents } from "./errors";
 import { dedupeEvents, packEvents, sendBatches } from "./packing";
@@ -30,6 +32,12 @@ export function eventList(body: unknown, shape: BodyShape): unknown[] {
   return [body];
 }
 
+/** Events sent whole in the body (structured mode, one or a batch): at most 500, each validated. */
+function parseStructured(raw: unknown[], now: number) {
+  if (raw.length > LIMITS.maxEventsPerRequest) throw tooManyEvents(LIMITS.maxEventsPerRequest, raw.length);
+  return parseEventBatch(raw, now);
+}
+
 export interface AcceptDeps {
   queue: Queue;
   now: number;
@@ -45,10 +53,11 @@ export interface Accepted {
 
 export async function acceptEvents(request: Request, deps: AcceptDeps): Promise<Accepted> {
   const shape = eventBodyShape(request.headers.get("content-type"));
-  const raw = eventList(parseJson(await readBodyText(request, LIMITS.maxBodyBytes)), shape);
-  if (raw.length > LIMITS.maxEventsPerRequest) throw tooManyEvents(LIMITS.maxEventsPerRequest, raw.length);
-
-  const parsed = parseEventBatch(raw, deps.now);
+  const binary = shape === "either" && isBinaryMode(request.headers);
+  const body = parseJson(await readBodyText(request, LIMITS.maxBodyBytes));
+  const parsed = binary
+    ? parseBinaryEvent(request.headers, body, deps.now)
+    : parseStructured(eventList(body, shape), deps.now);
   if (!parsed.ok) {
     const shown = parsed.issues.slice(0, MAX_ISSUE_DETAILS);
     const more = parsed.issues.length - shown.length;
@@ -57,6 +66,7 @@ export async function acceptEvents(request: Request, deps: AcceptDeps): Promise<
       shown,
     );
   }
+  const accepted = parsed.events.length;
 
   const events = dedupeEvents(parsed.events);
   const messages = packEvents(events, { request_id: deps.requestId, received_at: deps.now });
@@ -72,5 +82,5 @@ export async function acceptEvents(request: Request, deps: AcceptDeps): Promise<
     });
     throw queueUnavailable();
   }
-  return { accepted: raw.length, enqueued: events.length, messages: messages.length };
+  return { accepted, enqueued: events.length, messages: messages.length };
 }
