@@ -2,6 +2,8 @@
  * Session facts: what a session's telemetry says, merged so that duplicates and any arrival order
  * give identical facts. Pure functions; the SQL upsert in queries.ts applies the same rules to the
  * stored row, so "coalesce a batch here, merge it into D1 there" equals "merge everything at once".
+ * Which events are merged is decided before (dedupe.ts): the first copy of each (source, id) and
+ * copies identical to it, never a copy with another payload.
  *
  * Merge rule of each field (every rule is commutative, associative and idempotent):
  *

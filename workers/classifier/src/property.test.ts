@@ -2,7 +2,8 @@
  * The claim "any order, any duplicates, any split: same result" on the real handler and real D1:
  * random sessions delivered once in order, and again duplicated, shuffled and split over messages
  * and batches (with settle reminders arriving early in between), must give the same facts,
- * verdicts and daily rollups.
+ * verdicts and daily rollups. And "the first payload of an event id wins": conflicting copies
+ * received after their original change nothing but the count of conflicting events.
  */
 
 import { env } from "cloudflare:test";
@@ -10,7 +11,7 @@ import type { TelemetryEvent, VerdictMessage } from "@aigate/shared";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { sweepDueSessions } from "./cron";
-import { type Delivery, MIDNIGHT, scenarioArb } from "./test-arbitraries";
+import { conflictScenarioArb, type Delivery, MIDNIGHT, scenarioArb } from "./test-arbitraries";
 import {
   deadLetters,
   deliver,
@@ -27,7 +28,7 @@ const STALE_MS = 15 * 60_000;
 
 const CONTENT_COLUMNS = `session_id, user_id, project_id, source, created_at, first_event_at, last_event_at,
   connected, connect_latency_ms, turn_failed, upstream_error, upstream_status, upstream_code, audio_ms,
-  ended_at, end_reason, late_events, open, billable, reason, rule_version`;
+  ended_at, end_reason, late_events, conflicting_events, open, billable, reason, rule_version`;
 
 interface Outcome {
   facts: Record<string, unknown>[];
@@ -43,7 +44,10 @@ async function clear() {
   ]);
 }
 
-/** Delivers batches through the real handler, reminders as they come, then lets time pass and the cron run. */
+/**
+ * Delivers batches through the real handler (message k of batch i received at START + i s + k ms),
+ * reminders as they come, then lets time pass and the cron run.
+ */
 async function run(delivery: Delivery): Promise<Outcome> {
   await clear();
   const h = harness();
@@ -52,7 +56,7 @@ async function run(delivery: Delivery): Promise<Outcome> {
     now = START + i * 1000;
     const r = await deliver(
       h,
-      batch.map((events) => ({ body: eventsMessage(events, now) })),
+      batch.map((events, k) => ({ body: eventsMessage(events, now + k) })),
       now + 100,
     );
     expect(r.retried).toEqual([]);
@@ -103,6 +107,7 @@ const ordered = (sessions: TelemetryEvent[][]): Delivery => [[sessions.flat()]];
 describe("any order, duplicates and splits give the verdicts and rollups of one ordered copy (D1, fast-check)", () => {
   beforeEach(() => {
     vi.spyOn(console, "log").mockImplementation(() => {});
+    vi.spyOn(console, "warn").mockImplementation(() => {});
   });
   afterEach(() => {
     vi.restoreAllMocks();
@@ -118,6 +123,22 @@ describe("any order, duplicates and splits give the verdicts and rollups of one 
         expect(b.verdicts).toEqual(a.verdicts);
         expect(b.rollups).toEqual(a.rollups);
         expect(a.rollups.reduce((n, r) => n + r.sessions, 0)).toBe(sessions.length);
+      }),
+      { numRuns: 100 },
+    );
+  });
+
+  it("keeps the first payload of every event id when conflicting copies arrive later (100 random scenarios)", async () => {
+    const withoutCount = (rows: Record<string, unknown>[]) =>
+      rows.map(({ conflicting_events: _, ...rest }) => rest);
+    await fc.assert(
+      fc.asyncProperty(conflictScenarioArb(4), async ({ sessions, delivery, conflicting }) => {
+        const a = await run(ordered(sessions));
+        const b = await run(delivery);
+        expect(withoutCount(b.facts)).toEqual(withoutCount(a.facts));
+        expect(b.facts.reduce((n, r) => n + Number(r.conflicting_events), 0)).toBe(conflicting);
+        expect(b.verdicts).toEqual(a.verdicts);
+        expect(b.rollups).toEqual(a.rollups);
       }),
       { numRuns: 100 },
     );

@@ -22,6 +22,15 @@ export interface SessionStateRow {
   session_id: string;
   user_id: string;
   verdict_at: number | null;
+  /** The event ids merged so far (dedupe.ts); null before the first telemetry and after the verdict. */
+  event_digest: string | null;
+}
+
+/** A session's merged facts, with its digest after this merge and the conflicting copies of the batch. */
+export interface FactsToMerge {
+  facts: PartialFacts;
+  digest: string;
+  conflicting: number;
 }
 
 /** Everything judging a session needs, and the verdict message of a judged one. */
@@ -81,24 +90,28 @@ async function readByIds<Row>(db: D1Database, sql: string, sessionIds: readonly 
 export function readSessionStates(db: D1Database, sessionIds: readonly string[]): Promise<SessionStateRow[]> {
   return readByIds<SessionStateRow>(
     db,
-    `SELECT session_id, user_id, verdict_at FROM sessions
+    `SELECT session_id, user_id, verdict_at, event_digest FROM sessions
      WHERE session_id IN (SELECT value FROM json_each(?1))`,
     sessionIds,
   );
 }
 
 /**
- * Merges partial facts into `sessions`, one row per session, with the rules of facts.ts.
- * Guarded: a row owned by another user or already judged is left alone and not RETURNed, which
- * tells the caller which sessions changed under it since it read them.
+ * Merges partial facts into `sessions`, one row per session, with the rules of facts.ts, writes
+ * the session's event digest and adds its conflicting copies. Guarded: a row owned by another
+ * user, already judged, or whose stored digest is not a prefix of the digest written (another run
+ * merged event ids since the read) is left alone and not RETURNed, which tells the caller which
+ * sessions changed under it since it read them. A stored digest that is a prefix passes: the
+ * entries appended meanwhile are then the first entries of ours, the same ids with the same
+ * payloads, and merging those again changes nothing.
  *
  * SQLite rewrites an index entry whenever its column is assigned, changed or not, so facts
  * without a `created` event go through the variant that leaves `created_at` (the key of
  * idx_sessions_pending) out of the SET: 1 row written per merge instead of 2.
  */
-export function upsertFacts(db: D1Database, facts: PartialFacts[]): D1PreparedStatement {
-  const withCreated = facts.some((f) => f.createdAt !== null);
-  const rows = facts.map((f) => ({
+export function upsertFacts(db: D1Database, merges: FactsToMerge[]): D1PreparedStatement {
+  const withCreated = merges.some((m) => m.facts.createdAt !== null);
+  const rows = merges.map(({ facts: f, digest, conflicting }) => ({
     session_id: f.sessionId,
     user_id: f.userId,
     project_id: f.projectId,
@@ -118,6 +131,8 @@ export function upsertFacts(db: D1Database, facts: PartialFacts[]): D1PreparedSt
     first_seen_at: f.firstSeenAt,
     last_seen_at: f.lastSeenAt,
     settle_due_at: f.settleDueAt,
+    event_digest: digest,
+    conflicting_events: conflicting,
   }));
   const upstreamKey = (t: string) =>
     `(${t}.upstream_status IS NOT NULL, coalesce(${t}.upstream_status, 0), ` +
@@ -133,14 +148,15 @@ export function upsertFacts(db: D1Database, facts: PartialFacts[]): D1PreparedSt
     .prepare(
       `INSERT INTO sessions (session_id, user_id, project_id, source, created_at, first_event_at,
          last_event_at, connected, connect_latency_ms, turn_failed, upstream_error, upstream_status,
-         upstream_code, audio_ms, ended_at, end_reason, first_seen_at, last_seen_at, settle_due_at)
+         upstream_code, audio_ms, ended_at, end_reason, first_seen_at, last_seen_at, settle_due_at,
+         event_digest, conflicting_events)
        SELECT f.value ->> '$.session_id', f.value ->> '$.user_id', f.value ->> '$.project_id',
          f.value ->> '$.source', f.value ->> '$.created_at', f.value ->> '$.first_event_at',
          f.value ->> '$.last_event_at', f.value ->> '$.connected', f.value ->> '$.connect_latency_ms',
          f.value ->> '$.turn_failed', f.value ->> '$.upstream_error', f.value ->> '$.upstream_status',
          f.value ->> '$.upstream_code', f.value ->> '$.audio_ms', f.value ->> '$.ended_at',
          f.value ->> '$.end_reason', f.value ->> '$.first_seen_at', f.value ->> '$.last_seen_at',
-         f.value ->> '$.settle_due_at'
+         f.value ->> '$.settle_due_at', f.value ->> '$.event_digest', f.value ->> '$.conflicting_events'
        FROM json_each(?1) AS f WHERE true
        ON CONFLICT (session_id) DO UPDATE SET
          source = ${minOf("source")},
@@ -159,8 +175,12 @@ export function upsertFacts(db: D1Database, facts: PartialFacts[]): D1PreparedSt
          end_reason = CASE WHEN ${endWins} THEN excluded.end_reason ELSE sessions.end_reason END,
          first_seen_at = min(sessions.first_seen_at, excluded.first_seen_at),
          last_seen_at = max(sessions.last_seen_at, excluded.last_seen_at),
-         settle_due_at = ${minOf("settle_due_at")}
+         settle_due_at = ${minOf("settle_due_at")},
+         event_digest = excluded.event_digest,
+         conflicting_events = sessions.conflicting_events + excluded.conflicting_events
        WHERE sessions.user_id = excluded.user_id AND sessions.verdict_at IS NULL
+         AND substr(excluded.event_digest, 1, length(coalesce(sessions.event_digest, '')))
+             = coalesce(sessions.event_digest, '')
        RETURNING session_id, settle_due_at`,
     )
     .bind(JSON.stringify(rows));
@@ -180,6 +200,25 @@ export function countLateEvents(
     .bind(JSON.stringify(late));
 }
 
+/**
+ * Counts conflicting copies of sessions that had nothing else in the batch. No digest guard: an
+ * entry, once stored, never changes while the session is open, so a conflict read stays one. A
+ * judged session is left alone and not RETURNed (its copies are late now).
+ */
+export function countConflictingEvents(
+  db: D1Database,
+  conflicts: { session_id: string; n: number }[],
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE sessions SET conflicting_events = conflicting_events + (c.value ->> '$.n')
+       FROM json_each(?1) AS c
+       WHERE sessions.session_id = c.value ->> '$.session_id' AND sessions.verdict_at IS NULL
+       RETURNING session_id, NULL AS settle_due_at`,
+    )
+    .bind(JSON.stringify(conflicts));
+}
+
 export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Promise<JudgeRow[]> {
   return readByIds<JudgeRow>(
     db,
@@ -194,7 +233,8 @@ export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Pr
 /**
  * Records verdicts, final: only rows without a verdict whose verdict inputs still equal the facts
  * the verdict was computed from. An unbillable verdict also ends the session's claim on the free
- * quota (`open`); the biller clears it for billable ones. RETURNING gives the verdict messages.
+ * quota (`open`); the biller clears it for billable ones. The event digest goes: later telemetry
+ * is only counted as late. RETURNING gives the verdict messages.
  */
 export function recordVerdicts(
   db: D1Database,
@@ -210,6 +250,7 @@ export function recordVerdicts(
          reason = v.value ->> '$.reason',
          rule_version = v.value ->> '$.rule_version',
          verdict_token = ?3,
+         event_digest = NULL,
          open = CASE WHEN (v.value ->> '$.billable') = 0 THEN 0 ELSE sessions.open END
        FROM json_each(?1) AS v
        WHERE sessions.session_id = v.value ->> '$.session_id'

@@ -111,7 +111,7 @@ async function recordBatch(
   const messages = events.map((e) => e.message);
   const requestIds = events.map((e) => e.delivery.body.request_id);
   try {
-    const outcome = await recordEvents(
+    const { outcome, conflicting } = await recordEvents(
       env.DB,
       env.TELEMETRY,
       events.map((e) => e.delivery),
@@ -120,6 +120,14 @@ async function recordBatch(
     );
     for (const m of messages) m.ack();
     log.info("recorded telemetry", { request_ids: requestIds, ...outcome });
+    if (conflicting.length > 0) {
+      // A gateway reused an event id for other content: the first copy stands.
+      log.warn("ignored event copies whose payload differs from the first copy", {
+        request_ids: requestIds,
+        count: conflicting.length,
+        conflicting: conflicting.slice(0, 100),
+      });
+    }
   } catch (err) {
     retryAll(messages);
     log.error("recording telemetry failed, retrying", { request_ids: requestIds, ...errorFields(err) });

@@ -1,7 +1,8 @@
 /**
  * Recording telemetry: the events of one queue batch are coalesced per session and merged into
  * `sessions` with one upsert; events for judged sessions are counted as late; events naming a
- * user other than the session's owner are parked. Sessions that see `ended` get a delayed
+ * user other than the session's owner are parked; copies of a known event id with another payload
+ * are counted as conflicting and not merged (dedupe.ts). Sessions that see `ended` get a delayed
  * reminder to judge them once the settle window is over.
  */
 import {
@@ -14,9 +15,12 @@ import {
   QUEUES,
   type TelemetryEvent,
 } from "@aigate/shared";
+import { dedupeSession, type EventKey, eventKey } from "./dedupe";
 import { chooseOwner, coalesceBySession, type PartialFacts, type ReceivedEvent } from "./facts";
 import {
+  countConflictingEvents,
   countLateEvents,
+  type FactsToMerge,
   readSessionStates,
   type SessionStateRow,
   type UpsertedRow,
@@ -25,11 +29,12 @@ import {
 import { sendAll } from "./send";
 import { delaySecondsUntil, type Settings } from "./timing";
 
-/** An event with the queue message that carried it. */
+/** An event with the queue message that carried it and its dedupe key. */
 export interface TaggedEvent extends ReceivedEvent {
   messageId: string;
   attempts: number;
   requestId: string;
+  key: EventKey;
 }
 
 export interface EventsDelivery {
@@ -38,10 +43,21 @@ export interface EventsDelivery {
   body: EventsMessage;
 }
 
+/** What one batch does to one session that is open and owned by the events' user. */
+export interface SessionMerge {
+  /** Merged facts to upsert; null when every event of the batch is a conflicting copy. */
+  facts: PartialFacts | null;
+  /** The session's event digest after this merge. */
+  digest: string;
+  /** The owner's events of the batch, all re-planned if the write is refused. */
+  events: TaggedEvent[];
+  merged: number;
+  conflicting: TaggedEvent[];
+}
+
 export interface EventPlan {
-  /** Merged facts per session to upsert, and the events behind them (re-planned if the upsert is refused). */
-  merge: PartialFacts[];
-  mergeEvents: Map<string, TaggedEvent[]>;
+  /** Per open session: facts to upsert, or conflicting copies to count. */
+  sessions: Map<string, SessionMerge>;
   /** Events per judged session: counted, never merged. */
   late: Map<string, number>;
   /** Events whose user is not the session's owner. */
@@ -49,12 +65,13 @@ export interface EventPlan {
 }
 
 /**
- * Splits events by what the stored sessions say: owner mismatch (park), judged (late), else merge.
- * A session not stored yet gets the owner chooseOwner picks from this batch.
+ * Splits events by what the stored sessions say: owner mismatch (park), judged (late), else
+ * dedupe against the session's digest: first copies and identical copies merge, conflicting
+ * copies are counted. A session not stored yet gets the owner chooseOwner picks from this batch.
  */
 export function planEvents(
   events: readonly TaggedEvent[],
-  states: ReadonlyMap<string, Pick<SessionStateRow, "user_id" | "verdict_at">>,
+  states: ReadonlyMap<string, Pick<SessionStateRow, "user_id" | "verdict_at" | "event_digest">>,
   settleMs: number,
 ): EventPlan {
   const bySession = new Map<string, TaggedEvent[]>();
@@ -63,7 +80,7 @@ export function planEvents(
     if (list) list.push(e);
     else bySession.set(e.event.session_id, [e]);
   }
-  const plan: EventPlan = { merge: [], mergeEvents: new Map(), late: new Map(), mismatched: [] };
+  const plan: EventPlan = { sessions: new Map(), late: new Map(), mismatched: [] };
   for (const [sessionId, list] of bySession) {
     const state = states.get(sessionId);
     const owner = state?.user_id ?? chooseOwner(list.map((e) => e.event));
@@ -74,9 +91,14 @@ export function planEvents(
       plan.late.set(sessionId, mine.length);
       continue;
     }
-    plan.mergeEvents.set(sessionId, mine);
-    const facts = coalesceBySession(mine, settleMs).get(sessionId);
-    if (facts) plan.merge.push(facts);
+    const { merge, conflicting, digest } = dedupeSession(mine, state?.event_digest ?? null);
+    plan.sessions.set(sessionId, {
+      facts: coalesceBySession(merge, settleMs).get(sessionId) ?? null,
+      digest,
+      events: mine,
+      merged: merge.length,
+      conflicting,
+    });
   }
   return plan;
 }
@@ -121,10 +143,20 @@ export function mismatchDeadLetters(
   return letters;
 }
 
+/** A conflicting copy as logged: enough to find the gateway and the event. */
+export interface ConflictingCopy {
+  session_id: string;
+  source: string;
+  id: string;
+  received_at: number;
+}
+
 export interface RecordOutcome {
   events: number;
   sessions: number;
   merged: number;
+  /** Copies of a known event id with another payload: counted on the session, not merged. */
+  conflicting: number;
   late: number;
   parked: number;
   reminders: number;
@@ -140,7 +172,8 @@ const MAX_IDS_PER_REMINDER = 250;
 
 /**
  * Records the events of a batch of EventsMessages. Throws on D1 or queue failure (nothing is
- * lost: a retry merges idempotently, parks under the same ids and re-sends reminders).
+ * lost: a retry merges idempotently, parks under the same ids and re-sends reminders; its
+ * conflicting copies are counted again, like late events).
  */
 export async function recordEvents(
   db: D1Database,
@@ -148,25 +181,30 @@ export async function recordEvents(
   deliveries: readonly EventsDelivery[],
   now: number,
   settings: Settings,
-): Promise<RecordOutcome> {
-  let pending: TaggedEvent[] = deliveries.flatMap((d) =>
-    d.body.events.map((event: TelemetryEvent) => ({
-      event,
-      receivedAt: d.body.received_at,
-      messageId: d.messageId,
-      attempts: d.attempts,
-      requestId: d.body.request_id,
-    })),
+): Promise<{ outcome: RecordOutcome; conflicting: ConflictingCopy[] }> {
+  let pending: TaggedEvent[] = await Promise.all(
+    deliveries.flatMap((d) =>
+      d.body.events.map(async (event: TelemetryEvent) => ({
+        event,
+        receivedAt: d.body.received_at,
+        messageId: d.messageId,
+        attempts: d.attempts,
+        requestId: d.body.request_id,
+        key: await eventKey(event),
+      })),
+    ),
   );
   const outcome: RecordOutcome = {
     events: pending.length,
     sessions: new Set(pending.map((e) => e.event.session_id)).size,
     merged: 0,
+    conflicting: 0,
     late: 0,
     parked: 0,
     reminders: 0,
     passes: 0,
   };
+  const conflicting: ConflictingCopy[] = [];
   const settleDue = new Map<string, number>();
 
   for (let pass = 0; pending.length > 0; pass += 1) {
@@ -177,16 +215,25 @@ export async function recordEvents(
     const states = new Map((await readSessionStates(db, ids)).map((s) => [s.session_id, s]));
     const plan = planEvents(pending, states, settings.settleMs);
 
+    const merges: FactsToMerge[] = [];
+    const conflictsOnly: { session_id: string; n: number }[] = [];
+    for (const [session_id, s] of plan.sessions) {
+      if (s.facts !== null)
+        merges.push({ facts: s.facts, digest: s.digest, conflicting: s.conflicting.length });
+      else conflictsOnly.push({ session_id, n: s.conflicting.length });
+    }
     // Facts with and without a creation time go in separate statements (see upsertFacts).
     const upserts = [
-      plan.merge.filter((f) => f.createdAt !== null),
-      plan.merge.filter((f) => f.createdAt === null),
+      merges.filter((m) => m.facts.createdAt !== null),
+      merges.filter((m) => m.facts.createdAt === null),
     ].flatMap((group) =>
       chunkBySize(group, Number.MAX_SAFE_INTEGER, MAX_PARAM_BYTES, jsonBytes).map((chunk) =>
         upsertFacts(db, chunk),
       ),
     );
     const statements = [...upserts];
+    if (conflictsOnly.length > 0) statements.push(countConflictingEvents(db, conflictsOnly));
+    const guarded = statements.length;
     const late = [...plan.late].map(([session_id, n]) => ({ session_id, n }));
     if (late.length > 0) statements.push(countLateEvents(db, late));
     const letters = mismatchDeadLetters(plan.mismatched, pass, now);
@@ -195,23 +242,36 @@ export async function recordEvents(
     }
     const results = statements.length > 0 ? await db.batch<UpsertedRow>(statements) : [];
 
-    const merged = new Map(plan.merge.map((f) => [f.sessionId, f]));
     const applied = new Set<string>();
-    for (const result of results.slice(0, upserts.length)) {
+    for (const result of results.slice(0, guarded)) {
       for (const row of result.results) {
         applied.add(row.session_id);
         // Only sessions whose events in this batch include `ended` need a reminder from it.
-        const endedHere = merged.get(row.session_id)?.endedAt != null;
+        const endedHere = plan.sessions.get(row.session_id)?.facts?.endedAt != null;
         if (endedHere && row.settle_due_at !== null) settleDue.set(row.session_id, row.settle_due_at);
       }
     }
-    outcome.merged += [...plan.mergeEvents]
-      .filter(([id]) => applied.has(id))
-      .reduce((n, [, l]) => n + l.length, 0);
+    pending = [];
+    for (const [sessionId, s] of plan.sessions) {
+      // Refused by a guard: the session was judged, claimed by another user or given other
+      // event ids meanwhile. Look again.
+      if (!applied.has(sessionId)) {
+        pending.push(...s.events);
+        continue;
+      }
+      outcome.merged += s.merged;
+      outcome.conflicting += s.conflicting.length;
+      for (const c of s.conflicting) {
+        conflicting.push({
+          session_id: sessionId,
+          source: c.event.source,
+          id: c.event.id,
+          received_at: c.receivedAt,
+        });
+      }
+    }
     outcome.late += late.reduce((n, l) => n + l.n, 0);
     outcome.parked += plan.mismatched.length;
-    // Refused by the guard: the session was judged or claimed by another user meanwhile. Look again.
-    pending = [...plan.mergeEvents].filter(([id]) => !applied.has(id)).flatMap(([, l]) => l);
   }
 
   if (settleDue.size > 0) {
@@ -226,5 +286,5 @@ export async function recordEvents(
     await sendAll(telemetry, reminders, delaySecondsUntil(dueAt, now));
     outcome.reminders = ids.length;
   }
-  return outcome;
+  return { outcome, conflicting };
 }

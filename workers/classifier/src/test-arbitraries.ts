@@ -141,3 +141,62 @@ export const scenarioArb = (maxSessions: number): fc.Arbitrary<Scenario> =>
   sessionsArb(maxSessions).chain((sessions) =>
     scrambledArb(sessions.flat()).map((scrambled) => ({ sessions, scrambled })),
   );
+
+/** A copy of `e` under the same (source, id) with other content: later, and maybe another type and audio. */
+const conflictingCopyArb = (e: TelemetryEvent): fc.Arbitrary<TelemetryEvent> =>
+  fc
+    .record({ dt: fc.integer({ min: 1, max: 30_000 }), audio: fc.option(audio), asHeartbeat: fc.boolean() })
+    .map(({ dt, audio: a, asHeartbeat }) => {
+      const { connect_latency_ms: _l, status: _s, code: _c, reason: _r, detail: _d, ...base } = e;
+      const copy = asHeartbeat ? { ...base, type: TYPES.heartbeat } : { ...e };
+      copy.time = e.time + dt;
+      if (copy.type === TYPES.heartbeat || copy.type === TYPES.ended) copy.audio_ms = a ?? 60_000;
+      return copy;
+    });
+
+export interface ConflictScenario {
+  sessions: TelemetryEvent[][];
+  /** Every message received 1 ms after the one before it, batch by batch. */
+  delivery: Delivery;
+  /** Copies with another payload, each in a message received after its original's first copy. */
+  conflicting: number;
+}
+
+/**
+ * A scrambled delivery of the sessions' events, plus conflicting copies of some of them, each put
+ * in a message received after the first message carrying its original (a new last batch if none).
+ */
+export const conflictScenarioArb = (maxSessions: number): fc.Arbitrary<ConflictScenario> =>
+  scenarioArb(maxSessions).chain(({ sessions, scrambled }) => {
+    const all = sessions.flat();
+    return fc
+      .record({
+        copies: fc.array(
+          fc.integer({ min: 0, max: all.length - 1 }).chain((i) =>
+            fc.record({
+              original: fc.constant(i),
+              copy: conflictingCopyArb(all[i] as TelemetryEvent),
+              later: fc.nat(),
+              at: fc.nat(),
+            }),
+          ),
+          { maxLength: 6 },
+        ),
+      })
+      .map(({ copies }) => {
+        const delivery: Delivery = scrambled.map((batch) => batch.map((m) => [...m]));
+        const messages = delivery.flat();
+        const extra: TelemetryEvent[] = [];
+        for (const { original, copy, later, at } of copies) {
+          const target = all[original] as TelemetryEvent;
+          const first = messages.findIndex((m) =>
+            m.some((e) => e.id === target.id && e.source === target.source),
+          );
+          const choices = messages.length - first - 1;
+          const message = choices > 0 ? messages[first + 1 + (later % choices)] : extra;
+          message?.splice(at % (message.length + 1), 0, copy);
+        }
+        if (extra.length > 0) delivery.push([extra]);
+        return { sessions, delivery, conflicting: copies.length };
+      });
+  });

@@ -320,6 +320,8 @@ export interface SessionRow {
   last_seen_at: number;
   settle_due_at: number | null;
   late_events: number;
+  event_digest: string | null;
+  conflicting_events: number;
   open: number;
   verdict_at: number | null;
   billable: number | null;

@@ -2,7 +2,7 @@
  * D1 rows written per session, measured from D1's result metadata (meta.rows_written of every
  * statement the classifier runs, index entries included). Target: at most 8 per session.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import {
   deliver,
   eventsMessage,
@@ -52,6 +52,26 @@ describe("D1 rows written per session", () => {
     await judgeAll(h, ["s1"]);
     report("6 events in 3 batches + verdict", h, 1);
     expect(h.d1.rowsWritten).toBeGreaterThan(0);
+    expect(h.d1.rowsWritten).toBeLessThanOrEqual(8);
+  });
+
+  it("writes one row for a resend of known event ids, identical or conflicting, like any later batch", async () => {
+    const h = harness();
+    const events = typicalSession("s1", T0);
+    await deliver(h, [{ body: eventsMessage(events, RECEIVED) }], RECEIVED);
+    const before = h.d1.rowsWritten;
+    // (a resent `created` would also rewrite its idx_sessions_pending entry: see upsertFacts)
+    await deliver(h, [{ body: eventsMessage(events.slice(1), RECEIVED + 1) }], RECEIVED + 1);
+    expect(h.d1.rowsWritten - before).toBe(1);
+    const heartbeat = events[2];
+    if (heartbeat === undefined) throw new Error("typicalSession has 6 events");
+    const conflicting = { ...heartbeat, audio_ms: 60_000 };
+    vi.spyOn(console, "warn").mockImplementation(() => {});
+    await deliver(h, [{ body: eventsMessage([conflicting], RECEIVED + 2) }], RECEIVED + 2);
+    vi.restoreAllMocks();
+    expect(h.d1.rowsWritten - before).toBe(2);
+    await judgeAll(h, ["s1"]);
+    report("6 events, an identical resend of 5, a conflicting copy + verdict", h, 1);
     expect(h.d1.rowsWritten).toBeLessThanOrEqual(8);
   });
 
