@@ -14,6 +14,8 @@ import {
   USER_TOKEN_SECRET,
   userToken,
 } from "./clients";
+import { INGEST_HARDENING_CORPUS } from "./corpus-ingest-hardening";
+import { webhooksHardeningCorpus } from "./corpus-webhooks-hardening";
 
 export interface BadRequest {
   name: string;
@@ -557,7 +559,13 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       [400, 413],
       undefined,
     ),
-    hook("validly signed malformed JSON", '{"id":"evt_x",', stripeSignature('{"id":"evt_x",')),
+    hook(
+      "validly signed malformed JSON",
+      '{"id":"evt_x",',
+      stripeSignature('{"id":"evt_x",'),
+      [400],
+      "invalid_payload",
+    ),
     hook(
       "validly signed non-event",
       '{"hello":"world"}',
@@ -659,6 +667,7 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       status: [400],
     });
   }
+  cases.push(...INGEST_HARDENING_CORPUS, ...webhooksHardeningCorpus);
   return cases;
 }
 
