@@ -1,0 +1,101 @@
+-- Usage series (additive; see docs/billing.md "The usage model").
+-- A series is (user, plan, window): the usage one `last` meter series bills. Every session is
+-- attributed to its series with its verdict, in the same row, so usage has no second copy.
+
+-- sessions: written with the verdict. billed_at = the creation time bounded by what we observed;
+-- plan/period_start = its series; seq = 1..n within the series for billable sessions, in the order
+-- they were recorded (a series' invoice bills a prefix of it, adjustments the ranges after it).
+ALTER TABLE sessions ADD COLUMN billed_at INTEGER;
+ALTER TABLE sessions ADD COLUMN plan TEXT;
+ALTER TABLE sessions ADD COLUMN period_start INTEGER;
+ALTER TABLE sessions ADD COLUMN seq INTEGER;
+-- A user's judged sessions by billing time: the sessions API, invoice session lists, re-attribution.
+CREATE INDEX idx_sessions_user_billed ON sessions (user_id, billed_at) WHERE billed_at IS NOT NULL;
+
+-- Sessions recorded before this migration keep their attribution (session_usage stays as history).
+UPDATE sessions SET billed_at = u.created_at, plan = u.plan, period_start = u.period_start
+FROM session_usage u WHERE u.id = sessions.session_id;
+UPDATE sessions SET seq = r.seq
+FROM (
+  SELECT id, row_number() OVER (PARTITION BY user_id, plan, period_start ORDER BY recorded_at, id) AS seq
+  FROM session_usage WHERE status = 'success'
+) AS r
+WHERE r.id = sessions.session_id;
+
+-- plan_history: the metered price and its meter for paid intervals (price versions, custom prices).
+ALTER TABLE plan_history ADD COLUMN stripe_price_id TEXT;
+ALTER TABLE plan_history ADD COLUMN meter_event_name TEXT;
+
+-- subscriptions: what Stripe has scheduled (a plan change at the period end, a cancellation).
+ALTER TABLE subscriptions ADD COLUMN billing_mode TEXT;
+ALTER TABLE subscriptions ADD COLUMN cancel_at INTEGER;
+ALTER TABLE subscriptions ADD COLUMN schedule_id TEXT;
+ALTER TABLE subscriptions ADD COLUMN pending_plan TEXT;
+ALTER TABLE subscriptions ADD COLUMN pending_effective_at INTEGER;
+
+-- usage_periods is the series table: the window's end follows Stripe; the meter and price it bills;
+-- frozen once Stripe billed it (stripe_billed sessions, on stripe_invoice_id).
+ALTER TABLE usage_periods ADD COLUMN meter_event_name TEXT;
+ALTER TABLE usage_periods ADD COLUMN stripe_price_id TEXT;
+ALTER TABLE usage_periods ADD COLUMN frozen_at INTEGER;
+ALTER TABLE usage_periods ADD COLUMN stripe_billed INTEGER;
+ALTER TABLE usage_periods ADD COLUMN stripe_invoice_id TEXT;
+DROP INDEX idx_usage_periods_unposted;
+DROP INDEX idx_usage_periods_open_paid;
+-- Paid series whose total Stripe has not confirmed (it may also have gone down), for the sweep.
+CREATE INDEX idx_usage_periods_unposted ON usage_periods (stripe_customer_id)
+  WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL AND billable_sessions <> posted_total;
+-- Paid series not frozen yet, per subscription, for freezing when Stripe invoices them.
+CREATE INDEX idx_usage_periods_live ON usage_periods (stripe_subscription_id, period_end)
+  WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL;
+
+-- Sessions billed by us rather than by the meter: a frozen series counted more (or fewer) sessions
+-- than Stripe billed; the difference is an invoice item priced with the series' price.
+CREATE TABLE usage_adjustments (
+  id TEXT PRIMARY KEY,                 -- <user>|<plan>|<period_start>|<from_seq>|<to_seq>
+  user_id TEXT NOT NULL,
+  plan TEXT NOT NULL,
+  period_start INTEGER NOT NULL,
+  stripe_customer_id TEXT NOT NULL,
+  from_seq INTEGER NOT NULL,           -- sessions (from_seq, to_seq] of the series; to < from is a credit
+  to_seq INTEGER NOT NULL,
+  amount_cents INTEGER NOT NULL,
+  currency TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('pending', 'created')),
+  stripe_invoice_item_id TEXT,
+  stripe_invoice_id TEXT,              -- the invoice that carries it, once finalized
+  attempts INTEGER NOT NULL DEFAULT 0,
+  error TEXT,
+  next_attempt_at INTEGER,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX idx_usage_adjustments_series ON usage_adjustments (user_id, plan, period_start);
+CREATE INDEX idx_usage_adjustments_pending ON usage_adjustments (next_attempt_at) WHERE state = 'pending';
+
+-- The lines of finalized invoices (what Stripe billed), for freezing series and invoice detail.
+CREATE TABLE invoice_lines (
+  stripe_invoice_id TEXT NOT NULL,
+  line_id TEXT NOT NULL,
+  stripe_subscription_id TEXT,
+  stripe_price_id TEXT,
+  plan TEXT,
+  metered INTEGER NOT NULL,
+  stripe_invoice_item_id TEXT,
+  period_start INTEGER NOT NULL,
+  period_end INTEGER NOT NULL,
+  quantity INTEGER NOT NULL,
+  amount_cents INTEGER NOT NULL,
+  description TEXT NOT NULL DEFAULT '',
+  PRIMARY KEY (stripe_invoice_id, line_id)
+) WITHOUT ROWID;
+CREATE INDEX idx_invoice_lines_subscription ON invoice_lines (stripe_subscription_id, period_start);
+ALTER TABLE invoices ADD COLUMN billing_reason TEXT;
+
+-- Users whose plan history or billing periods changed for times already judged: the biller moves
+-- the affected sessions to their series (from_ms on).
+CREATE TABLE reattributions (
+  user_id TEXT PRIMARY KEY,
+  from_ms INTEGER NOT NULL,
+  requested_at INTEGER NOT NULL
+) WITHOUT ROWID;
