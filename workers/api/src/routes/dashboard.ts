@@ -1,13 +1,13 @@
 /**
  * The dashboard pages, server-rendered by the api worker with no front-end build:
- * `/` (a user's billing page) and `/admin` (the operator page). Both are static HTML plus one
+ * `/` (a user's billing page) and `/admin` (the admin page). Both are static HTML plus one
  * inline script under a per-response CSP nonce; their data comes from the JSON APIs.
  */
 import { Hono } from "hono";
 import type { ApiEnv } from "../context";
+import { adminPage } from "../pages/adminPage";
 import { billingPage } from "../pages/billingPage";
 import { htmlResponse, newNonce } from "../pages/layout";
-import { operatorPage } from "../pages/operatorPage";
 
 export const dashboard = new Hono<ApiEnv>();
 
@@ -20,5 +20,5 @@ dashboard.get("/", () => {
 // public and holds no data; the key is typed into it.
 dashboard.get("/admin", () => {
   const nonce = newNonce();
-  return htmlResponse(operatorPage(nonce), nonce);
+  return htmlResponse(adminPage(nonce), nonce);
 });

@@ -1,5 +1,5 @@
 /**
- * `/admin`: the operator page. Static HTML; the inline script takes the admin key typed in (kept
+ * `/admin`: the admin page. Static HTML; the inline script takes the admin key typed in (kept
  * in sessionStorage for the tab's life) and calls the admin API: metrics for a month, dead
  * letters with replay buttons, the latest reconciliation runs.
  */
@@ -319,6 +319,6 @@ const SCRIPT = String.raw`
 })();
 `;
 
-export function operatorPage(nonce: string): string {
+export function adminPage(nonce: string): string {
   return renderPage({ title: "AI Gate operations", nonce, body: BODY, script: SCRIPT });
 }
