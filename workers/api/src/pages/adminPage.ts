@@ -4,9 +4,10 @@
  * letters with replay buttons, the latest reconciliation runs.
  */
 import { QUEUES } from "@aigate/shared";
-import { renderPage } from "./layout";
+import { html } from "hono/html";
+import { type Html, renderPage } from "./layout";
 
-const BODY = `
+const BODY = html`
 <section id="key-section" aria-labelledby="key-h">
   <h2 id="key-h">Admin key</h2>
   <form id="key-form">
@@ -319,6 +320,6 @@ const SCRIPT = String.raw`
 })();
 `;
 
-export function adminPage(nonce: string): string {
+export function adminPage(nonce: string): Html {
   return renderPage({ title: "AI Gate operations", nonce, body: BODY, script: SCRIPT });
 }

@@ -5,9 +5,10 @@
  * usage, sessions, daily, checkout and portal.
  */
 import { centsToDollars, PLANS, PlanId } from "@aigate/shared";
-import { escapeHtml, renderPage } from "./layout";
+import { html, raw } from "hono/html";
+import { type Html, renderPage } from "./layout";
 
-function planCard(id: PlanId): string {
+function planCard(id: PlanId): Html {
   const p = PLANS[id];
   const price =
     id === "free"
@@ -18,16 +19,16 @@ function planCard(id: PlanId): string {
   const action =
     id === "free"
       ? ""
-      : `<button type="button" class="upgrade" data-plan="${id}" hidden>Upgrade to ${escapeHtml(p.name)}</button>`;
-  return `<li class="card" data-plan-card="${id}">
-  <h3>${escapeHtml(p.name)}</h3>
-  <p>${escapeHtml(price)}</p>
+      : html`<button type="button" class="upgrade" data-plan="${id}" hidden>Upgrade to ${p.name}</button>`;
+  return html`<li class="card" data-plan-card="${id}">
+  <h3>${p.name}</h3>
+  <p>${price}</p>
   <p class="current" hidden>Your current plan</p>
   ${action}
 </li>`;
 }
 
-const BODY = `
+const BODY = html`
 <section id="signin" aria-labelledby="signin-h" hidden>
   <h2 id="signin-h">Open your billing page</h2>
   <p class="muted">Your app links here with your access token. You can also paste the token.</p>
@@ -106,9 +107,12 @@ const BODY = `
 </div>
 `;
 
-const HEADER = `<button type="button" id="signout" class="secondary" hidden>Use another token</button>`;
+const HEADER = html`<button type="button" id="signout" class="secondary" hidden>Use another token</button>`;
 
-/** Plan names and prices for the script (JSON in a data block: not executed, no nonce needed). */
+/**
+ * Plan names and prices for the script: JSON in a data block (not executed, no nonce needed),
+ * inserted with raw() as it is JSON, not text; "<" is escaped so it cannot end the block.
+ */
 function catalogJson(): string {
   const plans = Object.fromEntries(
     PlanId.options.map((id) => [
@@ -409,12 +413,12 @@ const SCRIPT = String.raw`
 })();
 `;
 
-export function billingPage(nonce: string): string {
+export function billingPage(nonce: string): Html {
   return renderPage({
     title: "AI Gate billing",
     nonce,
     header: HEADER,
-    body: `${BODY}\n<script type="application/json" id="catalog">${catalogJson()}</script>`,
+    body: html`${BODY}\n<script type="application/json" id="catalog">${raw(catalogJson())}</script>`,
     script: SCRIPT,
   });
 }

@@ -7,18 +7,12 @@ import { Hono } from "hono";
 import type { ApiEnv } from "../context";
 import { adminPage } from "../pages/adminPage";
 import { billingPage } from "../pages/billingPage";
-import { htmlResponse, newNonce } from "../pages/layout";
+import { pageHeaders, servePage } from "../pages/layout";
 
 export const dashboard = new Hono<ApiEnv>();
 
-dashboard.get("/", () => {
-  const nonce = newNonce();
-  return htmlResponse(billingPage(nonce), nonce);
-});
+dashboard.get("/", pageHeaders, (c) => servePage(c, billingPage));
 
 // Registered before the admin API (app.ts), whose key check covers /admin/*: the page itself is
 // public and holds no data; the key is typed into it.
-dashboard.get("/admin", () => {
-  const nonce = newNonce();
-  return htmlResponse(adminPage(nonce), nonce);
-});
+dashboard.get("/admin", pageHeaders, (c) => servePage(c, adminPage));
