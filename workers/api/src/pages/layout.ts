@@ -1,11 +1,13 @@
 /**
  * The HTML shell of the dashboard pages, rendered with hono/html (every interpolation escaped),
  * with no external assets: one inline <style> and one inline <script>, both allowed by the
- * response's CSP nonce.
+ * response's CSP nonce. The script is layout.browser.js (helpers every page uses) followed by
+ * the page's own browser script; both are plain script files imported as text (wrangler `rules`).
  */
 import type { Context } from "hono";
 import { html, raw } from "hono/html";
 import { NONCE, secureHeaders } from "hono/secure-headers";
+import helpers from "./layout.browser.js";
 
 /** Markup built with `html`: escaped already, safe to interpolate into more `html`. */
 export type Html = ReturnType<typeof html>;
@@ -105,12 +107,12 @@ export interface PageOptions {
   nonce: string;
   body: Html;
   header?: Html;
-  /** Inline script source (trusted). */
+  /** The page's browser script (a trusted file of this worker, run after layout.browser.js). */
   script: string;
 }
 
 export function renderPage(o: PageOptions): Html {
-  const script = o.script;
+  const script = `${helpers}\n${o.script}`;
   if (script.includes("</script")) throw new Error("an inline script must not contain </script");
   return html`<!doctype html>
 <html lang="en">
