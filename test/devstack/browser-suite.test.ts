@@ -51,7 +51,9 @@ describe("the browser suite without Chromium", () => {
   it("fails under CI=true, saying the browser is missing", async () => {
     const run = await browserSuite({ CHROMIUM_PATH: MISSING, CI: "true" });
     expect(run.code, run.output).not.toBe(0);
-    expect(run.output).toContain(`browser tests: no Chromium (CHROMIUM_PATH=${MISSING} is not an executable)`);
+    expect(run.output).toContain(
+      `browser tests: no Chromium (CHROMIUM_PATH=${MISSING} is not an executable)`,
+    );
     expect(run.output).not.toContain("BROWSER TESTS SKIPPED");
   });
 });
