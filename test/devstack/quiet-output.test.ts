@@ -1,7 +1,7 @@
 /**
- * A worker's test run prints its results, not warnings a newcomer cannot tell from failures.
+ * Installing and testing print results, not warnings a newcomer cannot tell from failures.
  */
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { ROOT } from "./processes";
@@ -43,5 +43,12 @@ describe("a worker's test run", () => {
     expect(run.code, run.output).toBe(0);
     expect(run.output).toMatch(/Tests\s+\d+ passed/);
     for (const line of NOISE) expect(run.output, line).not.toContain(line);
+  });
+});
+
+describe("npm ci", () => {
+  it("has every dependency's install script reviewed (allowScripts), so it warns about none", () => {
+    const out = execFileSync("npm", ["install-scripts", "ls"], { cwd: ROOT, encoding: "utf8" });
+    expect(out).toContain("No packages with unreviewed install scripts.");
   });
 });
