@@ -246,8 +246,8 @@ function cronJobs(): Array<{ worker: CronWorker; cron: string; every: number }> 
 /**
  * Plays Cloudflare's cron scheduler for the local stack: every tick counts as one minute;
  * `* * * * *` fires every tick, `M * * * *` once every 60 ticks. A failed run is reported, not
- * fatal (as in production, the next run tries again). stop() waits for the runs in flight, so
- * none is cut off by the stack shutting down.
+ * fatal (as in production, the next run tries again). stop() waits for the runs in flight (up to
+ * 10 s), so none is cut off by the stack shutting down.
  */
 function startScheduler(
   tickSeconds: number,
@@ -277,7 +277,10 @@ function startScheduler(
   return {
     async stop() {
       clearInterval(timer);
-      await inFlight;
+      // a run that hangs must not hold the shutdown: it is cut off after 10 s
+      let cutOff: NodeJS.Timeout | undefined;
+      await Promise.race([inFlight, new Promise((r) => (cutOff = setTimeout(r, 10_000)))]);
+      clearTimeout(cutOff);
     },
   };
 }
