@@ -5,7 +5,7 @@
 import { env, SELF } from "cloudflare:test";
 import { utcDay } from "@aigate/shared";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { dailyEntries, dayRange } from "./daily";
+import { dailyEntries, dayRange } from "./dailyUsage";
 import { seedKeys } from "./opsTestSupport";
 import { contentSecurityPolicy, escapeHtml } from "./pages/layout";
 import { userToken } from "./testSupport";

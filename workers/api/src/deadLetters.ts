@@ -21,7 +21,7 @@ import {
   TelemetryMessage,
   VerdictMessage,
 } from "@aigate/shared";
-import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./opsQueries";
+import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./adminQueries";
 
 export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts] as const;
 export type ReplayableQueue = (typeof REPLAYABLE_QUEUES)[number];

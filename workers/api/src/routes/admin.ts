@@ -1,5 +1,5 @@
 /**
- * Operator endpoints (admin key): dead letters, metrics, reconciliation. Mounted at /admin.
+ * The admin endpoints (admin key): dead letters, metrics, reconciliation. Mounted at /admin.
  *
  *   GET    /admin/dead-letters?queue=&state=&limit=&cursor=   list, newest first
  *   GET    /admin/dead-letters/:id                            one, with its body
@@ -12,6 +12,15 @@
 import { ApiError, badRequest, notFound, requireKey } from "@aigate/shared";
 import { Hono } from "hono";
 import { z } from "zod";
+import {
+  type DeadLetterRow,
+  deadLetterById,
+  deadLettersPage,
+  latestReconciliationRuns,
+  metricsRows,
+  purgeByIds,
+  purgeReplayedInQueue,
+} from "../adminQueries";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
 import {
@@ -23,15 +32,6 @@ import {
   replayDeadLetters,
 } from "../deadLetters";
 import { metricsBody, monthWindow } from "../metrics";
-import {
-  type DeadLetterRow,
-  deadLetterById,
-  deadLettersPage,
-  latestReconciliationRuns,
-  metricsRows,
-  purgeByIds,
-  purgeReplayedInQueue,
-} from "../opsQueries";
 
 export const admin = new Hono<ApiEnv>();
 

@@ -7,8 +7,8 @@ import { Hono } from "hono";
 import { z } from "zod";
 import { verifyUserToken } from "../auth";
 import type { ApiEnv } from "../context";
-import { dailyEntries, dayRange } from "../daily";
-import { dailyRollups } from "../opsQueries";
+import { dailyEntries, dayRange } from "../dailyUsage";
+import { dailyRollups } from "../queries";
 
 export const daily = new Hono<ApiEnv>();
 
