@@ -9,7 +9,7 @@
  *   GET    /admin/metrics?month=YYYY-MM
  *   GET    /admin/reconciliation?limit=
  */
-import { ApiError, badRequest, notFound, requireKey } from "@aigate/shared";
+import { ApiError, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
 import { Hono } from "hono";
 import { z } from "zod";
 import {
@@ -76,13 +76,12 @@ function summary(row: DeadLetterRow) {
 }
 
 admin.get("/dead-letters", async (c) => {
-  const query = ListQuery.safeParse(c.req.query());
-  if (!query.success) throw invalidRequest(query.error);
-  const limit = query.data.limit ?? 50;
+  const query = parseInput(ListQuery, c.req.query());
+  const limit = query.limit ?? 50;
   const rows = await deadLettersPage(c.env.DB, {
-    queue: query.data.queue ?? null,
-    state: query.data.state ?? "all",
-    after: query.data.cursor ? decodeCursor(query.data.cursor) : null,
+    queue: query.queue ?? null,
+    state: query.state ?? "all",
+    after: query.cursor ? decodeCursor(query.cursor) : null,
     limit: limit + 1,
   });
   const page = rows.slice(0, limit);
@@ -193,9 +192,8 @@ admin.get("/metrics", async (c) => {
 const ReconciliationQuery = z.object({ limit: Limit(50).optional() });
 
 admin.get("/reconciliation", async (c) => {
-  const query = ReconciliationQuery.safeParse(c.req.query());
-  if (!query.success) throw invalidRequest(query.error);
-  const rows = await latestReconciliationRuns(c.env.DB, query.data.limit ?? 10);
+  const query = parseInput(ReconciliationQuery, c.req.query());
+  const rows = await latestReconciliationRuns(c.env.DB, query.limit ?? 10);
   return c.json({
     runs: rows.map((r) => ({
       id: r.id,
@@ -215,12 +213,4 @@ function parseReport(text: string): unknown {
   } catch {
     return text;
   }
-}
-
-function invalidRequest(error: z.ZodError): ApiError {
-  return badRequest(
-    "invalid_request",
-    "the request is not valid",
-    error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
-  );
 }
