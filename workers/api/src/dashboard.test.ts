@@ -6,7 +6,7 @@ import { env, SELF } from "cloudflare:test";
 import { utcDay } from "@aigate/shared";
 import { raw } from "hono/html";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { dailyEntries, dayRange } from "./daily";
+import { dailyEntries, dayRange } from "./dailyUsage";
 import { seedKeys } from "./opsTestSupport";
 import { renderPage } from "./pages/layout";
 import { userToken } from "./testSupport";
