@@ -8,20 +8,22 @@
  *   npm run dlq -- purge <id>... [--force]         delete; only replayed ones unless --force
  *   npm run dlq -- purge --queue <q> --all         delete the replayed dead letters of <q>
  *
- * Options: --url (default $AIGATE_URL or http://127.0.0.1:8787), --key (default $AIGATE_ADMIN_KEY
- * or the local dev key aig_dev_admin). Queues: aigate-telemetry, aigate-verdicts.
+ * Options: --url (default $AIGATE_URL, else the local stack http://127.0.0.1:$PORT, PORT as for
+ * `npm run dev`, default 8787), --key (default $AIGATE_ADMIN_KEY or the local dev key
+ * aig_dev_admin). Queues: aigate-telemetry, aigate-verdicts.
  * Exit status: 0 when everything asked was done or skipped with a reason, 1 otherwise.
  */
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { stackOrigin } from "./dev/ports";
 
 const USAGE = `usage:
   npm run dlq -- list [--queue <q>] [--state pending|replayed|all] [--limit <n>] [--json]
   npm run dlq -- show <id>
   npm run dlq -- replay <id>... [--force] | replay --queue <q> --all
   npm run dlq -- purge <id>... [--force]  | purge --queue <q> --all
-options: --url <base url> (default $AIGATE_URL or http://127.0.0.1:8787)
+options: --url <base url> (default $AIGATE_URL, else http://127.0.0.1:$PORT, PORT default 8787)
          --key <admin key> (default $AIGATE_ADMIN_KEY or aig_dev_admin)`;
 
 export interface Io {
@@ -156,7 +158,13 @@ export async function run(argv: string[], io: Io): Promise<number> {
     io.out(USAGE);
     return values.help ? 0 : 1;
   }
-  const base = (values.url ?? io.env.AIGATE_URL ?? "http://127.0.0.1:8787").replace(/\/+$/, "");
+  let base: string;
+  try {
+    base = (values.url ?? io.env.AIGATE_URL ?? stackOrigin(io.env)).replace(/\/+$/, "");
+  } catch (err) {
+    io.err(err instanceof Error ? err.message : String(err));
+    return 1;
+  }
   const key = values.key ?? io.env.AIGATE_ADMIN_KEY ?? "aig_dev_admin";
   const call = (method: string, path: string, body?: unknown) => request(io, base, key, method, path, body);
 

@@ -2,16 +2,18 @@
  * `npm run stripe:setup`: the Billing Meter (`last` aggregation), the products and the prices
  * of the paid plans, created by lookup key if missing; safe to run any number of times.
  *
- *   npm run stripe:setup                                   # the local emulator (127.0.0.1:12111)
+ *   npm run stripe:setup                                   # the local emulator (127.0.0.1:$STRIPE_EMULATOR_PORT)
  *   STRIPE_SECRET_KEY=sk_live_... STRIPE_API_BASE= npm run stripe:setup   # real Stripe
  *
- * Env: STRIPE_SECRET_KEY, STRIPE_API_BASE (empty = real Stripe), STRIPE_METER_EVENT_NAME.
+ * Env: STRIPE_SECRET_KEY, STRIPE_API_BASE (empty = real Stripe), STRIPE_METER_EVENT_NAME, and
+ * STRIPE_EMULATOR_PORT (12111), the emulator's port as `npm run dev` uses it.
  * `--json` prints the ids as JSON instead of the report.
  */
 import { runStripeSetup } from "../workers/biller/src/stripeSetup";
+import { emulatorOrigin } from "./dev/ports";
 
 try {
-  const { target, catalog, lines } = await runStripeSetup(process.env);
+  const { target, catalog, lines } = await runStripeSetup(process.env, emulatorOrigin(process.env));
   if (process.argv.includes("--json")) {
     console.log(JSON.stringify({ api_base: target.apiBase, ...catalog }, null, 2));
   } else {

@@ -28,6 +28,17 @@ export default defineConfig({
       },
       {
         test: {
+          // `npm run dev` and the CLIs as a newcomer runs them: ports, signals, output, docs
+          name: "devstack",
+          environment: "node",
+          include: ["devstack/**/*.test.ts"],
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
           name: "browser",
           environment: "node",
           include: ["browser/**/*.test.ts"],

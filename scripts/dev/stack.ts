@@ -4,7 +4,8 @@
  * and local queues). Used by `npm run dev`, the end-to-end tests and the benchmark.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { createWriteStream, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { randomUUID } from "node:crypto";
+import { createWriteStream, mkdirSync, readFileSync, type WriteStream, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -12,6 +13,7 @@ import { startStripeEmulator } from "@aigate/stripe-emulator";
 import { parse as parseJsonc } from "jsonc-parser";
 import { createStripe } from "../../shared/src/stripe";
 import { ensureStripeCatalog, type StripeCatalog } from "../../shared/src/stripeCatalog";
+import { assertPortFree } from "./ports";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const WRANGLER = path.join(ROOT, "node_modules/.bin/wrangler");
@@ -50,6 +52,8 @@ export interface StackOptions {
    * inject faults). Production configs are never changed.
    */
   mainOverrides?: Partial<Record<(typeof WORKERS)[number], string>>;
+  /** Aborting it during startup stops whatever was started and rejects; after startup use close(). */
+  signal?: AbortSignal;
 }
 
 export interface Stack {
@@ -82,33 +86,38 @@ function readConfig(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+const ROUTER_CONFIG = path.join(ROOT, "scripts/dev/router.jsonc");
+const workerConfig = (worker: (typeof WORKERS)[number]) =>
+  path.join(ROOT, "workers", worker, "wrangler.jsonc");
+
 /**
  * Writes a copy of each worker's wrangler.jsonc with absolute paths and `vars` overridden by
  * `settings`. (`wrangler dev` with several configs applies `--var` and `.dev.vars` overrides only
  * partly, so the dev stack runs generated configs; production uses the committed ones as is.)
+ * Cron triggers are left out: the stack fires them itself (startScheduler), and `wrangler dev`
+ * would only warn that it does not. `routerVars` are the dev router's own settings.
  */
 export function writeDevConfigs(
   outDir: string,
   settings: Record<string, string>,
   mainOverrides: StackOptions["mainOverrides"] = {},
+  routerVars: Record<string, string> = {},
 ): string[] {
   mkdirSync(outDir, { recursive: true });
   const files: string[] = [];
-  const sources = [
-    path.join(ROOT, "scripts/dev/router.jsonc"),
-    ...WORKERS.map((w) => path.join(ROOT, "workers", w, "wrangler.jsonc")),
-  ];
-  for (const source of sources) {
+  for (const source of [ROUTER_CONFIG, ...WORKERS.map(workerConfig)]) {
     const dir = path.dirname(source);
     const config = readConfig(source);
     const worker = WORKERS.find((w) => config.name === `aigate-${w}`);
     const override = worker ? mainOverrides[worker] : undefined;
     config.main = override ? path.resolve(override) : path.resolve(dir, String(config.main));
     delete config.$schema;
+    delete config.triggers;
     const vars = (config.vars ?? {}) as Record<string, string>;
     for (const key of Object.keys(vars)) {
       if (settings[key] !== undefined) vars[key] = settings[key];
     }
+    if (source === ROUTER_CONFIG) Object.assign(vars, routerVars);
     if (Object.keys(vars).length > 0) config.vars = vars;
     const dbs = config.d1_databases as Array<Record<string, unknown>> | undefined;
     for (const db of dbs ?? []) {
@@ -121,9 +130,9 @@ export function writeDevConfigs(
   return files;
 }
 
-function run(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+function run(args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
-    const child = spawn(WRANGLER, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"] });
+    const child = spawn(WRANGLER, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], signal });
     let output = "";
     child.stdout.on("data", (d: Buffer) => {
       output += d.toString();
@@ -139,33 +148,66 @@ function run(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
 }
 
 /** Applies migrations/ and seeds the dev API keys into the local D1 at `persistTo`. */
-export async function prepareDatabase(configFile: string, persistTo: string, env: NodeJS.ProcessEnv) {
+export async function prepareDatabase(
+  configFile: string,
+  persistTo: string,
+  env: NodeJS.ProcessEnv,
+  signal?: AbortSignal,
+) {
   const common = ["--local", "--persist-to", persistTo, "--config", configFile];
-  await run(["d1", "migrations", "apply", "aigate-billing", ...common], env);
+  await run(["d1", "migrations", "apply", "aigate-billing", ...common], env, signal);
   await run(
     ["d1", "execute", "aigate-billing", ...common, "--file", path.join(ROOT, "scripts/dev-seed.sql")],
     env,
+    signal,
   );
 }
 
-async function waitForHealth(url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal?.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+
+/**
+ * Waits until the port answers as the stack just started (the router's `/__dev/ping` names
+ * `stackId`, so another server on the port can never pass for it) and the api answers /healthz.
+ * Every attempt has its own timeout: a listener that never answers cannot hang the start.
+ */
+async function waitForStack(
+  url: string,
+  stackId: string,
+  child: ChildProcess,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited with code ${child.exitCode}`);
-    try {
-      const res = await fetch(`${url}/healthz`);
-      if (res.status === 200) return;
-    } catch {
-      // not listening yet
+    signal?.throwIfAborted();
+    if (child.exitCode !== null || child.signalCode !== null) {
+      throw new Error(`wrangler dev exited (${child.exitCode ?? child.signalCode}) before the stack was up`);
     }
-    await new Promise((r) => setTimeout(r, 250));
+    try {
+      const ping = await fetch(`${url}/__dev/ping`, { signal: AbortSignal.timeout(2000) });
+      const body: unknown = ping.status === 200 ? await ping.json() : null;
+      if (body && typeof body === "object" && "stack" in body && body.stack === stackId) {
+        const health = await fetch(`${url}/healthz`, { signal: AbortSignal.timeout(5000) });
+        if (health.status === 200) return;
+      }
+    } catch {
+      // not listening yet, or not answering yet
+    }
+    await sleep(250, signal);
   }
-  throw new Error(`the stack did not answer ${url}/healthz within ${timeoutMs} ms`);
+  throw new Error(`the stack did not answer ${url}/__dev/ping within ${timeoutMs} ms`);
 }
 
 function stop(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => {
-    if (child.exitCode !== null || child.pid === undefined) return resolve();
+    if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return resolve();
     const pid = child.pid;
     const timer = setTimeout(() => {
       try {
@@ -187,46 +229,67 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-/**
- * Plays Cloudflare's cron scheduler for the local stack: every tick counts as one minute;
- * `* * * * *` fires every tick, `M * * * *` once every 60 ticks. Failures are logged, not fatal
- * (as in production, the next run tries again).
- */
-function startScheduler(
-  configs: string[],
-  tickSeconds: number,
-  run: (worker: "classifier" | "biller", cron: string) => Promise<void>,
-): { stop(): void } {
-  const jobs: Array<{ worker: "classifier" | "biller"; cron: string; every: number }> = [];
+type CronWorker = "classifier" | "biller";
+
+/** The cron triggers of the classifier and the biller, read from their committed configs. */
+function cronJobs(): Array<{ worker: CronWorker; cron: string; every: number }> {
+  const jobs: Array<{ worker: CronWorker; cron: string; every: number }> = [];
   for (const worker of ["classifier", "biller"] as const) {
-    const file = configs.find((c) => c.endsWith(`aigate-${worker}.json`));
-    const triggers = file ? (readConfig(file).triggers as { crons?: string[] } | undefined) : undefined;
+    const triggers = readConfig(workerConfig(worker)).triggers as { crons?: string[] } | undefined;
     for (const cron of triggers?.crons ?? []) {
       jobs.push({ worker, cron, every: cron.startsWith("* ") ? 1 : 60 });
     }
   }
+  return jobs;
+}
+
+/**
+ * Plays Cloudflare's cron scheduler for the local stack: every tick counts as one minute;
+ * `* * * * *` fires every tick, `M * * * *` once every 60 ticks. A failed run is reported, not
+ * fatal (as in production, the next run tries again). stop() waits for the runs in flight (up to
+ * 10 s), so none is cut off by the stack shutting down.
+ */
+function startScheduler(
+  tickSeconds: number,
+  run: (worker: CronWorker, cron: string) => Promise<void>,
+  report: (line: string) => void,
+): { stop(): Promise<void> } {
+  const jobs = cronJobs();
   let tick = 0;
-  let busy = false;
+  let inFlight: Promise<unknown> | null = null;
   const timer = setInterval(() => {
-    if (busy) return;
-    busy = true;
+    if (inFlight) return;
     tick += 1;
     const due = jobs.filter((j) => tick % j.every === 0);
-    Promise.all(
+    inFlight = Promise.all(
       due.map((j) =>
         run(j.worker, j.cron).catch((err: unknown) => {
-          console.error(`[dev scheduler] ${j.worker} "${j.cron}": ${String(err)}`);
+          report(
+            `[dev scheduler] ${j.worker} "${j.cron}": ${err instanceof Error ? err.message : String(err)}`,
+          );
         }),
       ),
     ).finally(() => {
-      busy = false;
+      inFlight = null;
     });
   }, tickSeconds * 1000);
   timer.unref();
-  return { stop: () => clearInterval(timer) };
+  return {
+    async stop() {
+      clearInterval(timer);
+      // a run that hangs must not hold the shutdown: it is cut off after 10 s
+      let cutOff: NodeJS.Timeout | undefined;
+      await Promise.race([inFlight, new Promise((r) => (cutOff = setTimeout(r, 10_000)))]);
+      clearTimeout(cutOff);
+    },
+  };
 }
 
 export async function startStack(opts: StackOptions): Promise<Stack> {
+  const { signal } = opts;
+  signal?.throwIfAborted();
+  await assertPortFree(opts.port, "PORT");
+  await assertPortFree(opts.stripePort, "STRIPE_EMULATOR_PORT");
   const settings = { ...DEV_SETTINGS, ...opts.settings };
   const url = `http://127.0.0.1:${opts.port}`;
   const emulator = await startStripeEmulator({
@@ -239,15 +302,29 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   settings.STRIPE_API_BASE ??= stripeUrl;
   settings.APP_BASE_URL ??= url;
   let child: ChildProcess | null = null;
+  let log: WriteStream | null = null;
   try {
+    signal?.throwIfAborted();
     const catalog = await ensureStripeCatalog(
       createStripe({ STRIPE_SECRET_KEY: settings.STRIPE_SECRET_KEY ?? "", STRIPE_API_BASE: stripeUrl }),
     );
-    const configs = writeDevConfigs(path.join(opts.workDir, "config"), settings, opts.mainOverrides);
-    const env: NodeJS.ProcessEnv = { ...process.env, ...settings, WRANGLER_SEND_METRICS: "false" };
+    const stackId = randomUUID();
+    const configs = writeDevConfigs(path.join(opts.workDir, "config"), settings, opts.mainOverrides, {
+      DEV_STACK_ID: stackId,
+    });
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      ...settings,
+      WRANGLER_SEND_METRICS: "false",
+      // The workers never read `request.cf`; offline, fetching it only prints a warning.
+      CLOUDFLARE_CF_FETCH_ENABLED: process.env.CLOUDFLARE_CF_FETCH_ENABLED ?? "false",
+      // The workers' configs declare their secrets (`secrets.required`), still marked experimental.
+      WRANGLER_DISABLE_EXPERIMENTAL_WARNING: "1",
+    };
     const apiConfig = configs.find((c) => c.endsWith("aigate-api.json"));
     if (!apiConfig) throw new Error("api config missing");
-    await prepareDatabase(apiConfig, opts.persistTo, env);
+    await prepareDatabase(apiConfig, opts.persistTo, env, signal);
+    signal?.throwIfAborted();
     const inspectorPort = await freePort();
     const args = [
       "dev",
@@ -272,14 +349,14 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       });
     } else {
       logFile = path.join(opts.workDir, `wrangler-${opts.port}.log`);
-      const log = createWriteStream(logFile);
+      log = createWriteStream(logFile);
       child = spawn(WRANGLER, args, { cwd: ROOT, env, stdio: ["ignore", "pipe", "pipe"], detached: true });
-      child.stdout?.pipe(log);
-      child.stderr?.pipe(log);
+      child.stdout?.pipe(log, { end: false });
+      child.stderr?.pipe(log, { end: false });
     }
-    await waitForHealth(url, child, 90_000);
+    await waitForStack(url, stackId, child, 90_000, signal);
     const running = child;
-    const runScheduled = async (worker: "classifier" | "biller", cron = "* * * * *") => {
+    const runScheduled = async (worker: CronWorker, cron = "* * * * *") => {
       const res = await fetch(`${url}/__dev/scheduled?worker=${worker}&cron=${encodeURIComponent(cron)}`, {
         method: "POST",
       });
@@ -290,7 +367,11 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       if (res.status !== 200) throw new Error(`query failed (${res.status}): ${await res.text()}`);
       return ((await res.json()) as { results: T[] }).results;
     };
-    const scheduler = startScheduler(configs, opts.cronTickSeconds ?? 60, runScheduled);
+    // In dev a failed cron run is shown; test stacks keep it in their log (the chaos suite crashes
+    // crons on purpose and checks the outcome itself).
+    const logStream = log;
+    const report = logStream ? (line: string) => logStream.write(`${line}\n`) : console.error;
+    const scheduler = startScheduler(opts.cronTickSeconds ?? 60, runScheduled, report);
     return {
       url,
       stripeUrl,
@@ -299,14 +380,16 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       query,
       runScheduled,
       async close() {
-        scheduler.stop();
+        await scheduler.stop();
         await stop(running);
         await emulator.close();
+        logStream?.end();
       },
     };
   } catch (err) {
     if (child) await stop(child);
     await emulator.close();
+    log?.end();
     throw err;
   }
 }

@@ -17,6 +17,36 @@ export interface DeadLetter {
   failed_at: number;
 }
 
+/** The id of a parked message: `<queue>:<message id>`. */
+export function deadLetterId(queue: string, messageId: string): string {
+  return `${queue}:${messageId}`;
+}
+
+/** The body of a message as JSON text, whatever it was (a replay sends the parsed JSON back). */
+export function storableBody(body: unknown): string {
+  try {
+    return JSON.stringify(body) ?? "null";
+  } catch {
+    return JSON.stringify(String(body));
+  }
+}
+
+/** A consumed message as a dead letter of `queue` (the queue its body belongs on). */
+export function deadLetterOf(
+  message: Message<unknown>,
+  parked: { queue: string; error: string; now: number; attempts?: number },
+): DeadLetter {
+  return {
+    id: deadLetterId(parked.queue, message.id),
+    queue: parked.queue,
+    message_id: message.id,
+    body: storableBody(message.body),
+    error: parked.error,
+    attempts: parked.attempts ?? message.attempts,
+    failed_at: parked.now,
+  };
+}
+
 /** Longest error text kept. */
 export const MAX_DEAD_LETTER_ERROR = 2000;
 

@@ -12,4 +12,5 @@ export * from "./log";
 export * from "./messages";
 export * from "./periods";
 export * from "./plans";
+export * from "./retry";
 export * from "./rules";

@@ -38,10 +38,11 @@ export function instrumentFetch<E extends WithDb>(
     const started = Date.now();
     const counted = withD1Stats(env);
     const response = await fetch(request, counted.env, ctx);
-    const rate = opts.successSampleRate?.(env) ?? 1;
-    if (response.status < 400 && rate < 1 && Math.random() >= rate) return response;
+    // read only for successes: a worker whose settings do not parse has already answered 500
+    const rate = response.status < 400 ? (opts.successSampleRate?.(env) ?? 1) : 1;
+    if (rate < 1 && Math.random() >= rate) return response;
     log.info("request done", {
-      sample_rate: response.status < 400 ? rate : 1,
+      sample_rate: rate,
       request_id: response.headers.get("x-request-id"),
       method: request.method,
       path: new URL(request.url).pathname,

@@ -201,7 +201,7 @@ const FACT_FIELDS = [
   "rule_version",
 ] as const;
 
-/** The catalog's price of `n` billable sessions in one period (DESIGN.md), in cents. */
+/** The catalog's price of `n` billable sessions in one period (README.md: the plans), in cents. */
 export function expectedCostCents(plan: PlanName, n: number): number {
   if (plan === "payg") return 10 * n;
   if (plan === "pro") return 2900 + 7 * Math.max(0, n - 400);

@@ -3,9 +3,10 @@
  * many times each event is delivered, and the facts and verdict every session must end with.
  * Pure: the same seed gives the same workload (event times are relative to a start time).
  *
- * Expected facts and verdicts are computed here from the contract (DESIGN.md), independently of
- * the product's code: flags are ORed, latency is the minimum, audio the maximum, times are
- * minima/maxima, and rule version 1 picks the first failing reason in the documented order.
+ * Expected facts and verdicts are computed here from the contract (README.md: rule version 1;
+ * docs/architecture.md: how facts merge), independently of the product's code: flags are ORed,
+ * latency is the minimum, audio the maximum, times are minima/maxima, and rule version 1 picks
+ * the first failing reason in the documented order.
  */
 import { mulberry32, type Rng } from "./random";
 
@@ -102,7 +103,7 @@ const UPSTREAM = [
   { status: null, code: "session_expired" },
 ] as const;
 
-/** Rule version 1 (DESIGN.md), written out again so the suite does not trust the product's copy. */
+/** Rule version 1 (README.md), written out again so the suite does not trust the product's copy. */
 export function expectedReason(f: {
   connected: number;
   connect_latency_ms: number | null;

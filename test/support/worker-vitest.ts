@@ -32,7 +32,36 @@ export const TEST_SECRETS = {
   USER_TOKEN_SECRET: "test-user-token-secret",
 } as const;
 
+/**
+ * Quiets what every worker test run used to print although nothing was wrong:
+ * - wrangler, reading the worker's config, warned that `secrets` is experimental and that the
+ *   required secrets were missing: the tests pass them as bindings (TEST_SECRETS), and wrangler
+ *   now finds the same values in this process's environment (its info lines are left out,
+ *   its warnings and errors still show);
+ * - workerd logs "WebSocket peer disconnected" each time a test file's runner closes its
+ *   connection at the end of the file (the pool ignores its sibling "WebSocket was aborted").
+ */
+function quietWorkerTestOutput(): void {
+  process.env.WRANGLER_DISABLE_EXPERIMENTAL_WARNING ??= "1";
+  process.env.WRANGLER_LOG ??= "warn";
+  for (const [key, value] of Object.entries(TEST_SECRETS)) process.env[key] ??= value;
+  for (const stream of [process.stdout, process.stderr] as Array<NodeJS.WriteStream & { [QUIET]?: true }>) {
+    if (stream[QUIET]) continue;
+    stream[QUIET] = true;
+    const write = stream.write.bind(stream) as (...args: unknown[]) => boolean;
+    stream.write = ((chunk: unknown, ...rest: unknown[]) => {
+      if (typeof chunk === "string" && BENIGN_RUNTIME_LINE.test(chunk)) return true;
+      return write(chunk, ...rest);
+    }) as typeof stream.write;
+  }
+}
+
+const QUIET = Symbol.for("aigate.quietWorkerTestOutput");
+const BENIGN_RUNTIME_LINE =
+  /^exception = workerd\/api\/web-socket\.c\+\+:\d+: disconnected: WebSocket peer disconnected\n?$/;
+
 export function workerTestConfig(opts: WorkerTestOptions) {
+  quietWorkerTestOutput();
   return defineConfig(async () => {
     const migrations = await readD1Migrations(path.join(repoRoot, "migrations"));
     return {

@@ -1,4 +1,4 @@
-import { workerTestConfig } from "../../test/support/worker-vitest";
+import { workerTestConfig } from "../../test/support/worker-vitest.ts";
 
 // A short settle window for the test that goes through the real local queue (index.test.ts);
 // unit tests set their own windows through the harness.

@@ -1,3 +1,3 @@
-import { workerTestConfig } from "../../test/support/worker-vitest";
+import { workerTestConfig } from "../../test/support/worker-vitest.ts";
 
 export default workerTestConfig({ dir: import.meta.dirname });

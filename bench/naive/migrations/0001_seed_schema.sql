@@ -1,4 +1,4 @@
--- The schema sketched in ../shared/seed/pricing-strategy.md, as the naive baseline uses it.
+-- The naive baseline's schema (BENCHMARKS.md), as the pricing strategy first sketched it.
 CREATE TABLE IF NOT EXISTS stripe_customers (
   user_id TEXT PRIMARY KEY,
   stripe_customer_id TEXT UNIQUE NOT NULL,

@@ -7,11 +7,12 @@
 import { createExecutionContext, env, SELF, waitOnExecutionContext } from "cloudflare:test";
 import { calendarMonth, PLANS, PRICE_LOOKUP_KEYS } from "@aigate/shared";
 import { beforeAll, describe, expect, it } from "vitest";
-import { app as webhooks } from "../../webhooks/src/app";
+import { createApp as createWebhooksApp } from "../../webhooks/src/app";
 import type { WebhooksEnv } from "../../webhooks/src/env";
 import { StripeScenario, webhookRequest } from "../../webhooks/src/testSupport";
 import { insertSessionUsage, userToken } from "./testSupport";
 
+const webhooks = createWebhooksApp();
 const WEBHOOK_SECRET = "whsec_api_e2e";
 const scenario = new StripeScenario(env, WEBHOOK_SECRET);
 const webhooksEnv: WebhooksEnv = {

@@ -1,7 +1,8 @@
 /** The Hono environment shared by the api worker's route modules. */
-import type { Logger } from "@aigate/shared";
+import type { RequestVariables } from "@aigate/shared/http";
+import type { ApiConfig } from "./config";
 
 export interface ApiEnv {
   Bindings: Env;
-  Variables: { log: Logger; userId: string };
+  Variables: RequestVariables & { config: ApiConfig; userId: string };
 }

@@ -4,10 +4,11 @@
  */
 import { env, SELF } from "cloudflare:test";
 import { utcDay } from "@aigate/shared";
+import { raw } from "hono/html";
 import { beforeEach, describe, expect, it, vi } from "vitest";
-import { dailyEntries, dayRange } from "./daily";
+import { dailyEntries, dayRange } from "./dailyUsage";
 import { seedKeys } from "./opsTestSupport";
-import { contentSecurityPolicy, escapeHtml } from "./pages/layout";
+import { renderPage } from "./pages/layout";
 import { userToken } from "./testSupport";
 
 const DAY = 86_400_000;
@@ -33,7 +34,10 @@ describe("dashboard pages", () => {
       expect(res.headers.get("x-content-type-options")).toBe("nosniff");
       expect(res.headers.get("cache-control")).toBe("no-store");
       const nonce = nonceOf(res);
-      expect(res.headers.get("content-security-policy")).toBe(contentSecurityPolicy(nonce));
+      expect(res.headers.get("content-security-policy")).toBe(
+        `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; ` +
+          "img-src 'self' data:; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+      );
       const html = await res.text();
       expect(html).toContain(`<title>${title}</title>`);
       expect(html).toContain('<html lang="en">');
@@ -110,8 +114,12 @@ describe("dashboard pages", () => {
     );
   });
 
-  it("escapes text put into HTML", () => {
-    expect(escapeHtml(`<a href="x">'&'</a>`)).toBe("&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+  it("escapes text put into HTML", async () => {
+    const page = String(
+      await renderPage({ title: `<a href="x">'&'</a>`, nonce: `"n"`, body: raw("<p></p>"), script: "" }),
+    );
+    expect(page).toContain("<title>&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;</title>");
+    expect(page).toContain('<script nonce="&quot;n&quot;">');
   });
 });
 

@@ -12,8 +12,11 @@
  *   to a second send on the next replay, never to a lost message; the consumers are idempotent.
  */
 import {
+  backoff,
   chunkBySize,
   type DeadLetter,
+  deadLetterOf,
+  errorFields,
   insertDeadLetters,
   type Logger,
   QUEUE_LIMITS,
@@ -21,7 +24,7 @@ import {
   TelemetryMessage,
   VerdictMessage,
 } from "@aigate/shared";
-import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./opsQueries";
+import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./adminQueries";
 
 export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts] as const;
 export type ReplayableQueue = (typeof REPLAYABLE_QUEUES)[number];
@@ -50,37 +53,17 @@ export function originalQueue(deadLetterQueue: string): string {
   return deadLetterQueue.endsWith("-dlq") ? deadLetterQueue.slice(0, -"-dlq".length) : deadLetterQueue;
 }
 
-export function deadLetterId(queue: string, messageId: string): string {
-  return `${queue}:${messageId}`;
-}
-
-/** The body of a message as JSON text, whatever it was (replay sends the parsed JSON back). */
-export function storableBody(body: unknown): string {
-  try {
-    return JSON.stringify(body) ?? "null";
-  } catch {
-    return JSON.stringify(String(body));
-  }
-}
-
 /** Backoff for a dead-letter batch that could not be parked: 30 s doubling, capped at 12 h. */
 export function drainRetryDelaySeconds(attempts: number): number {
-  const n = Math.max(1, Math.floor(attempts));
-  return Math.min(QUEUE_LIMITS.maxDelaySeconds, 30 * 2 ** Math.min(n - 1, 15));
+  return backoff(attempts, { base: 30, max: QUEUE_LIMITS.maxDelaySeconds, maxDoublings: 15 });
 }
 
+/** A message of a dead-letter queue as the dead letter of its original queue. */
 export function drainedLetter(message: Message<unknown>, deadLetterQueue: string, now: number): DeadLetter {
   const queue = originalQueue(deadLetterQueue);
   const attempts = ORIGINAL_MAX_ATTEMPTS[queue] ?? message.attempts;
-  return {
-    id: deadLetterId(queue, message.id),
-    queue,
-    message_id: message.id,
-    body: storableBody(message.body),
-    error: `retries exhausted: ${attempts} deliveries on ${queue} failed`,
-    attempts,
-    failed_at: now,
-  };
+  const error = `retries exhausted: ${attempts} deliveries on ${queue} failed`;
+  return deadLetterOf(message, { queue, error, now, attempts });
 }
 
 /** The queue handler: parks every message of a dead-letter batch, acks only once it is written. */
@@ -101,7 +84,7 @@ export async function drainDeadLetters(
     await db.batch(chunks.map((c) => insertDeadLetters(db, c)));
   } catch (err) {
     log.error("parking dead letters failed; retrying", {
-      error: String(err),
+      ...errorFields(err),
       message_ids: batch.messages.map((m) => m.id),
     });
     for (const m of batch.messages) m.retry({ delaySeconds: drainRetryDelaySeconds(m.attempts) });
@@ -207,7 +190,7 @@ async function sendPlanned(
       try {
         await producers[queue].sendBatch(chunk.map((s) => ({ body: s.body, contentType: "json" as const })));
       } catch (err) {
-        log.error("replay send failed", { queue, ids, error: String(err) });
+        log.error("replay send failed", { queue, ids, ...errorFields(err) });
         result.failed.push(...ids.map((id) => ({ id, error: `send failed: ${String(err)}` })));
         continue;
       }
@@ -217,7 +200,7 @@ async function sendPlanned(
         await markReplayed(db, ids, now);
       } catch (err) {
         // Sent but not marked: a repeated replay sends them again, which the consumers absorb.
-        log.error("replayed dead letters not marked", { queue, ids, error: String(err) });
+        log.error("replayed dead letters not marked", { queue, ids, ...errorFields(err) });
         result.failed.push(...ids.map((id) => ({ id, error: `re-sent but not marked: ${String(err)}` })));
       }
       log.info("dead letters replayed", { queue, ids });

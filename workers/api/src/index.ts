@@ -1,7 +1,9 @@
-/** aigate-api: billing API, dashboard, operator endpoints (see app.ts), and the dead-letter drain. */
+/** aigate-api: billing API, dashboard, admin endpoints (see app.ts), and the dead-letter drain. */
 import { createLogger, instrumentFetch, instrumentQueue } from "@aigate/shared";
-import { app } from "./app";
+import { createApp } from "./app";
 import { drainDeadLetters } from "./deadLetters";
+
+const app = createApp();
 
 export default {
   fetch: instrumentFetch("api", (request, env: Env, ctx) => app.fetch(request, env, ctx)),

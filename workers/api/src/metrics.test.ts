@@ -4,8 +4,8 @@
  */
 import { env, SELF } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
+import type { MetricsRows } from "./adminQueries";
 import { metricsBody, monthWindow, rate } from "./metrics";
-import type { MetricsRows } from "./opsQueries";
 import { seedKeys, TEST_ADMIN_KEY } from "./opsTestSupport";
 
 const utc = (y: number, m: number, d: number, h = 0, min = 0, s = 0, ms = 0) =>

@@ -1,6 +1,6 @@
 /**
- * Operator metrics for one calendar month (UTC), from D1 aggregates. The SQL gathers counts
- * (opsQueries.ts `metricsRows`); this module decides what they mean. Every definition is written
+ * The admin area's metrics for one calendar month (UTC), from D1 aggregates. The SQL gathers counts
+ * (adminQueries.ts `metricsRows`); this module decides what they mean. Every definition is written
  * down in docs/operations.md ("Metrics"); keep the two in step.
  */
 import {
@@ -13,7 +13,7 @@ import {
   parseMonth,
   utcDay,
 } from "@aigate/shared";
-import type { MetricsRows, MetricsWindow } from "./opsQueries";
+import type { MetricsRows, MetricsWindow } from "./adminQueries";
 
 export interface MetricsBody {
   month: string;

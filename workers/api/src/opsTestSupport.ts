@@ -1,7 +1,7 @@
 /** Test helpers for the operations features (imported by tests only). */
 import { clearKeyCache, sha256Hex } from "@aigate/shared";
+import type { DeadLetterRow } from "./adminQueries";
 import type { Producers } from "./deadLetters";
-import type { DeadLetterRow } from "./opsQueries";
 
 export const TEST_ADMIN_KEY = "aig_test_admin";
 export const TEST_INGEST_KEY = "aig_test_ingest";

@@ -96,3 +96,27 @@ export async function recordStripeCustomer(
     .run();
   return stripeCustomerOf(db, userId);
 }
+
+/** A user's sessions of one UTC day and reason (daily_rollups, written by the classifier). */
+export interface DailyRollupRow {
+  day: string;
+  reason: string;
+  sessions: number;
+  audio_ms: number;
+}
+
+export async function dailyRollups(
+  db: D1Database,
+  userId: string,
+  fromDay: string,
+  toDay: string,
+): Promise<DailyRollupRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT day, reason, sessions, audio_ms FROM daily_rollups
+       WHERE user_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day, reason`,
+    )
+    .bind(userId, fromDay, toDay)
+    .all<DailyRollupRow>();
+  return results;
+}

@@ -1,10 +1,20 @@
 /**
- * The biller's settings (Worker vars) and its dependencies, built once per invocation.
+ * The biller's settings (Worker vars and secrets, parsed with zod) and its dependencies, built
+ * once per invocation.
  */
-import { countingD1, createLogger, type D1Stats, intSetting, type Logger } from "@aigate/shared";
-import { createStripe } from "@aigate/shared/stripe";
+import {
+  countingD1,
+  createLogger,
+  type D1Stats,
+  intVar,
+  type Logger,
+  parseVars,
+  StripeVars,
+} from "@aigate/shared";
+import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
 import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
+import { z } from "zod";
 
 export const DEFAULT_INVOICE_GRACE_SECONDS = 3600;
 /** Least time between two meter posts for one customer's open period (totals are absolute). */
@@ -40,36 +50,44 @@ export interface Biller {
   log: Logger;
 }
 
-export function billerConfig(env: Env): BillerConfig {
+const BillerVars = z.object({
+  /** Empty means the default meter. */
+  STRIPE_METER_EVENT_NAME: z.string().optional(),
+  STRIPE_INVOICE_GRACE_SECONDS: intVar(DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400),
+  STRIPE_POST_INTERVAL_SECONDS: intVar(DEFAULT_POST_INTERVAL_SECONDS, 0, 3600),
+});
+
+export function readConfig(env: Env): BillerConfig & { stripe: StripeEnv } {
+  const vars = parseVars(BillerVars, env);
   return {
-    meterEventName: env.STRIPE_METER_EVENT_NAME || DEFAULT_METER_EVENT_NAME,
-    graceMs:
-      intSetting(env.STRIPE_INVOICE_GRACE_SECONDS, DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400) * 1000,
-    postIntervalMs:
-      intSetting(env.STRIPE_POST_INTERVAL_SECONDS, DEFAULT_POST_INTERVAL_SECONDS, 0, 3600) * 1000,
+    meterEventName: vars.STRIPE_METER_EVENT_NAME || DEFAULT_METER_EVENT_NAME,
+    graceMs: vars.STRIPE_INVOICE_GRACE_SECONDS * 1000,
+    postIntervalMs: vars.STRIPE_POST_INTERVAL_SECONDS * 1000,
+    stripe: parseVars(StripeVars, env),
   };
 }
 
 const clients = new Map<string, Stripe>();
 
 /** One Stripe client per isolate and key/base (the SDK honours Stripe-Should-Retry, 2 retries). */
-export function stripeFor(env: Env): Stripe {
-  const cacheKey = `${env.STRIPE_API_BASE}|${env.STRIPE_SECRET_KEY}`;
+export function stripeFor(settings: StripeEnv): Stripe {
+  const cacheKey = `${settings.STRIPE_API_BASE}|${settings.STRIPE_SECRET_KEY}`;
   let client = clients.get(cacheKey);
   if (!client) {
-    client = createStripe(env);
+    client = createStripe(settings);
     clients.set(cacheKey, client);
   }
   return client;
 }
 
 export function createBiller(env: Env, fields: Record<string, unknown> = {}): Biller {
+  const { stripe, ...config } = readConfig(env);
   const { db, stats } = countingD1(env.DB);
   return {
     db,
     d1: stats,
-    stripe: stripeFor(env),
-    config: billerConfig(env),
+    stripe: stripeFor(stripe),
+    config,
     log: createLogger("biller", fields),
   };
 }

@@ -11,7 +11,14 @@
  * The recorded usage itself is never dropped: usage_periods keeps billable > posted until a
  * post succeeds.
  */
-import { insertDeadLetters, QUEUES, VerdictMessage } from "@aigate/shared";
+import {
+  deadLetterOf,
+  describeIssues,
+  errorFields,
+  insertDeadLetters,
+  QUEUES,
+  VerdictMessage,
+} from "@aigate/shared";
 import { attribute, isPaid } from "./attribution";
 import { ATTRIBUTION_PARK_ATTEMPTS, type Biller } from "./config";
 import { retryDelaySeconds } from "./meter";
@@ -36,10 +43,10 @@ export async function consumeVerdicts(
   for (const msg of messages) {
     const parsed = VerdictMessage.safeParse(msg.body);
     if (!parsed.success) {
-      const issues = parsed.error.issues
-        .map((i) => `${i.path.join(".") || "(body)"}: ${i.message}`)
-        .join("; ");
-      decisions.set(msg, { kind: "park", reason: `invalid verdict message: ${issues}` });
+      decisions.set(msg, {
+        kind: "park",
+        reason: `invalid verdict message: ${describeIssues(parsed.error)}`,
+      });
       continue;
     }
     const group = sessions.get(parsed.data.session_id);
@@ -50,7 +57,7 @@ export async function consumeVerdicts(
     try {
       await recordAndPost(b, sessions, decisions, now);
     } catch (err) {
-      b.log.error("verdict batch failed; retrying", { error: String(err), sessions: sessions.size });
+      b.log.error("verdict batch failed; retrying", { ...errorFields(err), sessions: sessions.size });
     }
   }
   for (const msg of messages) {
@@ -185,15 +192,11 @@ async function settle(
         b.db,
         parked.map((m) => {
           const d = decisions.get(m);
-          return {
-            id: `${QUEUES.verdicts}:${m.id}`,
+          return deadLetterOf(m, {
             queue: QUEUES.verdicts,
-            message_id: m.id,
-            body: JSON.stringify(m.body) ?? "null",
             error: d?.kind === "park" ? d.reason : "parked",
-            attempts: m.attempts,
-            failed_at: now,
-          };
+            now,
+          });
         }),
       ).run();
       for (const m of parked) {
@@ -202,7 +205,7 @@ async function settle(
       }
     } catch (err) {
       parkFailed = true;
-      b.log.error("parking verdicts failed; retrying them", { error: String(err), count: parked.length });
+      b.log.error("parking verdicts failed; retrying them", { ...errorFields(err), count: parked.length });
     }
   }
   for (const m of messages) {

@@ -6,6 +6,7 @@
  * the event with the latest timestamp. We post the absolute billable total of the period, so
  * every post must carry a timestamp inside the period and strictly later than the previous one.
  */
+import { backoff } from "@aigate/shared";
 
 /** Seconds at the end of a period kept for posts made after the period ended (grace window). */
 export const POST_END_RESERVE_SECONDS = 600;
@@ -102,12 +103,10 @@ export function classifyStripeError(err: unknown): StripeFailure {
 
 /** Queue retry delay for the n-th delivery (1-based): 10 s doubling, capped at 10 min. */
 export function retryDelaySeconds(attempts: number): number {
-  const n = Math.max(1, Math.floor(attempts));
-  return Math.min(600, 10 * 2 ** Math.min(n - 1, 10));
+  return backoff(attempts, { base: 10, max: 600, maxDoublings: 10 });
 }
 
 /** When the sweep may try a failing period again: 1 min doubling, capped at 1 h. */
 export function nextPostAt(now: number, failures: number): number {
-  const n = Math.max(1, Math.floor(failures));
-  return now + Math.min(3_600_000, 60_000 * 2 ** Math.min(n - 1, 10));
+  return now + backoff(failures, { base: 60_000, max: 3_600_000, maxDoublings: 10 });
 }

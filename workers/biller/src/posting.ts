@@ -8,7 +8,7 @@
  * later post reuse an older timestamp); post the current billable total read under the lock;
  * then record what Stripe acknowledged and release the lock (one batch for all customers).
  */
-import { mapLimit } from "@aigate/shared";
+import { errorFields, mapLimit } from "@aigate/shared";
 import { periodKey } from "./attribution";
 import { type Biller, METER_LOCK_TTL_MS, STRIPE_CONCURRENCY } from "./config";
 import { classifyStripeError, meterIdentifier, meterTimestamp, nextPostAt } from "./meter";
@@ -209,7 +209,7 @@ async function postLocked(
   try {
     await db.batch([...writes, ...releases]);
   } catch (err) {
-    b.log.error("recording meter posts failed", { error: String(err), posts: planned.length });
+    b.log.error("recording meter posts failed", { ...errorFields(err), posts: planned.length });
     for (const p of planned) {
       const outcome = outcomes.get(refKey(p.row));
       if (outcome?.kind === "posted") {

@@ -4,6 +4,7 @@
  * `last` meter keeps the latest total) while Stripe still invoices the period, and keeps a
  * report in reconciliation_runs for the admin API.
  */
+import { errorFields } from "@aigate/shared";
 import type Stripe from "stripe";
 import type { Biller } from "./config";
 import { classifyStripeError, summaryWindow } from "./meter";
@@ -142,7 +143,7 @@ export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<Reco
     try {
       stripe = await stripeTotal(b, row);
     } catch (err) {
-      b.log.warn("reading Stripe meter summary failed", { key: refKey(row), error: String(err) });
+      b.log.warn("reading Stripe meter summary failed", { key: refKey(row), ...errorFields(err) });
       continue;
     }
     checked.push(row);

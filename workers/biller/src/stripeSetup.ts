@@ -22,13 +22,16 @@ export interface StripeTarget {
 
 /**
  * Where to set up. STRIPE_API_BASE wins when set (empty = real Stripe); otherwise the local
- * emulator, unless STRIPE_SECRET_KEY is a real key (then real Stripe).
+ * emulator at `emulatorApiBase`, unless STRIPE_SECRET_KEY is a real key (then real Stripe).
  */
-export function resolveStripeTarget(vars: Record<string, string | undefined>): StripeTarget {
+export function resolveStripeTarget(
+  vars: Record<string, string | undefined>,
+  emulatorApiBase = EMULATOR_API_BASE,
+): StripeTarget {
   const key = vars.STRIPE_SECRET_KEY?.trim() || undefined;
   const base = vars.STRIPE_API_BASE?.trim();
   const apiBase =
-    base !== undefined ? base : key === undefined || key === EMULATOR_SECRET_KEY ? EMULATOR_API_BASE : "";
+    base !== undefined ? base : key === undefined || key === EMULATOR_SECRET_KEY ? emulatorApiBase : "";
   if (apiBase !== "" && !/^https?:\/\/[^/]+\/?$/.test(apiBase)) {
     throw new Error(`STRIPE_API_BASE must be an origin like ${EMULATOR_API_BASE}, got ${apiBase}`);
   }
@@ -61,8 +64,8 @@ export function formatSetup(target: StripeTarget, catalog: StripeCatalog): strin
   ];
 }
 
-export async function runStripeSetup(vars: Record<string, string | undefined>) {
-  const target = resolveStripeTarget(vars);
+export async function runStripeSetup(vars: Record<string, string | undefined>, emulatorApiBase?: string) {
+  const target = resolveStripeTarget(vars, emulatorApiBase);
   const stripe = createStripe({ STRIPE_SECRET_KEY: target.secretKey, STRIPE_API_BASE: target.apiBase });
   const catalog = await ensureStripeCatalog(stripe, target.meterEventName);
   return { target, catalog, lines: formatSetup(target, catalog) };

@@ -5,9 +5,9 @@
  * verdict send retryable: a crash after the verdict commits is redelivered and re-sent.
  */
 import { chunkBySize, createLogger, type JudgeMessage } from "@aigate/shared";
+import { readConfig } from "./config";
 import { readDueSessionIds } from "./queries";
 import { sendAll } from "./send";
-import { readSettings } from "./timing";
 
 /** Sessions handed over per cron run (the rest wait a minute). */
 export const SWEEP_LIMIT = 2000;
@@ -15,7 +15,7 @@ const IDS_PER_MESSAGE = 100;
 
 export async function sweepDueSessions(env: Env, now: number, limit = SWEEP_LIMIT): Promise<{ due: number }> {
   const log = createLogger("classifier", { cron: "sweep" });
-  const { staleMs } = readSettings(env);
+  const { staleMs } = readConfig(env);
   const ids = await readDueSessionIds(env.DB, now, now - staleMs, limit);
   const messages: JudgeMessage[] = chunkBySize(ids, IDS_PER_MESSAGE, Number.MAX_SAFE_INTEGER, () => 1).map(
     (session_ids) => ({ v: 1, kind: "judge", session_ids, due_at: now }),

@@ -6,6 +6,7 @@
  * session id), which covers a crash between the commit and the send.
  */
 import { chunkBySize, type JudgeMessage, judge, type SessionFacts, VerdictMessage } from "@aigate/shared";
+import type { ClassifierConfig } from "./config";
 import {
   addToDailyRollups,
   type JudgedRow,
@@ -15,7 +16,7 @@ import {
   type VerdictToRecord,
 } from "./queries";
 import { sendAll } from "./send";
-import { delaySecondsUntil, judgeState, type Settings } from "./timing";
+import { delaySecondsUntil, judgeState } from "./timing";
 
 export interface JudgeOutcome {
   /** Verdicts recorded by this run. */
@@ -87,7 +88,7 @@ export async function judgeSessions(
   queues: { verdicts: Queue; telemetry: Queue },
   sessionIds: readonly string[],
   now: number,
-  settings: Settings,
+  settings: ClassifierConfig,
 ): Promise<JudgeOutcome> {
   const outcome: JudgeOutcome = { judged: 0, resent: 0, settling: 0, skipped: 0 };
   const toSend = new Map<string, VerdictMessage>();

@@ -1,5 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
+import { readConfig } from "./config";
 import { judgeSessions } from "./judging";
 import {
   deadLetters,
@@ -17,7 +18,6 @@ import {
   typicalSession,
   verdictsOf,
 } from "./test-support";
-import { readSettings } from "./timing";
 
 const SETTLE_MS = 60_000; // TEST_VARS.VERDICT_SETTLE_SECONDS
 const RECEIVED = T0 + 40_000;
@@ -395,7 +395,7 @@ describe("judging", () => {
         { verdicts: rival, telemetry: rival },
         ["s1"],
         AFTER_SETTLE,
-        readSettings(TEST_VARS),
+        readConfig(TEST_VARS),
       );
     };
     const r = await deliver(

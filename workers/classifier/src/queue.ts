@@ -5,7 +5,8 @@
  */
 import {
   createLogger,
-  type DeadLetter,
+  deadLetterOf,
+  describeIssues,
   errorFields,
   insertDeadLetters,
   type JudgeMessage,
@@ -13,36 +14,13 @@ import {
   QUEUES,
   TelemetryMessage,
 } from "@aigate/shared";
+import { type ClassifierConfig, readConfig } from "./config";
 import { judgeSessions } from "./judging";
 import { type EventsDelivery, recordEvents } from "./telemetry";
-import { readSettings, retryDelaySeconds } from "./timing";
+import { retryDelaySeconds } from "./timing";
 
+/** Longest reason kept with a parked message. */
 const MAX_ERROR_LENGTH = 1000;
-
-/** The body of a message as it can be stored and replayed (JSON), whatever it was. */
-function storableBody(body: unknown): string {
-  try {
-    return JSON.stringify(body) ?? "null";
-  } catch {
-    return JSON.stringify(String(body));
-  }
-}
-
-export function poisonDeadLetter(message: Message<unknown>, error: string, now: number): DeadLetter {
-  return {
-    id: `${QUEUES.telemetry}:${message.id}`,
-    queue: QUEUES.telemetry,
-    message_id: message.id,
-    body: storableBody(message.body),
-    error: error.slice(0, MAX_ERROR_LENGTH),
-    attempts: message.attempts,
-    failed_at: now,
-  };
-}
-
-function describeIssues(issues: readonly { path: readonly PropertyKey[]; message: string }[]): string {
-  return issues.map((i) => `${i.path.map(String).join(".") || "(body)"}: ${i.message}`).join("; ");
-}
 
 function retryAll(messages: readonly Message<unknown>[]): void {
   for (const m of messages) m.retry({ delaySeconds: retryDelaySeconds(m.attempts) });
@@ -54,7 +32,7 @@ export async function handleTelemetryBatch(
   now: number,
 ): Promise<void> {
   const log = createLogger("classifier", { queue: batch.queue, batch_size: batch.messages.length });
-  const settings = readSettings(env);
+  const settings = readConfig(env);
   const poison: { message: Message<unknown>; error: string }[] = [];
   const events: { message: Message<unknown>; delivery: EventsDelivery }[] = [];
   const judges: { message: Message<unknown>; body: JudgeMessage }[] = [];
@@ -62,7 +40,7 @@ export async function handleTelemetryBatch(
   for (const message of batch.messages) {
     const parsed = TelemetryMessage.safeParse(message.body);
     if (!parsed.success) {
-      poison.push({ message, error: `schema_error: ${describeIssues(parsed.error.issues)}` });
+      poison.push({ message, error: `schema_error: ${describeIssues(parsed.error)}` });
     } else if (parsed.data.kind === "events") {
       events.push({
         message,
@@ -88,7 +66,9 @@ async function park(
   try {
     await insertDeadLetters(
       db,
-      poison.map((p) => poisonDeadLetter(p.message, p.error, now)),
+      poison.map((p) =>
+        deadLetterOf(p.message, { queue: QUEUES.telemetry, error: p.error.slice(0, MAX_ERROR_LENGTH), now }),
+      ),
     ).run();
     for (const m of messages) m.ack();
     log.warn("parked poison messages", {
@@ -105,7 +85,7 @@ async function recordBatch(
   env: Env,
   events: { message: Message<unknown>; delivery: EventsDelivery }[],
   now: number,
-  settings: ReturnType<typeof readSettings>,
+  settings: ClassifierConfig,
   log: Logger,
 ): Promise<void> {
   const messages = events.map((e) => e.message);
@@ -138,7 +118,7 @@ async function judgeBatch(
   env: Env,
   judges: { message: Message<unknown>; body: JudgeMessage }[],
   now: number,
-  settings: ReturnType<typeof readSettings>,
+  settings: ClassifierConfig,
   log: Logger,
 ): Promise<void> {
   const messages = judges.map((j) => j.message);

@@ -15,6 +15,7 @@ import {
   QUEUES,
   type TelemetryEvent,
 } from "@aigate/shared";
+import type { ClassifierConfig } from "./config";
 import { dedupeSession, type EventKey, eventKey } from "./dedupe";
 import { chooseOwner, coalesceBySession, type PartialFacts, type ReceivedEvent } from "./facts";
 import {
@@ -27,7 +28,7 @@ import {
   upsertFacts,
 } from "./queries";
 import { sendAll } from "./send";
-import { delaySecondsUntil, type Settings } from "./timing";
+import { delaySecondsUntil } from "./timing";
 
 /** An event with the queue message that carried it and its dedupe key. */
 export interface TaggedEvent extends ReceivedEvent {
@@ -180,7 +181,7 @@ export async function recordEvents(
   telemetry: Queue,
   deliveries: readonly EventsDelivery[],
   now: number,
-  settings: Settings,
+  settings: ClassifierConfig,
 ): Promise<{ outcome: RecordOutcome; conflicting: ConflictingCopy[] }> {
   let pending: TaggedEvent[] = await Promise.all(
     deliveries.flatMap((d) =>

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { delaySecondsUntil, judgeState, readSettings, retryDelaySeconds } from "./timing";
+import { delaySecondsUntil, judgeState, retryDelaySeconds } from "./timing";
 
 const NOW = 1_000_000_000;
 const STALE = 15 * 60_000;
@@ -54,23 +54,5 @@ describe("retryDelaySeconds", () => {
     expect([1, 2, 3, 4, 5, 6, 7, 8].map(retryDelaySeconds)).toEqual([5, 10, 20, 40, 80, 160, 320, 600]);
     expect(retryDelaySeconds(1000)).toBe(600);
     expect(retryDelaySeconds(0)).toBe(5);
-  });
-});
-
-describe("readSettings", () => {
-  it("reads the settle window and stale period from vars, in milliseconds", () => {
-    expect(readSettings({ VERDICT_SETTLE_SECONDS: "2", STALE_SESSION_MINUTES: "15" })).toEqual({
-      settleMs: 2000,
-      staleMs: 900_000,
-    });
-  });
-
-  it("falls back to the contract defaults of 60 s and 15 min", () => {
-    expect(readSettings({})).toEqual({ settleMs: 60_000, staleMs: 900_000 });
-  });
-
-  it("rejects a settle window beyond the longest queue delay and a non-integer stale period", () => {
-    expect(() => readSettings({ VERDICT_SETTLE_SECONDS: "43201" })).toThrow(/invalid integer setting/);
-    expect(() => readSettings({ STALE_SESSION_MINUTES: "1.5" })).toThrow(/invalid integer setting/);
   });
 });

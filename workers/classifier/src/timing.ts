@@ -1,28 +1,8 @@
 /**
  * When things happen: settle windows, staleness and retry backoff. Pure functions.
+ * (The settle window and staleness themselves are settings: config.ts.)
  */
-import { DEFAULTS, intSetting, QUEUE_LIMITS } from "@aigate/shared";
-
-export interface Settings {
-  /** Wait after `ended` is first received before judging (VERDICT_SETTLE_SECONDS). */
-  settleMs: number;
-  /** A session without telemetry for this long is judged on what was seen (STALE_SESSION_MINUTES). */
-  staleMs: number;
-}
-
-export function readSettings(env: {
-  VERDICT_SETTLE_SECONDS?: unknown;
-  STALE_SESSION_MINUTES?: unknown;
-}): Settings {
-  const settle = intSetting(
-    env.VERDICT_SETTLE_SECONDS,
-    DEFAULTS.VERDICT_SETTLE_SECONDS,
-    0,
-    QUEUE_LIMITS.maxDelaySeconds,
-  );
-  const stale = intSetting(env.STALE_SESSION_MINUTES, DEFAULTS.STALE_SESSION_MINUTES, 1, 7 * 24 * 60);
-  return { settleMs: settle * 1000, staleMs: stale * 60_000 };
-}
+import { backoff, QUEUE_LIMITS } from "@aigate/shared";
 
 /** Where a session stands for judging. */
 export type JudgeState =
@@ -55,6 +35,5 @@ export const RETRY_MAX_SECONDS = 600;
 
 /** Exponential backoff for transient failures: 5 s, 10 s, 20 s ... capped at 10 min. */
 export function retryDelaySeconds(attempts: number): number {
-  const n = Math.max(1, Math.floor(attempts));
-  return Math.min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2 ** Math.min(n - 1, 30));
+  return backoff(attempts, { base: RETRY_BASE_SECONDS, max: RETRY_MAX_SECONDS, maxDoublings: 30 });
 }

@@ -1,66 +1,41 @@
 /**
  * The ingest worker's HTTP API (contract v1): POST /v1/events and POST /v1/sessions/admit, both
- * with an ingest key. One error handler renders every failure in the contract's envelope.
+ * with an ingest key. The shared error handler renders every failure in the contract's envelope.
  */
-import {
-  ApiError,
-  annotateRequest,
-  createLogger,
-  errorFields,
-  errorResponse,
-  internalErrorResponse,
-  type Logger,
-  notFound,
-  requireKey,
-} from "@aigate/shared";
+import { annotateRequest, parseInput, requireKey } from "@aigate/shared";
+import { errorHandling, type RequestVariables, requestContext } from "@aigate/shared/http";
 import { Hono } from "hono";
 import { createMiddleware } from "hono/factory";
-import { HTTPException } from "hono/http-exception";
 import { AdmitRequest, admit } from "./admission";
 import { parseJson, readBodyText, requireJsonMediaType } from "./body";
-import { settings } from "./config";
-import { invalidRequest, methodNotAllowed } from "./errors";
+import { type IngestConfig, readConfig } from "./config";
+import { methodNotAllowed } from "./errors";
 import { acceptEvents } from "./telemetry";
 
 /** Admission bodies are tiny; anything larger is a client bug. */
 export const MAX_ADMIT_BODY_BYTES = 16 * 1024;
 
-type AppEnv = { Bindings: Env; Variables: { requestId: string; log: Logger; now: number } };
+type AppEnv = { Bindings: Env; Variables: RequestVariables & { config: IngestConfig; now: number } };
 
 export interface AppOptions {
   /** Clock (epoch ms), injectable for tests. */
   now?: () => number;
 }
 
-/** The one place errors become responses: the contract's envelope; 5xx logged, never leaked. */
-function render(err: unknown, log: Logger | undefined): Response {
-  const logger = log ?? createLogger("ingest");
-  if (err instanceof HTTPException && err.status < 500) {
-    return render(new ApiError(err.status, "invalid_request", err.message || "bad request"), log);
-  }
-  if (!(err instanceof ApiError)) {
-    logger.error("unhandled error", errorFields(err));
-    return internalErrorResponse();
-  }
-  if (err.status >= 500) logger.error("request failed", { code: err.code, status: err.status });
-  else logger.info("request rejected", { code: err.code, status: err.status });
-  const headers: Record<string, string> = {};
-  if (err.status === 503) headers["retry-after"] = "1";
-  if (err.status === 405) headers.allow = "POST";
-  return errorResponse(err, headers);
-}
-
 export function createApp(opts: AppOptions = {}) {
   const clock = opts.now ?? Date.now;
   const app = new Hono<AppEnv>();
+  const errors = errorHandling<AppEnv>({
+    worker: "ingest",
+    failureMessage: "unhandled error",
+    logContractErrors: true,
+  });
 
+  app.use("*", requestContext("ingest"));
   app.use("*", async (c, next) => {
-    const requestId = crypto.randomUUID();
-    c.set("requestId", requestId);
     c.set("now", clock());
-    c.set("log", createLogger("ingest", { request_id: requestId }));
+    c.set("config", readConfig(c.env));
     await next();
-    c.header("x-request-id", requestId);
   });
 
   /** 401 without a known key, 403 for a key of another scope (lookups cached, see apiKeys.ts). */
@@ -86,17 +61,17 @@ export function createApp(opts: AppOptions = {}) {
 
   app.post("/v1/sessions/admit", ingestKey, async (c) => {
     requireJsonMediaType(c.req.header("content-type") ?? null);
-    const parsed = AdmitRequest.safeParse(parseJson(await readBodyText(c.req.raw, MAX_ADMIT_BODY_BYTES)));
-    if (!parsed.success) {
-      throw invalidRequest(
-        "body must be {session_id, user_id, project_id} with non-empty strings of at most 200 characters",
-        parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-      );
-    }
-    const result = await admit(c.env.DB, parsed.data, { now: c.var.now, ...settings(c.env) });
+    const body = parseInput(
+      AdmitRequest,
+      parseJson(await readBodyText(c.req.raw, MAX_ADMIT_BODY_BYTES)),
+      "invalid_request",
+      "body must be {session_id, user_id, project_id} with non-empty strings of at most 200 characters",
+    );
+    const { leaseTtlMs, pastDueGraceDays } = c.var.config;
+    const result = await admit(c.env.DB, body, { now: c.var.now, leaseTtlMs, pastDueGraceDays });
     c.var.log.info("admission", {
-      session_id: parsed.data.session_id,
-      user_id: parsed.data.user_id,
+      session_id: body.session_id,
+      user_id: body.user_id,
       allowed: result.allowed,
       reason: result.reason,
       active_sessions: result.active_sessions,
@@ -110,8 +85,8 @@ export function createApp(opts: AppOptions = {}) {
     });
   }
 
-  app.notFound((c) => render(notFound(`no route for ${c.req.method} ${c.req.path}`), c.var.log));
-  app.onError((err, c) => render(err, c.var.log));
+  app.notFound(errors.notFound);
+  app.onError(errors.onError);
 
   return app;
 }

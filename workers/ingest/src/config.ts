@@ -1,20 +1,19 @@
-/** The ingest worker's settings, read from its vars with the shared defaults and bounds. */
-import { DEFAULTS, intSetting } from "@aigate/shared";
+/** The ingest worker's settings: its vars, parsed once per request with zod (defaults and bounds). */
+import { type AccountSettings, AccountVars, parseVars } from "@aigate/shared";
+import { z } from "zod";
 
-export interface IngestSettings {
-  leaseTtlMs: number;
-  pastDueGraceDays: number;
+const IngestVars = z.object({
+  /** Share of successful requests logged, 0..1 (errors always are); anything else logs them all. */
+  SUCCESS_LOG_SAMPLE_RATE: z.coerce.number().min(0).max(1).catch(1),
+});
+
+export interface IngestConfig extends AccountSettings {
+  successLogSampleRate: number;
 }
 
-export function settings(env: Pick<Env, "LEASE_TTL_SECONDS" | "PAST_DUE_GRACE_DAYS">): IngestSettings {
+export function readConfig(env: Env): IngestConfig {
   return {
-    leaseTtlMs: intSetting(env.LEASE_TTL_SECONDS, DEFAULTS.LEASE_TTL_SECONDS, 1, 24 * 60 * 60) * 1000,
-    pastDueGraceDays: intSetting(env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS, 0, 365),
+    ...parseVars(AccountVars, env),
+    successLogSampleRate: parseVars(IngestVars, env).SUCCESS_LOG_SAMPLE_RATE,
   };
-}
-
-/** Share of successful requests logged (SUCCESS_LOG_SAMPLE_RATE, 0..1; errors always logged). */
-export function successLogSampleRate(env: Pick<Env, "SUCCESS_LOG_SAMPLE_RATE">): number {
-  const rate = Number(env.SUCCESS_LOG_SAMPLE_RATE);
-  return Number.isFinite(rate) && rate >= 0 && rate <= 1 ? rate : 1;
 }

@@ -19,8 +19,16 @@ export const tooManyEvents = (max: number, got: number) =>
   new ApiError(413, "too_many_events", `at most ${max} events per request, got ${got}`);
 export const unsupportedMediaType = (message: string) => new ApiError(415, "unsupported_media_type", message);
 export const methodNotAllowed = (allow: string) =>
-  new ApiError(405, "method_not_allowed", `use ${allow} on this path`);
+  new ApiError(405, "method_not_allowed", `use ${allow} on this path`, undefined, { allow });
 export const sessionOwnerMismatch = () =>
   new ApiError(409, "session_owner_mismatch", "this session id belongs to another user");
 export const queueUnavailable = () =>
-  new ApiError(503, "queue_unavailable", "events could not be enqueued; retry the same request later");
+  new ApiError(
+    503,
+    "queue_unavailable",
+    "events could not be enqueued; retry the same request later",
+    undefined,
+    {
+      "retry-after": "1",
+    },
+  );

@@ -4,7 +4,7 @@
  * every message is sent; a refused send is 503 and the gateway retries with the same event ids
  * (the classifier deduplicates on source + id).
  */
-import { LIMITS, type Logger, parseEventBatch } from "@aigate/shared";
+import { errorFields, LIMITS, type Logger, parseEventBatch } from "@aigate/shared";
 import { isBinaryMode, parseBinaryEvent } from "./binary";
 import { type BodyShape, eventBodyShape, parseJson, readBodyText } from "./body";
 import { invalidEvent, invalidRequest, queueUnavailable, tooManyEvents } from "./errors";
@@ -76,7 +76,7 @@ export async function acceptEvents(request: Request, deps: AcceptDeps): Promise<
     }
   } catch (err) {
     deps.log.error("telemetry queue refused events", {
-      error: err instanceof Error ? err.message : String(err),
+      ...errorFields(err),
       events: events.length,
       messages: messages.length,
     });

@@ -8,92 +8,83 @@
  * 200; a transient failure (Stripe or D1 unreachable), or an object Stripe answers that we cannot
  * read, answers 500 so that Stripe resends the event.
  */
-import {
-  ApiError,
-  createLogger,
-  errorFields,
-  errorResponse,
-  internalErrorResponse,
-  type Logger,
-  notFound,
-} from "@aigate/shared";
+import { ApiError, errorFields } from "@aigate/shared";
+import { errorHandling, type RequestVariables, requestContext } from "@aigate/shared/http";
 import { createStripe } from "@aigate/shared/stripe";
 import { Hono } from "hono";
 import Stripe from "stripe";
+import { readConfig, type WebhooksConfig } from "./config";
 import type { WebhooksEnv } from "./env";
 import { isMissingObject, processEvent } from "./process";
 import { StripeEventHead } from "./stripeObjects";
 
-const baseLog = createLogger("webhooks");
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
 
-export const app = new Hono<{ Bindings: WebhooksEnv; Variables: { log: Logger } }>();
+type AppEnv = { Bindings: WebhooksEnv; Variables: RequestVariables & { config: WebhooksConfig } };
 
-app.use("*", async (c, next) => {
-  const requestId = c.req.header("cf-ray") ?? crypto.randomUUID();
-  c.set("log", baseLog.child({ request_id: requestId }));
-  await next();
+export function createApp() {
+  const app = new Hono<AppEnv>();
+  const errors = errorHandling<AppEnv>({ worker: "webhooks", failureMessage: "webhook failed" });
+
   // the id is echoed so Stripe's delivery log shows it; index.ts logs one line per request with it
-  c.header("x-request-id", requestId);
-});
+  app.use("*", requestContext("webhooks"));
+  app.use("*", async (c, next) => {
+    c.set("config", readConfig(c.env));
+    await next();
+  });
 
-app.post("/api/webhooks/stripe", async (c) => {
-  const log = c.get("log");
-  const signature = c.req.header("stripe-signature");
-  // the exact text signed: a leading byte order mark is kept (and then fails as JSON)
-  const body = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(await c.req.arrayBuffer());
-  if (!signature) throw invalidSignature("missing Stripe-Signature header");
-  const signatures = Stripe.webhooks.signature;
-  if (!signatures) throw new Error("the Stripe SDK has no webhook signature check");
-  try {
-    await signatures.verifyHeaderAsync(
-      body,
-      signature,
-      c.env.STRIPE_WEBHOOK_SECRET,
-      undefined,
-      cryptoProvider,
+  app.post("/api/webhooks/stripe", async (c) => {
+    const log = c.get("log");
+    const config = c.get("config");
+    const signature = c.req.header("stripe-signature");
+    // the exact text signed: a leading byte order mark is kept (and then fails as JSON)
+    const body = new TextDecoder("utf-8", { fatal: false, ignoreBOM: true }).decode(
+      await c.req.arrayBuffer(),
     );
-  } catch (err) {
-    log.warn("webhook signature rejected", errorFields(err));
-    throw invalidSignature("signature verification failed");
-  }
-  const payload = parseJson(body);
-  const head = StripeEventHead.safeParse(payload);
-  if (!head.success) {
-    throw new ApiError(
-      400,
-      "invalid_event",
-      "not a Stripe event: expected a JSON object with a string id and type",
-    );
-  }
-  const eventLog = log.child({ event_id: head.data.id, event_type: head.data.type });
-  const stripe = createStripe(c.env);
-  try {
-    const outcome = await processEvent(
-      { db: c.env.DB, stripe, log: eventLog, now: Date.now },
-      head.data,
-      payload,
-    );
-    if (outcome.status === "ignored" && outcome.issues) {
-      eventLog.warn("stripe event unusable", { reason: outcome.reason, issues: outcome.issues });
-      return c.json({ received: true, status: outcome.status, reason: outcome.reason });
+    if (!signature) throw invalidSignature("missing Stripe-Signature header");
+    const signatures = Stripe.webhooks.signature;
+    if (!signatures) throw new Error("the Stripe SDK has no webhook signature check");
+    try {
+      await signatures.verifyHeaderAsync(body, signature, config.webhookSecret, undefined, cryptoProvider);
+    } catch (err) {
+      log.warn("webhook signature rejected", errorFields(err));
+      throw invalidSignature("signature verification failed");
     }
-    if (outcome.status !== "processed") eventLog.info("stripe event not applied", outcome);
-    return c.json({ received: true, ...outcome });
-  } catch (err) {
-    if (!isMissingObject(err)) throw err;
-    eventLog.warn("stripe object of the event no longer exists", errorFields(err));
-    return c.json({ received: true, status: "ignored", reason: "object no longer exists in Stripe" });
-  }
-});
+    const payload = parseJson(body);
+    const head = StripeEventHead.safeParse(payload);
+    if (!head.success) {
+      throw new ApiError(
+        400,
+        "invalid_event",
+        "not a Stripe event: expected a JSON object with a string id and type",
+      );
+    }
+    const eventLog = log.child({ event_id: head.data.id, event_type: head.data.type });
+    const stripe = createStripe(config.stripe);
+    try {
+      const outcome = await processEvent(
+        { db: c.env.DB, stripe, log: eventLog, now: Date.now },
+        head.data,
+        payload,
+      );
+      if (outcome.status === "ignored" && outcome.issues) {
+        eventLog.warn("stripe event unusable", { reason: outcome.reason, issues: outcome.issues });
+        return c.json({ received: true, status: outcome.status, reason: outcome.reason });
+      }
+      if (outcome.status !== "processed") eventLog.info("stripe event not applied", outcome);
+      return c.json({ received: true, ...outcome });
+    } catch (err) {
+      if (!isMissingObject(err)) throw err;
+      eventLog.warn("stripe object of the event no longer exists", errorFields(err));
+      return c.json({ received: true, status: "ignored", reason: "object no longer exists in Stripe" });
+    }
+  });
 
-app.notFound(() => errorResponse(notFound()));
+  app.notFound(errors.notFound);
+  app.onError(errors.onError);
 
-app.onError((err, c) => {
-  if (err instanceof ApiError) return errorResponse(err);
-  (c.get("log") ?? baseLog).error("webhook failed", errorFields(err));
-  return internalErrorResponse();
-});
+  return app;
+}
 
 function invalidSignature(message: string): ApiError {
   return new ApiError(400, "invalid_signature", message);

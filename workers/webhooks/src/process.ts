@@ -4,7 +4,7 @@
  * one db.batch() together with the dedupe row. A crash before the batch leaves the event
  * unprocessed, so Stripe's resend applies it; a batch applied twice changes nothing.
  */
-import type { Logger } from "@aigate/shared";
+import { type IssueDetail, issueDetails, type Logger } from "@aigate/shared";
 import Stripe from "stripe";
 import type { z } from "zod";
 import {
@@ -47,17 +47,7 @@ export type Outcome =
   | { status: "ignored"; reason: string; issues?: PayloadIssue[] };
 
 /** One thing wrong with a payload: where (a dotted path from the event's root) and what. */
-export interface PayloadIssue {
-  path: string;
-  message: string;
-}
-
-function issuesOf(error: z.ZodError, prefix: readonly PropertyKey[] = []): PayloadIssue[] {
-  return error.issues.map((i) => ({
-    path: [...prefix, ...i.path].map(String).join("."),
-    message: i.message,
-  }));
-}
+export type PayloadIssue = IssueDetail;
 
 const describeIssues = (issues: readonly PayloadIssue[]) =>
   issues
@@ -91,7 +81,7 @@ export class UnreadableStripeObject extends Error {
 
 function read<T>(schema: z.ZodType<T>, kind: string, id: string, value: unknown): T {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new UnreadableStripeObject(kind, id, issuesOf(parsed.error));
+  if (!parsed.success) throw new UnreadableStripeObject(kind, id, issueDetails(parsed.error));
   return parsed.data;
 }
 
@@ -115,7 +105,7 @@ function targetOf(event: StripeEventEnvelope): Target | Outcome {
   const { type, data } = event;
   if (type === "checkout.session.completed") {
     const parsed = CheckoutSessionRef.safeParse(data.object);
-    if (!parsed.success) return unusable(issuesOf(parsed.error, ["data", "object"]));
+    if (!parsed.success) return unusable(issueDetails(parsed.error, ["data", "object"]));
     const session = parsed.data;
     if (session.mode !== "subscription" || !session.subscription)
       return { status: "ignored", reason: "not a subscription checkout" };
@@ -136,7 +126,7 @@ export async function processEvent(deps: Deps, head: StripeEventHead, payload: u
   if (!isHandledEventType(head.type))
     return { status: "ignored", reason: `unhandled event type ${head.type}` };
   const parsed = StripeEventEnvelope.safeParse(payload);
-  if (!parsed.success) return unusable(issuesOf(parsed.error));
+  if (!parsed.success) return unusable(issueDetails(parsed.error));
   const event = parsed.data;
   const { type } = event;
   if (await isEventProcessed(deps.db, event.id)) return { status: "duplicate" };

@@ -1,40 +1,36 @@
 /**
- * The HTML shell of the dashboard pages: server-rendered, no build step, no external assets.
- * One inline <style> and one inline <script>, both allowed by a per-response CSP nonce.
+ * The HTML shell of the dashboard pages, rendered with hono/html (every interpolation escaped),
+ * with no external assets: one inline <style> and one inline <script>, both allowed by the
+ * response's CSP nonce. The script is layout.browser.js (helpers every page uses) followed by
+ * the page's own browser script; both are plain script files imported as text (wrangler `rules`).
  */
+import type { Context } from "hono";
+import { html, raw } from "hono/html";
+import { NONCE, secureHeaders } from "hono/secure-headers";
+import helpers from "./layout.browser.js";
 
-/** A fresh CSP nonce: 128 random bits, base64. */
-export function newNonce(): string {
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
-  let binary = "";
-  for (const b of bytes) binary += String.fromCharCode(b);
-  return btoa(binary);
-}
+/** Markup built with `html`: escaped already, safe to interpolate into more `html`. */
+export type Html = ReturnType<typeof html>;
 
-export function contentSecurityPolicy(nonce: string): string {
-  return [
-    "default-src 'none'",
-    `script-src 'nonce-${nonce}'`,
-    `style-src 'nonce-${nonce}'`,
-    "connect-src 'self'",
-    "img-src 'self' data:",
-    "base-uri 'none'",
-    "form-action 'self'",
-    "frame-ancestors 'none'",
-  ].join("; ");
-}
-
-const ESCAPES: Record<string, string> = {
-  "&": "&amp;",
-  "<": "&lt;",
-  ">": "&gt;",
-  '"': "&quot;",
-  "'": "&#39;",
-};
-
-export function escapeHtml(text: string): string {
-  return text.replace(/[&<>"']/g, (ch) => ESCAPES[ch] ?? ch);
-}
+/**
+ * The security headers of the dashboard pages: a strict Content-Security-Policy whose only
+ * script and style are the ones carrying this response's nonce, no framing, no referrer.
+ */
+export const pageHeaders = secureHeaders({
+  contentSecurityPolicy: {
+    defaultSrc: ["'none'"],
+    scriptSrc: [NONCE],
+    styleSrc: [NONCE],
+    connectSrc: ["'self'"],
+    imgSrc: ["'self'", "data:"],
+    baseUri: ["'none'"],
+    formAction: ["'self'"],
+    frameAncestors: ["'none'"],
+  },
+  xFrameOptions: "DENY",
+  // HTTPS policy belongs to the deployment's domain, not to two pages of one worker
+  strictTransportSecurity: false,
+});
 
 const CSS = `
 :root { color-scheme: light; --fg: #111827; --muted: #4b5563; --bg: #ffffff; --line: #d1d5db;
@@ -109,48 +105,43 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; background: var(--panel); 
 export interface PageOptions {
   title: string;
   nonce: string;
-  /** Main content (trusted, server-rendered HTML). */
-  body: string;
-  /** Header extra (trusted HTML). */
-  header?: string;
-  /** Inline script source (trusted; must not contain "</script"). */
+  body: Html;
+  header?: Html;
+  /** The page's browser script (a trusted file of this worker, run after layout.browser.js). */
   script: string;
 }
 
-export function renderPage(o: PageOptions): string {
-  if (o.script.includes("</script")) throw new Error("inline script must not contain </script");
-  return `<!doctype html>
+export function renderPage(o: PageOptions): Html {
+  const script = `${helpers}\n${o.script}`;
+  if (script.includes("</script")) throw new Error("an inline script must not contain </script");
+  return html`<!doctype html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="referrer" content="no-referrer">
-<title>${escapeHtml(o.title)}</title>
+<title>${o.title}</title>
 <link rel="icon" href="data:,">
-<style nonce="${o.nonce}">${CSS}</style>
+<style nonce="${o.nonce}">${raw(CSS)}</style>
 </head>
 <body>
 <a class="skip" href="#main">Skip to content</a>
-<header><h1>${escapeHtml(o.title)}</h1>${o.header ?? ""}</header>
+<header><h1>${o.title}</h1>${o.header ?? ""}</header>
 <main id="main" tabindex="-1">
 ${o.body}
 </main>
-<script nonce="${o.nonce}">${o.script}</script>
+<script nonce="${o.nonce}">${raw(script)}</script>
 </body>
 </html>`;
 }
 
-/** The HTML response with its CSP and the headers every dashboard page carries. */
-export function htmlResponse(html: string, nonce: string): Response {
-  return new Response(html, {
-    status: 200,
-    headers: {
-      "content-type": "text/html; charset=utf-8",
-      "content-security-policy": contentSecurityPolicy(nonce),
-      "x-content-type-options": "nosniff",
-      "referrer-policy": "no-referrer",
-      "cache-control": "no-store",
-      "x-frame-options": "DENY",
-    },
-  });
+/**
+ * Serves a dashboard page rendered with the nonce `pageHeaders` put in this response's CSP.
+ * Use behind `pageHeaders`.
+ */
+export function servePage(c: Context, render: (nonce: string) => Html): Response | Promise<Response> {
+  const nonce = c.get("secureHeadersNonce");
+  if (!nonce) throw new Error("servePage needs the pageHeaders middleware before it");
+  c.header("cache-control", "no-store");
+  return c.html(render(nonce), 200, { "Content-Type": "text/html; charset=utf-8" });
 }

@@ -1,5 +1,5 @@
 /**
- * Operator endpoints (admin key): dead letters, metrics, reconciliation. Mounted at /admin.
+ * The admin endpoints (admin key): dead letters, metrics, reconciliation. Mounted at /admin.
  *
  *   GET    /admin/dead-letters?queue=&state=&limit=&cursor=   list, newest first
  *   GET    /admin/dead-letters/:id                            one, with its body
@@ -9,9 +9,18 @@
  *   GET    /admin/metrics?month=YYYY-MM
  *   GET    /admin/reconciliation?limit=
  */
-import { ApiError, badRequest, notFound, requireKey } from "@aigate/shared";
+import { ApiError, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
 import { Hono } from "hono";
 import { z } from "zod";
+import {
+  type DeadLetterRow,
+  deadLetterById,
+  deadLettersPage,
+  latestReconciliationRuns,
+  metricsRows,
+  purgeByIds,
+  purgeReplayedInQueue,
+} from "../adminQueries";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
 import {
@@ -23,15 +32,6 @@ import {
   replayDeadLetters,
 } from "../deadLetters";
 import { metricsBody, monthWindow } from "../metrics";
-import {
-  type DeadLetterRow,
-  deadLetterById,
-  deadLettersPage,
-  latestReconciliationRuns,
-  metricsRows,
-  purgeByIds,
-  purgeReplayedInQueue,
-} from "../opsQueries";
 
 export const admin = new Hono<ApiEnv>();
 
@@ -76,13 +76,12 @@ function summary(row: DeadLetterRow) {
 }
 
 admin.get("/dead-letters", async (c) => {
-  const query = ListQuery.safeParse(c.req.query());
-  if (!query.success) throw invalidRequest(query.error);
-  const limit = query.data.limit ?? 50;
+  const query = parseInput(ListQuery, c.req.query());
+  const limit = query.limit ?? 50;
   const rows = await deadLettersPage(c.env.DB, {
-    queue: query.data.queue ?? null,
-    state: query.data.state ?? "all",
-    after: query.data.cursor ? decodeCursor(query.data.cursor) : null,
+    queue: query.queue ?? null,
+    state: query.state ?? "all",
+    after: query.cursor ? decodeCursor(query.cursor) : null,
     limit: limit + 1,
   });
   const page = rows.slice(0, limit);
@@ -193,9 +192,8 @@ admin.get("/metrics", async (c) => {
 const ReconciliationQuery = z.object({ limit: Limit(50).optional() });
 
 admin.get("/reconciliation", async (c) => {
-  const query = ReconciliationQuery.safeParse(c.req.query());
-  if (!query.success) throw invalidRequest(query.error);
-  const rows = await latestReconciliationRuns(c.env.DB, query.data.limit ?? 10);
+  const query = parseInput(ReconciliationQuery, c.req.query());
+  const rows = await latestReconciliationRuns(c.env.DB, query.limit ?? 10);
   return c.json({
     runs: rows.map((r) => ({
       id: r.id,
@@ -215,12 +213,4 @@ function parseReport(text: string): unknown {
   } catch {
     return text;
   }
-}
-
-function invalidRequest(error: z.ZodError): ApiError {
-  return badRequest(
-    "invalid_request",
-    "the request is not valid",
-    error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
-  );
 }

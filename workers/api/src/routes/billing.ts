@@ -2,12 +2,13 @@
  * The billing API (contract v1), for end users holding a user token:
  * GET /usage, GET /sessions, POST /checkout, POST /portal under /api/billing.
  */
-import { ApiError, accountStatus, badRequest, DEFAULTS, intSetting, PaidPlanId } from "@aigate/shared";
+import { ApiError, accountStatus, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { Hono } from "hono";
 import { z } from "zod";
 import { verifyUserToken } from "../auth";
 import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout";
+import type { ApiConfig } from "../config";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
 import { activeLeases, billableSessions, failedSessions, sessionsPage, stripeCustomerOf } from "../queries";
@@ -16,7 +17,7 @@ import { usageBody } from "../usage";
 export const billing = new Hono<ApiEnv>();
 
 billing.use("*", async (c, next) => {
-  const userId = await verifyUserToken(c.req.header("authorization"), c.env.USER_TOKEN_SECRET);
+  const userId = await verifyUserToken(c.req.header("authorization"), c.var.config.userTokenSecret);
   c.set("userId", userId);
   c.set("log", c.get("log").child({ user_id: userId }));
   await next();
@@ -25,9 +26,8 @@ billing.use("*", async (c, next) => {
 billing.get("/usage", async (c) => {
   const userId = c.get("userId");
   const now = Date.now();
-  const graceDays = intSetting(c.env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS);
-  const leaseTtlMs = intSetting(c.env.LEASE_TTL_SECONDS, DEFAULTS.LEASE_TTL_SECONDS, 1) * 1000;
-  const account = await accountStatus(c.env.DB, userId, now, graceDays);
+  const { pastDueGraceDays, leaseTtlMs } = c.var.config;
+  const account = await accountStatus(c.env.DB, userId, now, pastDueGraceDays);
   const period = account.currentPeriod;
   const [billable, failed, active] = await Promise.all([
     billableSessions(c.env.DB, userId, account.plan, period.start),
@@ -57,10 +57,9 @@ const SessionsQuery = z.object({
 });
 
 billing.get("/sessions", async (c) => {
-  const query = SessionsQuery.safeParse(c.req.query());
-  if (!query.success) throw invalidRequest(query.error);
-  const limit = query.data.limit ?? 20;
-  const after = query.data.cursor ? decodeCursor(query.data.cursor) : null;
+  const query = parseInput(SessionsQuery, c.req.query());
+  const limit = query.limit ?? 20;
+  const after = query.cursor ? decodeCursor(query.cursor) : null;
   const rows = await sessionsPage(c.env.DB, c.get("userId"), after, limit + 1);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
@@ -83,13 +82,10 @@ billing.get("/sessions", async (c) => {
 const CheckoutBody = z.object({ plan: PaidPlanId });
 
 billing.post("/checkout", async (c) => {
-  const body = CheckoutBody.safeParse(await c.req.json().catch(() => undefined));
-  if (!body.success) throw invalidRequest(body.error);
-  const { plan } = body.data;
+  const { plan } = parseInput(CheckoutBody, await c.req.json().catch(() => undefined));
   const userId = c.get("userId");
   const now = Date.now();
-  const graceDays = intSetting(c.env.PAST_DUE_GRACE_DAYS, DEFAULTS.PAST_DUE_GRACE_DAYS);
-  const account = await accountStatus(c.env.DB, userId, now, graceDays);
+  const account = await accountStatus(c.env.DB, userId, now, c.var.config.pastDueGraceDays);
   if (account.plan === plan)
     throw new ApiError(409, "already_on_plan", `you are already on the ${plan} plan`);
   if (account.plan !== "free") {
@@ -100,13 +96,13 @@ billing.post("/checkout", async (c) => {
       `you are on the ${account.plan} plan: change plans in the billing portal`,
     );
   }
-  const stripe = createStripe(c.env);
+  const stripe = createStripe(c.var.config.stripe);
   const customerId = await ensureStripeCustomer(c.env.DB, stripe, userId, now);
   const session = await createCheckout(stripe, {
     userId,
     customerId,
     plan,
-    baseUrl: baseUrl(c.env, c.req.url),
+    baseUrl: baseUrl(c.var.config, c.req.url),
   });
   c.get("log").info("checkout session created", { plan, checkout_session_id: session.id });
   return c.json(session);
@@ -116,17 +112,11 @@ billing.post("/portal", async (c) => {
   const customerId = await stripeCustomerOf(c.env.DB, c.get("userId"));
   if (!customerId)
     throw new ApiError(409, "no_stripe_customer", "no billing account yet: subscribe to a plan first");
-  return c.json(await createPortal(createStripe(c.env), customerId, baseUrl(c.env, c.req.url)));
+  return c.json(
+    await createPortal(createStripe(c.var.config.stripe), customerId, baseUrl(c.var.config, c.req.url)),
+  );
 });
 
-function baseUrl(env: Env, requestUrl: string): string {
-  return (env.APP_BASE_URL || new URL(requestUrl).origin).replace(/\/+$/, "");
-}
-
-function invalidRequest(error: z.ZodError): ApiError {
-  return badRequest(
-    "invalid_request",
-    "the request is not valid",
-    error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
-  );
+function baseUrl(config: ApiConfig, requestUrl: string): string {
+  return (config.appBaseUrl || new URL(requestUrl).origin).replace(/\/+$/, "");
 }

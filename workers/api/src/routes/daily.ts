@@ -2,13 +2,13 @@
  * GET /api/billing/daily?days=30 (user token): the caller's sessions per UTC day, for the billing
  * page's chart. An additive extension of contract v1 (docs/api-billing.md).
  */
-import { badRequest } from "@aigate/shared";
+import { parseInput } from "@aigate/shared";
 import { Hono } from "hono";
 import { z } from "zod";
 import { verifyUserToken } from "../auth";
 import type { ApiEnv } from "../context";
-import { dailyEntries, dayRange } from "../daily";
-import { dailyRollups } from "../opsQueries";
+import { dailyEntries, dayRange } from "../dailyUsage";
+import { dailyRollups } from "../queries";
 
 export const daily = new Hono<ApiEnv>();
 
@@ -23,16 +23,9 @@ const DailyQuery = z.object({
 
 daily.get("/daily", async (c) => {
   // Verified here, not by a shared middleware, so the route is safe wherever it is mounted.
-  const userId = await verifyUserToken(c.req.header("authorization"), c.env.USER_TOKEN_SECRET);
-  const query = DailyQuery.safeParse(c.req.query());
-  if (!query.success) {
-    throw badRequest(
-      "invalid_request",
-      "the request is not valid",
-      query.error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message })),
-    );
-  }
-  const range = dayRange(Date.now(), query.data.days ?? 30);
+  const userId = await verifyUserToken(c.req.header("authorization"), c.var.config.userTokenSecret);
+  const query = parseInput(DailyQuery, c.req.query());
+  const range = dayRange(Date.now(), query.days ?? 30);
   const rows = await dailyRollups(c.env.DB, userId, range.from, range.to);
   return c.json({ from: range.from, to: range.to, days: dailyEntries(range.list, rows) });
 });

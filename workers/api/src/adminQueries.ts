@@ -1,7 +1,7 @@
 /**
- * SQL of the operations features: dead letters (drained, listed, replayed, purged), the monthly
- * metrics aggregates, reconciliation runs, and the daily usage rollups of the billing page.
- * Operator statements are scoped by the admin routes; the daily rollups filter by user id.
+ * SQL of the admin area: dead letters (drained, listed, replayed, purged), the monthly metrics
+ * aggregates and reconciliation runs. Every statement is reached only behind the admin key
+ * (routes/admin.ts) or from the dead-letter drain.
  */
 import type { Cursor } from "./cursor";
 
@@ -243,31 +243,5 @@ export async function latestReconciliationRuns(
     .prepare("SELECT * FROM reconciliation_runs ORDER BY started_at DESC, id DESC LIMIT ?1")
     .bind(limit)
     .all<ReconciliationRunRow>();
-  return results;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Daily usage of one user (written by the classifier with each verdict).
-
-export interface DailyRollupRow {
-  day: string;
-  reason: string;
-  sessions: number;
-  audio_ms: number;
-}
-
-export async function dailyRollups(
-  db: D1Database,
-  userId: string,
-  fromDay: string,
-  toDay: string,
-): Promise<DailyRollupRow[]> {
-  const { results } = await db
-    .prepare(
-      `SELECT day, reason, sessions, audio_ms FROM daily_rollups
-       WHERE user_id = ?1 AND day >= ?2 AND day <= ?3 ORDER BY day, reason`,
-    )
-    .bind(userId, fromDay, toDay)
-    .all<DailyRollupRow>();
   return results;
 }

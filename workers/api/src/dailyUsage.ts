@@ -3,7 +3,7 @@
  * per UTC day (days without sessions included, as zeros). Pure: the route reads the rows.
  */
 import { utcDay } from "@aigate/shared";
-import type { DailyRollupRow } from "./opsQueries";
+import type { DailyRollupRow } from "./queries";
 
 const DAY_MS = 86_400_000;
 

@@ -1,0 +1,26 @@
+/** The api worker's settings: its vars and secrets, parsed once per request with zod. */
+import { type AccountSettings, AccountVars, parseVars, StripeVars } from "@aigate/shared";
+import type { StripeEnv } from "@aigate/shared/stripe";
+import { z } from "zod";
+
+const ApiVars = z.object({
+  /** Where Stripe sends users back to; empty means the request's own origin. */
+  APP_BASE_URL: z.string().optional(),
+  USER_TOKEN_SECRET: z.string(),
+});
+
+export interface ApiConfig extends AccountSettings {
+  appBaseUrl: string | undefined;
+  userTokenSecret: string;
+  stripe: StripeEnv;
+}
+
+export function readConfig(env: Env): ApiConfig {
+  const vars = parseVars(ApiVars, env);
+  return {
+    ...parseVars(AccountVars, env),
+    appBaseUrl: vars.APP_BASE_URL,
+    userTokenSecret: vars.USER_TOKEN_SECRET,
+    stripe: parseVars(StripeVars, env),
+  };
+}

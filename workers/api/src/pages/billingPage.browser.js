@@ -1,0 +1,362 @@
+// @ts-check
+/**
+ * The billing page's browser script (run after layout.browser.js). It takes the user token from
+ * the URL fragment `#token=...` (then keeps it in sessionStorage and clears the fragment) or from
+ * the paste box, and shows the billing API's usage, sessions and daily usage; its buttons open
+ * checkout and the billing portal.
+ *
+ * The parts of the billing API's answers it reads (docs/api-billing.md):
+ * @typedef {{ name: string, perSessionCents: number, includedSessions: number }} CatalogPlan
+ * @typedef {{ plan: string, sessions_this_month: number, quota: number | null, period_start: string,
+ *   period_end: string, estimated_cost_cents: number, failed_sessions: number, active_sessions: number,
+ *   concurrent_limit: number | null, warning: boolean }} Usage
+ * @typedef {{ created_at: string, session_id: string, project_id: string, audio_ms: number,
+ *   billable: boolean, charged: boolean, reason: string }} SessionRow
+ * @typedef {{ sessions: SessionRow[], next_cursor: string | null }} SessionsPage
+ * @typedef {{ day: string, sessions: number, billable: number, not_charged: number,
+ *   not_charged_by_reason: Record<string, number> }} DailyEntry
+ * @typedef {{ from: string, to: string, days: DailyEntry[] }} DailyUsage
+ */
+(() => {
+  const KEY = "aigate.userToken";
+  /** @type {Record<string, CatalogPlan>} */
+  const PLANS = JSON.parse(byId("catalog").textContent ?? "null");
+  /** @type {ApiAccess} */
+  const access = { storageKey: KEY, refusedStatuses: [401], missingMessage: "", refusedMessage: "" };
+  /** @type {string | null} */
+  let nextCursor = null;
+
+  /**
+   * @param {string} path
+   * @param {{ method?: string, body?: string }} [init]
+   */
+  const api = (path, init) => callApi(access, path, init);
+
+  /** @param {string} id */
+  const plan = (id) => PLANS[id] ?? { name: id, perSessionCents: 0, includedSessions: 0 };
+
+  /** @param {string} iso */
+  function dateUtc(iso) {
+    return new Date(iso).toLocaleDateString(undefined, {
+      timeZone: "UTC",
+      year: "numeric",
+      month: "short",
+      day: "numeric",
+    });
+  }
+
+  function takeToken() {
+    const m = /(?:^|&)token=([^&]+)/.exec(location.hash.slice(1));
+    if (m?.[1]) {
+      sessionStorage.setItem(KEY, decodeURIComponent(m[1]));
+      history.replaceState(null, "", location.pathname + location.search);
+    }
+    return sessionStorage.getItem(KEY);
+  }
+
+  /** @param {string} message */
+  function showSignin(message) {
+    byId("content").hidden = true;
+    byId("signout").hidden = true;
+    byId("signin").hidden = false;
+    notice(message, Boolean(message));
+  }
+
+  /** @param {Usage} u */
+  function renderUsage(u) {
+    const current = plan(u.plan);
+    byId("plan-name").textContent = current.name;
+    const used = u.sessions_this_month;
+    byId("usage-count").textContent =
+      u.quota === null ? `${used} sessions this month` : `${used} / ${u.quota} sessions this month`;
+    const bar = byIdAs("usage-bar", HTMLProgressElement);
+    bar.hidden = u.quota === null;
+    if (u.quota !== null) {
+      bar.max = u.quota;
+      bar.value = Math.min(used, u.quota);
+    }
+    const lastDay = new Date(Date.parse(u.period_end) - 1).toISOString();
+    byId("usage-period").textContent =
+      `Billing period: ${dateUtc(u.period_start)} to ${dateUtc(lastDay)} (UTC)`;
+    byId("usage-cost").textContent = `Estimated cost this period: ${dollars(u.estimated_cost_cents)}`;
+    byId("usage-failed").textContent =
+      `${u.failed_sessions}${u.failed_sessions === 1 ? " session" : " sessions"} not charged this period`;
+    byId("usage-active").textContent =
+      u.concurrent_limit === null
+        ? `${u.active_sessions} active now`
+        : `${u.active_sessions} of ${u.concurrent_limit} concurrent sessions active now`;
+
+    const isFree = u.plan === "free";
+    for (const card of queryAllAs(document, "[data-plan-card]", HTMLElement)) {
+      queryAs(card, ".current", HTMLElement).hidden = card.getAttribute("data-plan-card") !== u.plan;
+    }
+    for (const b of queryAllAs(document, "button.upgrade", HTMLButtonElement)) b.hidden = !isFree;
+    byId("portal").hidden = isFree;
+
+    const banner = byId("banner");
+    const actions = byId("banner-actions");
+    actions.textContent = "";
+    banner.hidden = !u.warning;
+    if (u.warning && u.quota !== null) {
+      const pct = Math.floor((used * 100) / u.quota);
+      if (isFree) {
+        byId("banner-text").textContent =
+          `You have used ${used} of your ${u.quota} free sessions this month (${pct} %). ` +
+          "New sessions are refused once the quota is used up: upgrade to keep your app running.";
+        for (const id of ["payg", "pro"]) {
+          const b = el("button", `Upgrade to ${plan(id).name}`);
+          b.type = "button";
+          b.className = "upgrade-cta";
+          b.setAttribute("data-plan", id);
+          b.addEventListener("click", () => checkout(id, b));
+          actions.appendChild(b);
+        }
+      } else {
+        byId("banner-text").textContent =
+          `You have used ${used} of the ${u.quota} sessions included in ${current.name} (${pct} %). ` +
+          `Further sessions cost ${dollars(current.perSessionCents)} each.`;
+      }
+    }
+  }
+
+  /** @param {SessionRow} s */
+  function resultText(s) {
+    if (!s.billable) return `not charged: ${s.reason}`;
+    return s.charged ? "charged" : "billable";
+  }
+
+  /**
+   * @param {SessionsPage} page
+   * @param {boolean} append
+   */
+  function renderSessions(page, append) {
+    const body = queryAs(byId("sessions-table"), "tbody", HTMLElement);
+    if (!append) body.textContent = "";
+    for (const s of page.sessions) {
+      body.appendChild(
+        row([
+          el("td", new Date(s.created_at).toLocaleString()),
+          el("td", s.session_id, "mono"),
+          el("td", s.project_id, "mono hide-narrow"),
+          el("td", `${(s.audio_ms / 1000).toFixed(1)} s`, "num"),
+          el("td", resultText(s), s.billable ? "" : "not-charged"),
+        ]),
+      );
+    }
+    byId("sessions-empty").hidden = body.children.length > 0;
+    nextCursor = page.next_cursor;
+    byId("sessions-more").hidden = !nextCursor;
+  }
+
+  const SVG = "http://www.w3.org/2000/svg";
+  /**
+   * @param {string} tag
+   * @param {Record<string, string | number>} attrs
+   * @param {string} [text]
+   */
+  function svg(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, String(v));
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  /** @param {DailyUsage} d */
+  function renderDaily(d) {
+    const days = d.days;
+    const chart = byId("chart");
+    // Drawn at the container's width, so its text keeps its size on a phone.
+    const W = Math.max(300, Math.round(chart.clientWidth) || 600);
+    const H = 180;
+    const top = 12;
+    const bottom = 24;
+    const left = 30;
+    const max = Math.max(1, ...days.map((x) => x.sessions));
+    const slot = (W - left) / days.length;
+    const bw = Math.max(2, slot * 0.7);
+    const scale = (H - top - bottom) / max;
+    let totalOk = 0;
+    let totalBad = 0;
+    let busiest = days[0];
+    for (const x of days) {
+      totalOk += x.billable;
+      totalBad += x.not_charged;
+      if (!busiest || x.sessions > busiest.sessions) busiest = x;
+    }
+    const root = svg("svg", {
+      viewBox: `0 0 ${W} ${H}`,
+      role: "img",
+      "aria-labelledby": "chart-title",
+      "aria-describedby": "chart-desc",
+    });
+    root.appendChild(svg("title", { id: "chart-title" }, `Sessions per day, ${d.from} to ${d.to} (UTC)`));
+    const busiestText =
+      busiest && busiest.sessions > 0
+        ? `; busiest day ${busiest.day} with ${busiest.sessions} sessions.`
+        : ".";
+    root.appendChild(
+      svg(
+        "desc",
+        { id: "chart-desc" },
+        `${totalOk} successful and ${totalBad} not charged sessions in ${days.length} days${busiestText}` +
+          " The table below lists every day.",
+      ),
+    );
+    const axis = { "text-anchor": "end", "font-size": 12, fill: "#374151" };
+    root.appendChild(svg("line", { x1: left, y1: H - bottom, x2: W, y2: H - bottom, stroke: "#6b7280" }));
+    root.appendChild(svg("text", { x: left - 4, y: top + 4, ...axis }, String(max)));
+    root.appendChild(svg("text", { x: left - 4, y: H - bottom, ...axis }, "0"));
+    days.forEach((x, i) => {
+      const xPos = left + i * slot + (slot - bw) / 2;
+      const okH = x.billable * scale;
+      const badH = x.not_charged * scale;
+      if (okH > 0) {
+        root.appendChild(
+          svg("rect", { x: xPos, y: H - bottom - okH, width: bw, height: okH, fill: "#1d4ed8" }),
+        );
+      }
+      if (badH > 0) {
+        root.appendChild(
+          svg("rect", { x: xPos, y: H - bottom - okH - badH, width: bw, height: badH, fill: "#b45309" }),
+        );
+      }
+      const last = days.length - 1;
+      if (i === 0 || i === last || i === Math.floor(days.length / 2)) {
+        const anchor = i === 0 ? "start" : i === last ? "end" : "middle";
+        const xText = i === 0 ? xPos : i === last ? xPos + bw : xPos + bw / 2;
+        const label = { x: xText, y: H - 6, "text-anchor": anchor, "font-size": 12, fill: "#374151" };
+        root.appendChild(svg("text", label, x.day.slice(5)));
+      }
+    });
+    chart.textContent = "";
+    chart.appendChild(root);
+
+    const body = queryAs(byId("daily-table"), "tbody", HTMLElement);
+    body.textContent = "";
+    for (const x of days.slice().reverse()) {
+      const reasons = Object.entries(x.not_charged_by_reason)
+        .map(([reason, n]) => `${reason}: ${n}`)
+        .join(", ");
+      body.appendChild(
+        row([
+          el("td", x.day),
+          el("td", x.billable, "num"),
+          el("td", x.not_charged, "num"),
+          el("td", reasons),
+        ]),
+      );
+    }
+  }
+
+  /**
+   * @param {string} planId
+   * @param {HTMLButtonElement} button
+   */
+  async function checkout(planId, button) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    notice("Opening checkout...");
+    try {
+      /** @type {{ url: string }} */
+      const s = await api("/api/billing/checkout", {
+        method: "POST",
+        body: JSON.stringify({ plan: planId }),
+      });
+      location.assign(s.url);
+    } catch (e) {
+      handleError(e);
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
+    }
+  }
+
+  /** @param {HTMLButtonElement} button */
+  async function portal(button) {
+    button.disabled = true;
+    try {
+      /** @type {{ url: string }} */
+      const p = await api("/api/billing/portal", { method: "POST" });
+      location.assign(p.url);
+    } catch (e) {
+      handleError(e);
+      button.disabled = false;
+    }
+  }
+
+  /** @param {unknown} e */
+  function handleError(e) {
+    if (e instanceof AuthError) showSignin("Your token is missing or expired. Paste a new one.");
+    else notice(errorText(e), true);
+  }
+
+  /** @returns {Promise<Usage | null>} */
+  async function load() {
+    const main = byId("main");
+    main.setAttribute("aria-busy", "true");
+    try {
+      /** @type {[Usage, SessionsPage, DailyUsage]} */
+      const [usage, sessions, daily] = await Promise.all([
+        api("/api/billing/usage"),
+        api("/api/billing/sessions?limit=20"),
+        api("/api/billing/daily?days=30"),
+      ]);
+      byId("signin").hidden = true;
+      byId("content").hidden = false;
+      byId("signout").hidden = false;
+      renderUsage(usage);
+      renderSessions(sessions, false);
+      renderDaily(daily);
+      document.body.setAttribute("data-loaded", "true");
+      return usage;
+    } catch (e) {
+      handleError(e);
+      return null;
+    } finally {
+      main.removeAttribute("aria-busy");
+    }
+  }
+
+  for (const b of queryAllAs(document, "button.upgrade", HTMLButtonElement)) {
+    b.addEventListener("click", () => checkout(b.getAttribute("data-plan") ?? "", b));
+  }
+  const portalButton = byIdAs("portal", HTMLButtonElement);
+  portalButton.addEventListener("click", () => portal(portalButton));
+  byId("sessions-more").addEventListener("click", async () => {
+    try {
+      const cursor = encodeURIComponent(nextCursor ?? "");
+      renderSessions(await api(`/api/billing/sessions?limit=20&cursor=${cursor}`), true);
+    } catch (e) {
+      handleError(e);
+    }
+  });
+  byId("signout").addEventListener("click", () => {
+    sessionStorage.removeItem(KEY);
+    showSignin("");
+  });
+  onCredentialSubmit(access, "token-form", byIdAs("token-input", HTMLTextAreaElement), load);
+
+  const params = new URLSearchParams(location.search);
+  const returned = params.get("checkout");
+  if (returned) history.replaceState(null, "", location.pathname + location.hash);
+
+  if (!takeToken()) {
+    showSignin("");
+    return;
+  }
+  load().then((usage) => {
+    if (returned === "canceled") notice("Checkout was canceled: nothing was charged.");
+    if (returned === "success" && usage) {
+      notice("Thank you! Your payment is being confirmed; your plan updates in a moment.");
+      let tries = 0;
+      const timer = setInterval(() => {
+        tries += 1;
+        load().then((u) => {
+          if ((u && u.plan !== "free") || tries >= 12) {
+            clearInterval(timer);
+            if (u && u.plan !== "free") notice(`You are now on ${plan(u.plan).name}.`);
+          }
+        });
+      }, 5000);
+    }
+  });
+})();
