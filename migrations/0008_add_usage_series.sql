@@ -34,7 +34,13 @@ ALTER TABLE subscriptions ADD COLUMN pending_plan TEXT;
 ALTER TABLE subscriptions ADD COLUMN pending_effective_at INTEGER;
 
 -- usage_periods is the series table: the window's end follows Stripe; the meter and price it bills;
--- frozen once Stripe billed it (stripe_billed sessions, on stripe_invoice_id).
+-- seq_top, the highest rank given (ranks of sessions moved out by re-attribution are not reused);
+-- frozen once Stripe billed it (stripe_billed sessions, on stripe_invoice_id, ranks up to
+-- billed_seq); adjusted, the sessions (negative: credited) billed by adjustments since.
+ALTER TABLE usage_periods ADD COLUMN seq_top INTEGER NOT NULL DEFAULT 0;
+UPDATE usage_periods SET seq_top = billable_sessions;
+ALTER TABLE usage_periods ADD COLUMN billed_seq INTEGER;
+ALTER TABLE usage_periods ADD COLUMN adjusted INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE usage_periods ADD COLUMN meter_event_name TEXT;
 ALTER TABLE usage_periods ADD COLUMN stripe_price_id TEXT;
 ALTER TABLE usage_periods ADD COLUMN frozen_at INTEGER;
@@ -45,6 +51,10 @@ DROP INDEX idx_usage_periods_open_paid;
 -- Paid series whose total Stripe has not confirmed (it may also have gone down), for the sweep.
 CREATE INDEX idx_usage_periods_unposted ON usage_periods (stripe_customer_id)
   WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL AND billable_sessions <> posted_total;
+-- Frozen paid series whose sessions differ from what Stripe billed plus adjustments so far.
+CREATE INDEX idx_usage_periods_adjust ON usage_periods (stripe_customer_id)
+  WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NOT NULL
+    AND billable_sessions <> coalesce(stripe_billed, 0) + adjusted;
 -- Paid series not frozen yet, per subscription, for freezing when Stripe invoices them.
 CREATE INDEX idx_usage_periods_live ON usage_periods (stripe_subscription_id, period_end)
   WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL;
@@ -52,12 +62,13 @@ CREATE INDEX idx_usage_periods_live ON usage_periods (stripe_subscription_id, pe
 -- Sessions billed by us rather than by the meter: a frozen series counted more (or fewer) sessions
 -- than Stripe billed; the difference is an invoice item priced with the series' price.
 CREATE TABLE usage_adjustments (
-  id TEXT PRIMARY KEY,                 -- <user>|<plan>|<period_start>|<from_seq>|<to_seq>
+  id TEXT PRIMARY KEY,                 -- <user>|<plan>|<period_start>|<sessions covered before>|<after>
   user_id TEXT NOT NULL,
   plan TEXT NOT NULL,
   period_start INTEGER NOT NULL,
   stripe_customer_id TEXT NOT NULL,
-  from_seq INTEGER NOT NULL,           -- sessions (from_seq, to_seq] of the series; to < from is a credit
+  sessions INTEGER NOT NULL,           -- how many sessions it bills (negative: a credit)
+  from_seq INTEGER NOT NULL,           -- the series' sessions ranked (from_seq, to_seq]
   to_seq INTEGER NOT NULL,
   amount_cents INTEGER NOT NULL,
   currency TEXT NOT NULL,

@@ -5,7 +5,7 @@
  *   npm run stripe:setup                                   # the local emulator (127.0.0.1:$STRIPE_EMULATOR_PORT)
  *   STRIPE_SECRET_KEY=sk_live_... STRIPE_API_BASE= npm run stripe:setup   # real Stripe
  *
- * Env: STRIPE_SECRET_KEY, STRIPE_API_BASE (empty = real Stripe), STRIPE_METER_EVENT_NAME, and
+ * Env: STRIPE_SECRET_KEY, STRIPE_API_BASE (empty = real Stripe), STRIPE_METER_PREFIX (meters <prefix>_<plan>_sessions), and
  * STRIPE_EMULATOR_PORT (12111), the emulator's port as `npm run dev` uses it.
  * `--json` prints the ids as JSON instead of the report.
  */

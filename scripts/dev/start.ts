@@ -91,7 +91,7 @@ AI Gate Billing is up on ${stack.url}
   webhooks   ${stack.url}/api/webhooks/stripe  secret whsec_dev
   operators  ${stack.url}/admin/metrics        Authorization: Bearer aig_dev_admin
   dashboard  ${stack.url}/
-  Stripe emulator ${stack.stripeUrl} (meter ${stack.catalog.meterEventName})
+  Stripe emulator ${stack.stripeUrl} (meters ${stack.catalog.meters.payg.eventName}, ${stack.catalog.meters.pro.eventName})
 Ctrl-C stops everything.`);
 }
 

@@ -6,12 +6,12 @@
  */
 import {
   type AccountHistory,
+  attribute,
   type BillingPeriodEntry,
   type PlanHistoryEntry,
+  planAt,
   type Series,
   type SubscriptionEntry,
-  attribute,
-  planAt,
 } from "./attribution";
 import { calendarMonth, type Period } from "./periods";
 import type { PaidPlanId, PlanId } from "./plans";

@@ -62,7 +62,7 @@ export interface Series {
 
 export type Attribution = { ok: true; series: Series } | { ok: false; reason: string };
 
-export function seriesKey(userId: string, plan: PlanId, start: number): string {
+export function seriesKey(userId: string, plan: string, start: number): string {
   return `${userId}|${plan}|${start}`;
 }
 

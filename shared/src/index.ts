@@ -1,5 +1,6 @@
 export * from "./accounts";
 export * from "./apiKeys";
+export * from "./attribution";
 export * from "./chunks";
 export * from "./config";
 export * from "./crypto";
@@ -12,5 +13,7 @@ export * from "./log";
 export * from "./messages";
 export * from "./periods";
 export * from "./plans";
+export * from "./pricing";
 export * from "./retry";
 export * from "./rules";
+export * from "./series";

@@ -3,6 +3,7 @@
  */
 import { z } from "zod";
 import { TelemetryEvent } from "./events";
+import { PaidPlanId } from "./plans";
 import { VerdictReason } from "./rules";
 
 export const QUEUES = {
@@ -34,7 +35,11 @@ export type JudgeMessage = z.infer<typeof JudgeMessage>;
 export const TelemetryMessage = z.discriminatedUnion("kind", [EventsMessage, JudgeMessage]);
 export type TelemetryMessage = z.infer<typeof TelemetryMessage>;
 
-/** A final verdict, sent once per session (redelivery may repeat it: key = session_id). */
+/**
+ * Version 1 of the verdicts queue: one final verdict per session. The classifier now records usage
+ * with the verdict and sends UsageMessage; the biller still reads this shape (dead letters parked
+ * before the change can be replayed): it posts the session's series.
+ */
 export const VerdictMessage = z.object({
   v: z.literal(1),
   kind: z.literal("verdict"),
@@ -49,6 +54,27 @@ export const VerdictMessage = z.object({
   judged_at: z.number(),
 });
 export type VerdictMessage = z.infer<typeof VerdictMessage>;
+
+/** A paid usage series: (user, plan, window start). */
+export const SeriesRef = z.object({ user_id: z.string(), plan: PaidPlanId, period_start: z.int() });
+export type SeriesRef = z.infer<typeof SeriesRef>;
+
+/**
+ * The classifier judged sessions and added the billable ones to these paid series (usage is
+ * recorded with the verdict, in D1): the biller posts their totals. One message per judge run,
+ * however many sessions; idempotent (the totals are read from D1 when posting).
+ */
+export const UsageMessage = z.object({
+  v: z.literal(2),
+  kind: z.literal("usage"),
+  series: z.array(SeriesRef).min(1),
+  judged: z.int().min(0),
+  judged_at: z.number(),
+});
+export type UsageMessage = z.infer<typeof UsageMessage>;
+
+export const BillerMessage = z.discriminatedUnion("kind", [UsageMessage, VerdictMessage]);
+export type BillerMessage = z.infer<typeof BillerMessage>;
 
 /** Cloudflare Queues limits that shape how producers pack messages. */
 export const QUEUE_LIMITS = {

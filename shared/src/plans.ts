@@ -3,6 +3,7 @@
  * Money is integer cents.
  */
 import { z } from "zod";
+import type { MeteredPrice } from "./pricing";
 
 export const PlanId = z.enum(["free", "payg", "pro"]);
 export type PlanId = z.infer<typeof PlanId>;
@@ -64,6 +65,23 @@ export const PLANS: Record<PlanId, Plan> = {
     stripeLookupKeys: [PRICE_LOOKUP_KEYS.proMonthly, PRICE_LOOKUP_KEYS.proSession],
   },
 };
+
+/**
+ * A paid plan's metered price as the catalog defines it (graduated tiers for pro's included
+ * sessions). Stripe's own price object is used whenever a series names one.
+ */
+export function catalogMeteredPrice(plan: PaidPlanId): MeteredPrice {
+  const p = PLANS[plan];
+  if (p.includedSessions === 0) return { kind: "per_unit", unit_amount: p.perSessionCents, currency: "usd" };
+  return {
+    kind: "graduated",
+    currency: "usd",
+    tiers: [
+      { up_to: p.includedSessions, unit_amount: 0, flat_amount: 0 },
+      { up_to: null, unit_amount: p.perSessionCents, flat_amount: 0 },
+    ],
+  };
+}
 
 /** The quota shown to users: the free cap, pro's included sessions, none for payg. */
 export function displayedQuota(plan: PlanId): number | null {

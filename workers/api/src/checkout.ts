@@ -4,6 +4,7 @@
  * concurrent requests (a double click) make one customer.
  */
 import { ApiError, type PaidPlanId, PLANS } from "@aigate/shared";
+import { findPortalConfiguration } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 import { recordStripeCustomer, stripeCustomerOf } from "./queries";
 
@@ -45,7 +46,11 @@ export async function createCheckout(
     client_reference_id: opts.userId,
     line_items: await planLineItems(stripe, opts.plan),
     metadata: { user_id: opts.userId, plan: opts.plan },
-    subscription_data: { metadata: { user_id: opts.userId, plan: opts.plan } },
+    // flexible billing mode, explicitly: a plan change then bills the usage reported at the old price
+    subscription_data: {
+      metadata: { user_id: opts.userId, plan: opts.plan },
+      billing_mode: { type: "flexible" },
+    },
     success_url: `${opts.baseUrl}/?checkout=success&session_id={CHECKOUT_SESSION_ID}`,
     cancel_url: `${opts.baseUrl}/?checkout=canceled`,
   });
@@ -53,10 +58,17 @@ export async function createCheckout(
   return { id: session.id, url: session.url };
 }
 
+/** Our portal configuration's id (found by its metadata; cached for the isolate). */
+let portalConfiguration: string | null = null;
+
 export async function createPortal(stripe: Stripe, customerId: string, baseUrl: string) {
+  portalConfiguration ??= await findPortalConfiguration(stripe);
+  if (!portalConfiguration)
+    throw new ApiError(503, "billing_unavailable", "the customer portal is not set up in Stripe yet");
   const session = await stripe.billingPortal.sessions.create({
     customer: customerId,
     return_url: `${baseUrl}/`,
+    configuration: portalConfiguration,
   });
   return { url: session.url };
 }

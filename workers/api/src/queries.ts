@@ -5,7 +5,7 @@
 import type { PlanId } from "@aigate/shared";
 import type { Cursor } from "./cursor";
 
-/** Billable sessions attributed to a plan in one period (usage_periods, kept by the biller). */
+/** Billable sessions of one usage series (usage_periods, counted with each verdict). */
 export async function billableSessions(db: D1Database, userId: string, plan: PlanId, periodStart: number) {
   const row = await db
     .prepare(
@@ -16,12 +16,12 @@ export async function billableSessions(db: D1Database, userId: string, plan: Pla
   return row?.billable_sessions ?? 0;
 }
 
-/** Sessions judged unbillable among those created in [start, end) (session_usage). */
+/** Sessions judged unbillable among those billed at a time in [start, end) (idx_sessions_user_billed). */
 export async function failedSessions(db: D1Database, userId: string, start: number, end: number) {
   const row = await db
     .prepare(
-      `SELECT count(*) AS n FROM session_usage
-       WHERE user_id = ?1 AND created_at >= ?2 AND created_at < ?3 AND status = 'failed'`,
+      `SELECT count(*) AS n FROM sessions
+       WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3 AND billable = 0`,
     )
     .bind(userId, start, end)
     .first<{ n: number }>();
@@ -44,30 +44,47 @@ export async function activeLeases(db: D1Database, userId: string, now: number, 
   return row?.n ?? 0;
 }
 
-export interface SessionUsageRow {
-  id: string;
+export interface SessionRow {
   session_id: string;
   project_id: string;
-  created_at: number;
-  status: "success" | "failed";
+  /** The billing time: the session's creation as we bound it. */
+  billed_at: number;
+  billable: number;
   reason: string;
-  duration_ms: number | null;
-  charged: number;
-  stripe_invoice_id: string | null;
+  audio_ms: number;
+  plan: PlanId | null;
+  /** The invoice that charges the session, once finalized (its series' invoice, or an adjustment's). */
+  invoice_id: string | null;
 }
 
-/** One page of a user's sessions, newest first, strictly after `after` (idx_usage_user_created). */
+/**
+ * Where a billable session of a paid series is charged: the series' invoice when Stripe billed it
+ * (its rank within what Stripe billed), else the adjustment whose ranks hold it. Null until then.
+ */
+const CHARGING_INVOICE = `CASE WHEN s.billable = 1 AND s.seq IS NOT NULL AND p.frozen_at IS NOT NULL THEN
+    CASE WHEN p.billable_sessions <= coalesce(p.stripe_billed, 0)
+           OR s.seq <= coalesce(p.billed_seq, p.stripe_billed, 0) THEN p.stripe_invoice_id
+         ELSE (SELECT a.stripe_invoice_id FROM usage_adjustments a
+               WHERE a.user_id = s.user_id AND a.plan = s.plan AND a.period_start = s.period_start
+                 AND a.sessions > 0 AND s.seq > a.from_seq AND s.seq <= a.to_seq
+               ORDER BY a.to_seq LIMIT 1) END
+  END`;
+
+/** One page of a user's judged sessions, newest first, strictly after `after` (idx_sessions_user_billed). */
 export async function sessionsPage(db: D1Database, userId: string, after: Cursor | null, limit: number) {
   const { results } = await db
     .prepare(
-      `SELECT id, session_id, project_id, created_at, status, reason, duration_ms, charged, stripe_invoice_id
-       FROM session_usage
-       WHERE user_id = ?1 AND (created_at < ?2 OR (created_at = ?2 AND id < ?3))
-       ORDER BY created_at DESC, id DESC
+      `SELECT s.session_id, s.project_id, s.billed_at, s.billable, s.reason, s.audio_ms, s.plan,
+         ${CHARGING_INVOICE} AS invoice_id
+       FROM sessions s
+       LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
+       WHERE s.user_id = ?1 AND s.billed_at IS NOT NULL
+         AND (s.billed_at < ?2 OR (s.billed_at = ?2 AND s.session_id < ?3))
+       ORDER BY s.billed_at DESC, s.session_id DESC
        LIMIT ?4`,
     )
     .bind(userId, after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? "", limit)
-    .all<SessionUsageRow>();
+    .all<SessionRow>();
   return results;
 }
 

@@ -21,6 +21,9 @@ export interface UsageInput {
   billableSessions: number;
   failedSessions: number;
   activeSessions: number;
+  /** What Stripe has scheduled: the plan taking over at the period end, and when. */
+  pendingPlan: PlanId | null;
+  pendingEffectiveAt: number | null;
 }
 
 export interface UsageBody {
@@ -36,6 +39,8 @@ export interface UsageBody {
   warning: boolean;
   active_sessions: number;
   concurrent_limit: number | null;
+  pending_plan: PlanId | null;
+  pending_effective_at: string | null;
 }
 
 export function usageBody(u: UsageInput): UsageBody {
@@ -54,5 +59,7 @@ export function usageBody(u: UsageInput): UsageBody {
     warning: quotaWarning(u.billableSessions, quota),
     active_sessions: u.activeSessions,
     concurrent_limit: PLANS[u.limitsPlan].concurrentLimit,
+    pending_plan: u.pendingPlan,
+    pending_effective_at: u.pendingEffectiveAt === null ? null : new Date(u.pendingEffectiveAt).toISOString(),
   };
 }

@@ -12,7 +12,6 @@ import {
   StripeVars,
 } from "@aigate/shared";
 import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
-import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 import { z } from "zod";
 
@@ -24,13 +23,10 @@ export const DEFAULT_POST_INTERVAL_SECONDS = 60;
 export const RECONCILE_CRON = "17 * * * *";
 /** How long a meter lock protects one customer's Stripe call (SDK retries included). */
 export const METER_LOCK_TTL_MS = 120_000;
-/** Deliveries after which a verdict that still cannot be attributed is parked. */
-export const ATTRIBUTION_PARK_ATTEMPTS = 8;
 /** Stripe calls in flight at once across customers (Workers allow 6 open connections). */
 export const STRIPE_CONCURRENCY = 6;
 
 export interface BillerConfig {
-  meterEventName: string;
   /** Stripe's invoice grace after a period ends (usage with timestamps in it is still billed). */
   graceMs: number;
   /**
@@ -51,8 +47,6 @@ export interface Biller {
 }
 
 const BillerVars = z.object({
-  /** Empty means the default meter. */
-  STRIPE_METER_EVENT_NAME: z.string().optional(),
   STRIPE_INVOICE_GRACE_SECONDS: intVar(DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400),
   STRIPE_POST_INTERVAL_SECONDS: intVar(DEFAULT_POST_INTERVAL_SECONDS, 0, 3600),
 });
@@ -60,7 +54,6 @@ const BillerVars = z.object({
 export function readConfig(env: Env): BillerConfig & { stripe: StripeEnv } {
   const vars = parseVars(BillerVars, env);
   return {
-    meterEventName: vars.STRIPE_METER_EVENT_NAME || DEFAULT_METER_EVENT_NAME,
     graceMs: vars.STRIPE_INVOICE_GRACE_SECONDS * 1000,
     postIntervalMs: vars.STRIPE_POST_INTERVAL_SECONDS * 1000,
     stripe: parseVars(StripeVars, env),

@@ -1,36 +1,34 @@
 /**
- * The aigate-verdicts consumer: record each verdict once, attributed to its plan and period,
- * then post the touched paid periods' absolute totals to the Stripe meter.
+ * The aigate-verdicts consumer: the classifier records usage with each verdict (in D1, in the
+ * session's usage series) and tells the biller which paid series grew; the biller posts their
+ * absolute totals to the Stripe meter.
  *
- * A message is acked only when its usage is durably recorded and, for billable paid usage,
- * the period's total is confirmed by Stripe or handed to the minute sweep (the customer's lock
- * is held elsewhere, or the customer's one call of this batch went to another period); it is
- * retried with backoff when anything transient failed (D1, Stripe 429/5xx/network, attribution
- * not possible yet), and parked in dead_letters with the reason when it can never succeed
- * (schema errors, Stripe validation errors, attribution impossible after many attempts).
- * The recorded usage itself is never dropped: usage_periods keeps billable > posted until a
- * post succeeds.
+ * A message is acked once its series' totals are confirmed by Stripe or handed to the minute sweep
+ * (posted less than the posting interval ago, the customer's lock held elsewhere, or the
+ * customer's one call of this batch went to another series): the totals are read from D1 at post
+ * time, so the sweep posts the same thing later. It is retried with backoff when anything
+ * transient failed (D1, Stripe 429/5xx/network), and parked in dead_letters with the reason when it
+ * can never succeed (schema errors, Stripe validation errors). The usage itself is never dropped:
+ * a series keeps billable != posted until a post succeeds.
+ *
+ * A version 1 message (one verdict, from a dead letter parked before usage moved to the classifier)
+ * posts its session's series; a session judged without a series is left to re-attribution.
  */
 import {
+  BillerMessage,
   deadLetterOf,
   describeIssues,
   errorFields,
   insertDeadLetters,
   QUEUES,
-  VerdictMessage,
+  type SeriesRef,
 } from "@aigate/shared";
-import { attribute, isPaid } from "./attribution";
-import { ATTRIBUTION_PARK_ATTEMPTS, type Biller } from "./config";
+import type { Biller } from "./config";
 import { retryDelaySeconds } from "./meter";
 import { type PostOutcome, postTotals, refKey } from "./posting";
-import { loadAccounts, type PeriodInsert, type PeriodRef, recordUsage, type UsageInsert } from "./queries";
+import { requestReattribution, seriesOfSessions } from "./queries";
 
 export type Decision = { kind: "ack" } | { kind: "retry"; reason: string } | { kind: "park"; reason: string };
-
-interface SessionGroup {
-  verdict: VerdictMessage;
-  messages: Message<unknown>[];
-}
 
 /** Handles one consumed batch; every message ends acked, retried or parked. */
 export async function consumeVerdicts(
@@ -39,26 +37,28 @@ export async function consumeVerdicts(
   now: number,
 ): Promise<void> {
   const decisions = new Map<Message<unknown>, Decision>();
-  const sessions = new Map<string, SessionGroup>();
+  const wants = new Map<Message<unknown>, SeriesRef[]>();
+  const sessions = new Map<Message<unknown>, string>();
   for (const msg of messages) {
-    const parsed = VerdictMessage.safeParse(msg.body);
+    const parsed = BillerMessage.safeParse(msg.body);
     if (!parsed.success) {
       decisions.set(msg, {
         kind: "park",
         reason: `invalid verdict message: ${describeIssues(parsed.error)}`,
       });
-      continue;
+    } else if (parsed.data.kind === "usage") {
+      wants.set(msg, parsed.data.series);
+    } else if (!parsed.data.billable) {
+      decisions.set(msg, { kind: "ack" });
+    } else {
+      sessions.set(msg, parsed.data.session_id);
     }
-    const group = sessions.get(parsed.data.session_id);
-    if (group) group.messages.push(msg);
-    else sessions.set(parsed.data.session_id, { verdict: parsed.data, messages: [msg] });
   }
-  if (sessions.size > 0) {
-    try {
-      await recordAndPost(b, sessions, decisions, now);
-    } catch (err) {
-      b.log.error("verdict batch failed; retrying", { ...errorFields(err), sessions: sessions.size });
-    }
+  try {
+    if (sessions.size > 0) await resolveSessions(b, sessions, wants, decisions, now);
+    if (wants.size > 0) await postWanted(b, wants, decisions, now);
+  } catch (err) {
+    b.log.error("verdict batch failed; retrying", { ...errorFields(err), messages: messages.length });
   }
   for (const msg of messages) {
     if (!decisions.has(msg)) decisions.set(msg, { kind: "retry", reason: "not completed" });
@@ -66,100 +66,54 @@ export async function consumeVerdicts(
   await settle(b, messages, decisions, now);
 }
 
-async function recordAndPost(
+/** Version 1 messages: the series their sessions were recorded in. */
+async function resolveSessions(
   b: Biller,
-  sessions: Map<string, SessionGroup>,
+  sessions: Map<Message<unknown>, string>,
+  wants: Map<Message<unknown>, SeriesRef[]>,
   decisions: Map<Message<unknown>, Decision>,
   now: number,
 ): Promise<void> {
-  const decide = (group: SessionGroup, d: Decision) => {
-    for (const m of group.messages) decisions.set(m, d);
-  };
-  const groups = [...sessions.values()];
-  const users = [...new Set(groups.map((g) => g.verdict.user_id))];
-  const since = Math.min(...groups.map((g) => g.verdict.created_at));
-  const snapshot = await loadAccounts(b.db, users, since);
-
-  const usage: UsageInsert[] = [];
-  const periods = new Map<string, PeriodInsert>();
-  for (const group of groups) {
-    const v = group.verdict;
-    const result = attribute(v, snapshot, now, b.config.graceMs);
-    if (!result.ok) {
-      const attempts = Math.max(...group.messages.map((m) => m.attempts));
-      b.log.warn("verdict cannot be attributed yet", {
-        session_id: v.session_id,
-        reason: result.reason,
-        attempts,
-      });
-      decide(
-        group,
-        attempts >= ATTRIBUTION_PARK_ATTEMPTS
-          ? { kind: "park", reason: `cannot attribute after ${attempts} attempts: ${result.reason}` }
-          : { kind: "retry", reason: result.reason },
-      );
-      continue;
-    }
-    const a = result.usage;
-    usage.push({
-      session_id: v.session_id,
-      user_id: v.user_id,
-      project_id: v.project_id,
-      status: v.billable ? "success" : "failed",
-      duration_ms: v.audio_ms,
-      created_at: v.created_at,
-      reason: v.reason,
-      rule_version: v.rule_version,
-      plan: a.plan,
-      period_start: a.period.start,
-      period_end: a.period.end,
-      adjusted_from_period: a.adjustedFrom,
-    });
-    if (v.billable) {
-      periods.set(`${v.user_id}|${a.plan}|${a.period.start}`, {
-        user_id: v.user_id,
-        plan: a.plan,
-        period_start: a.period.start,
-        period_end: a.period.end,
-        stripe_customer_id: a.stripeCustomerId,
-        stripe_subscription_id: a.subscriptionId,
-      });
+  const rows = await seriesOfSessions(b.db, [...new Set(sessions.values())]);
+  const byId = new Map(rows.map((r) => [r.session_id, r]));
+  const pending: { user_id: string; from_ms: number }[] = [];
+  for (const [msg, id] of sessions) {
+    const row = byId.get(id);
+    if (!row || row.verdict_at === null) {
+      decisions.set(msg, { kind: "retry", reason: `session ${id} has no verdict recorded yet` });
+    } else if (row.plan === null || row.period_start === null) {
+      pending.push({ user_id: row.user_id, from_ms: row.billed_at ?? row.verdict_at });
+      decisions.set(msg, { kind: "ack" });
+    } else if (row.plan === "free" || row.billable !== 1) {
+      decisions.set(msg, { kind: "ack" });
+    } else {
+      wants.set(msg, [{ user_id: row.user_id, plan: row.plan, period_start: row.period_start }]);
     }
   }
-  if (usage.length === 0) return;
+  if (pending.length > 0) await requestReattribution(b.db, pending, now).run();
+}
 
-  const token = crypto.randomUUID();
-  const stored = await recordUsage(b.db, usage, [...periods.values()], token, now);
-  const storedById = new Map(stored.map((row) => [row.id, row]));
-
-  // Billable paid usage needs its period posted; everything else is done once recorded.
-  const toPost = new Map<string, PeriodRef[]>();
-  const seen = new Set<string>();
-  const paid: { group: SessionGroup; key: string }[] = [];
-  for (const u of usage) {
-    const group = sessions.get(u.session_id);
-    const row = storedById.get(u.session_id);
-    if (!group || !row) continue; // not recorded: stays undecided, hence retried
-    if (row.status !== "success" || !isPaid(row.plan) || row.stripe_customer_id === null) {
-      decide(group, { kind: "ack" });
-      continue;
-    }
-    const ref: PeriodRef = { user_id: row.user_id, plan: row.plan, period_start: row.period_start };
-    const key = refKey(ref);
-    paid.push({ group, key });
-    if (seen.has(key)) continue;
-    seen.add(key);
-    const list = toPost.get(row.stripe_customer_id) ?? [];
-    list.push(ref);
-    toPost.set(row.stripe_customer_id, list);
+async function postWanted(
+  b: Biller,
+  wants: Map<Message<unknown>, SeriesRef[]>,
+  decisions: Map<Message<unknown>, Decision>,
+  now: number,
+): Promise<void> {
+  const series = new Map<string, SeriesRef>();
+  for (const refs of wants.values()) for (const ref of refs) series.set(refKey(ref), ref);
+  const outcomes = await postTotals(b, [...series.values()], { now, minIntervalMs: b.config.postIntervalMs });
+  b.log.info("series posted", { series: series.size, messages: wants.size });
+  for (const [msg, refs] of wants) {
+    const worst = refs
+      .map((r) => decisionFor(outcomes.get(refKey(r))))
+      .reduce(worse, { kind: "ack" } as Decision);
+    decisions.set(msg, worst);
   }
-  b.log.info("verdicts recorded", { sessions: usage.length, paid: paid.length, customers: toPost.size });
-  if (paid.length === 0) return;
+}
 
-  const outcomes = await postTotals(b, toPost, { now, minIntervalMs: b.config.postIntervalMs });
-  for (const { group, key } of paid) {
-    decide(group, decisionFor(outcomes.get(key)));
-  }
+const RANK = { ack: 0, park: 1, retry: 2 } as const;
+function worse(a: Decision, b: Decision): Decision {
+  return RANK[b.kind] > RANK[a.kind] ? b : a;
 }
 
 /** What a posting outcome means for the messages whose usage is in that period. */
@@ -171,6 +125,8 @@ export function decisionFor(outcome: PostOutcome | undefined): Decision {
       return { kind: "ack" };
     case "rejected":
       return { kind: "park", reason: `Stripe rejected the meter post: ${outcome.error}` };
+    case "frozen":
+      return { kind: "ack" };
     case "transient":
       return { kind: "retry", reason: outcome.error };
     default:

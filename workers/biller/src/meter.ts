@@ -29,8 +29,9 @@ export interface TimestampInput {
  * - never in the period's first partial minute, so the minute-aligned summary window of the
  *   period (see `summaryWindow`) never contains events of the next period;
  * - while the period runs, the current second; once it ended, the next free second of the
- *   reserve at its end, so several posts in the grace window still increase strictly.
- *   When even the reserve is used up, the period's last second (Stripe then orders by arrival).
+ *   reserve at its end, so several posts in the grace window still increase strictly;
+ * - never equal to the last one: when the reserve is used up there is no valid timestamp (the
+ *   series then waits to be frozen, and whatever Stripe did not bill is billed by adjustment).
  */
 export function meterTimestamp({ now, periodStart, periodEnd, lastTs }: TimestampInput): number | null {
   const nowS = Math.floor(now / 1000);
@@ -41,22 +42,25 @@ export function meterTimestamp({ now, periodStart, periodEnd, lastTs }: Timestam
   const firstLive = firstMinute <= lastInside ? firstMinute : startS;
   const base = nowS <= lastInside ? nowS : Math.max(firstLive, lastInside - POST_END_RESERVE_SECONDS + 1);
   const ts = Math.min(Math.max(base, firstLive, (lastTs ?? Number.NEGATIVE_INFINITY) + 1), lastInside);
+  if (lastTs !== null && ts <= lastTs) return null;
   return ts > nowS + MAX_FUTURE_SECONDS ? null : ts;
 }
 
 /**
- * Identifier of a post. Stripe dedupes identifiers for ~24 h: a retry of the same total is
- * dropped inside that window and, after it, accepted again harmlessly (same absolute total).
- * Repairs carry their timestamp so a deliberate re-post of an earlier total is not dropped.
+ * Identifier of a post: the series, the total and its reserved timestamp. A retry of one post (a
+ * crash after Stripe's success) carries the same identifier, so Stripe drops the copy inside its
+ * ~24 h window (and, after it, the copy repeats the same total at the same timestamp: harmless).
+ * Two different posts never share one: a total posted again later, higher or lower, has a later
+ * timestamp, so Stripe never drops it as a duplicate.
  */
 export function meterIdentifier(
   customer: string,
+  plan: string,
   periodStart: number,
   value: number,
-  repairTs?: number,
+  ts: number,
 ): string {
-  const base = `${customer}:${periodStart}:${value}`;
-  return repairTs === undefined ? base : `${base}:r${repairTs}`;
+  return `${customer}:${plan}:${periodStart}:${value}:${ts}`;
 }
 
 /**

@@ -1,21 +1,22 @@
 /**
- * Posting absolute period totals to the Stripe meter: at most one call in flight per customer
+ * Posting absolute series totals to the Stripe meters: at most one call in flight per customer
  * (meter_locks) and at most one call per customer per invocation.
  *
- * Per customer: take the lock and read the period rows (one batch for all customers); pick the
- * oldest period whose total is not confirmed; reserve a meter timestamp strictly after the
- * previous one (written BEFORE the call, so a crash after Stripe's success can never make a
- * later post reuse an older timestamp); post the current billable total read under the lock;
- * then record what Stripe acknowledged and release the lock (one batch for all customers).
+ * Each series (user, plan, window) posts to its plan's meter (the series row names it), with a
+ * timestamp inside its window, strictly later than its previous post. Per customer: take the lock
+ * and read the series rows (one batch for all customers); pick the oldest series whose total
+ * Stripe has not confirmed; reserve its timestamp (written BEFORE the call, so a crash after
+ * Stripe's success can never make a later post reuse an older timestamp); post the current total
+ * read under the lock; then record what Stripe acknowledged and release the lock (one batch).
+ * A total may go down (sessions re-attributed to another series): the later post wins on `last`.
+ * Frozen series (Stripe has billed them) are never posted again: adjustments take over.
  */
-import { errorFields, mapLimit } from "@aigate/shared";
-import { periodKey } from "./attribution";
+import { mapLimit, type SeriesRef, seriesKey } from "@aigate/shared";
 import { type Biller, METER_LOCK_TTL_MS, STRIPE_CONCURRENCY } from "./config";
 import { classifyStripeError, meterIdentifier, meterTimestamp, nextPostAt } from "./meter";
 import {
   acquireLock,
   commitPosted,
-  type PeriodRef,
   recordPostFailure,
   releaseLock,
   reserveTimestamp,
@@ -27,57 +28,70 @@ import {
 export type PostOutcome =
   /** Stripe acknowledged this absolute total (or already held it: duplicate identifier). */
   | { kind: "posted"; value: number }
-  /** Nothing to post: Stripe already confirmed the period's total. */
+  /** Nothing to post: Stripe already confirmed the series' total. */
   | { kind: "up_to_date"; value: number }
+  /** Stripe has billed the series; what it did not bill is the adjustments' business. */
+  | { kind: "frozen" }
   /** Not attempted now; the usage is recorded and the minute sweep posts it. */
   | { kind: "deferred"; reason: string }
   /** 429, 5xx, network error after the SDK's own retries, or our commit failed: retry later. */
   | { kind: "transient"; error: string }
-  /** Stripe rejected the request as invalid: park with the reason. */
+  /** Stripe rejected the request as invalid (or the series cannot be posted): park with the reason. */
   | { kind: "rejected"; error: string };
 
 export interface PostOptions {
   now: number;
   /**
-   * Defer an open period posted less than this long ago (the consumer passes the configured
+   * Defer an open series posted less than this long ago (the consumer passes the configured
    * interval, the minute sweep a little less so it never misses its turn by a hair).
    */
   minIntervalMs?: number;
-  /** Post even when the total looks confirmed, with a repair identifier (reconciliation). */
+  /** Post even when the total looks confirmed (reconciliation's repair). */
   repair?: boolean;
 }
 
 interface PlannedPost {
   customer: string;
   row: UsagePeriodRow;
+  eventName: string;
   ts: number;
   value: number;
 }
 
-export function refKey(ref: PeriodRef): string {
-  return periodKey(ref.user_id, ref.plan, ref.period_start);
+export function refKey(ref: SeriesRef): string {
+  return seriesKey(ref.user_id, ref.plan, ref.period_start);
 }
 
-/** Posts the totals of the given periods, grouped by Stripe customer; outcome per periodKey. */
+/** Posts the totals of the given series; outcome per refKey. */
 export async function postTotals(
   b: Biller,
-  requested: Map<string, PeriodRef[]>,
+  requested: readonly SeriesRef[],
   opts: PostOptions,
 ): Promise<Map<string, PostOutcome>> {
   const outcomes = new Map<string, PostOutcome>();
   const { db } = b;
   const now = opts.now;
-  // Periods posted less than the interval ago wait, and their customers are not even locked
-  // (a lock costs two row writes): one read of the periods first.
-  const byCustomer =
-    (opts.minIntervalMs ?? 0) > 0 && opts.repair !== true && requested.size > 0
-      ? await withoutRecentlyPosted(db, requested, outcomes, opts)
-      : requested;
+  if (requested.length === 0) return outcomes;
+  // One read of the series first: which customer each belongs to, and which need no post at all
+  // (confirmed, frozen, posted less than the interval ago), so those customers are not locked.
+  const unique = [...new Map(requested.map((r) => [refKey(r), r])).values()];
+  const rows = await db.batch<UsagePeriodRow>(unique.map((ref) => selectPeriod(db, ref)));
+  const byCustomer = new Map<string, SeriesRef[]>();
+  unique.forEach((ref, k) => {
+    const row = rows[k]?.results[0];
+    if (!row) outcomes.set(refKey(ref), { kind: "rejected", error: "no paid usage series recorded" });
+    else if (row.frozen_at !== null) outcomes.set(refKey(ref), { kind: "frozen" });
+    else if (opts.repair !== true && row.billable_sessions === row.posted_total)
+      outcomes.set(refKey(ref), { kind: "up_to_date", value: row.posted_total });
+    else if (postedRecently(row, now, opts))
+      outcomes.set(refKey(ref), { kind: "deferred", reason: "posted less than the posting interval ago" });
+    else byCustomer.set(row.stripe_customer_id, [...(byCustomer.get(row.stripe_customer_id) ?? []), ref]);
+  });
   if (byCustomer.size === 0) return outcomes;
   const holder = crypto.randomUUID();
   const customers = [...byCustomer.keys()];
 
-  // 1. Locks and period rows, in one transaction.
+  // 1. Locks and series rows, in one transaction.
   const first = await db.batch<Record<string, unknown>>(
     customers.flatMap((customer) => [
       acquireLock(db, customer, holder, now, METER_LOCK_TTL_MS),
@@ -89,29 +103,25 @@ export async function postTotals(
   let i = 0;
   for (const customer of customers) {
     const acquired = (first[i++]?.results.length ?? 0) > 0;
-    const rows: UsagePeriodRow[] = [];
+    const pending: UsagePeriodRow[] = [];
     for (const ref of byCustomer.get(customer) ?? []) {
       const row = rowsOf<UsagePeriodRow>(first[i++])[0];
-      if (!row) outcomes.set(refKey(ref), { kind: "rejected", error: "no paid usage period recorded" });
-      else rows.push(row);
+      if (!row) outcomes.set(refKey(ref), { kind: "rejected", error: "no paid usage series recorded" });
+      else if (row.frozen_at !== null) outcomes.set(refKey(ref), { kind: "frozen" });
+      else if (opts.repair !== true && row.billable_sessions === row.posted_total)
+        outcomes.set(refKey(row), { kind: "up_to_date", value: row.posted_total });
+      else pending.push(row);
     }
     if (acquired) locked.push(customer);
-    const pending = rows
-      .filter((row) => {
-        const due = opts.repair === true || row.billable_sessions > row.posted_total;
-        if (!due) outcomes.set(refKey(row), { kind: "up_to_date", value: row.posted_total });
-        return due;
-      })
-      .sort((a, b2) => a.period_start - b2.period_start);
-    pending.forEach((row, index) => {
-      if (postedRecently(row, now, opts))
-        outcomes.set(refKey(row), { kind: "deferred", reason: "posted less than the posting interval ago" });
-      else if (!acquired)
-        outcomes.set(refKey(row), { kind: "deferred", reason: "meter lock held by another consumer" });
-      else if (index > 0)
-        outcomes.set(refKey(row), { kind: "deferred", reason: "one Stripe call per customer" });
-      else candidates.push({ customer, row });
-    });
+    pending
+      .sort((a, b2) => a.period_start - b2.period_start)
+      .forEach((row, index) => {
+        if (!acquired)
+          outcomes.set(refKey(row), { kind: "deferred", reason: "meter lock held by another consumer" });
+        else if (index > 0)
+          outcomes.set(refKey(row), { kind: "deferred", reason: "one Stripe call per customer" });
+        else candidates.push({ customer, row });
+      });
   }
 
   try {
@@ -123,29 +133,7 @@ export async function postTotals(
   }
 }
 
-async function withoutRecentlyPosted(
-  db: D1Database,
-  byCustomer: Map<string, PeriodRef[]>,
-  outcomes: Map<string, PostOutcome>,
-  opts: PostOptions,
-): Promise<Map<string, PeriodRef[]>> {
-  const refs = [...byCustomer.entries()].flatMap(([customer, list]) =>
-    list.map((ref) => ({ customer, ref })),
-  );
-  const rows = await db.batch<UsagePeriodRow>(refs.map(({ ref }) => selectPeriod(db, ref)));
-  const due = new Map<string, PeriodRef[]>();
-  refs.forEach(({ customer, ref }, k) => {
-    const row = rows[k]?.results[0];
-    if (row && postedRecently(row, opts.now, opts)) {
-      outcomes.set(refKey(ref), { kind: "deferred", reason: "posted less than the posting interval ago" });
-    } else {
-      due.set(customer, [...(due.get(customer) ?? []), ref]);
-    }
-  });
-  return due;
-}
-
-/** An open period whose total went to Stripe less than the posting interval ago waits its turn. */
+/** An open series whose total went to Stripe less than the posting interval ago waits its turn. */
 export function postedRecently(
   row: Pick<UsagePeriodRow, "posted_at" | "period_end">,
   now: number,
@@ -168,16 +156,23 @@ async function postLocked(
   const now = opts.now;
   // 2. Reserve a timestamp per post; read the total to post under the lock.
   const planned: PlannedPost[] = [];
-  const reservations: { customer: string; row: UsagePeriodRow; ts: number }[] = [];
+  const reservations: { customer: string; row: UsagePeriodRow; eventName: string; ts: number }[] = [];
   for (const { customer, row } of candidates) {
+    if (!row.meter_event_name) {
+      outcomes.set(refKey(row), {
+        kind: "rejected",
+        error: "the series names no meter (its price is not metered)",
+      });
+      continue;
+    }
     const ts = meterTimestamp({
       now,
       periodStart: row.period_start,
       periodEnd: row.period_end,
       lastTs: row.last_meter_ts,
     });
-    if (ts === null) outcomes.set(refKey(row), { kind: "deferred", reason: "no valid meter timestamp yet" });
-    else reservations.push({ customer, row, ts });
+    if (ts === null) outcomes.set(refKey(row), { kind: "deferred", reason: "no valid meter timestamp now" });
+    else reservations.push({ customer, row, eventName: row.meter_event_name, ts });
   }
   if (reservations.length > 0) {
     const reserved = await db.batch<{ billable_sessions: number }>(
@@ -192,14 +187,14 @@ async function postLocked(
   }
 
   // 3. One Stripe call per planned customer, a few customers at a time.
-  const results = await mapLimit(planned, STRIPE_CONCURRENCY, async (p) => postOne(b, p, opts));
+  const results = await mapLimit(planned, STRIPE_CONCURRENCY, async (p) => postOne(b, p));
 
   // 4. Record what Stripe acknowledged (or why not) and release every lock we hold.
   const writes: D1PreparedStatement[] = [];
   planned.forEach((p, k) => {
     const outcome = results[k] ?? { kind: "transient", error: "no result" };
     outcomes.set(refKey(p.row), outcome);
-    if (outcome.kind === "posted") writes.push(commitPosted(db, p.row, outcome.value, now));
+    if (outcome.kind === "posted") writes.push(commitPosted(db, p.row, outcome.value, p.ts, now));
     else if (outcome.kind === "transient" || outcome.kind === "rejected") {
       writes.push(recordPostFailure(db, p.row, outcome.error, nextPostAt(now, p.row.post_failures + 1), now));
     }
@@ -209,7 +204,7 @@ async function postLocked(
   try {
     await db.batch([...writes, ...releases]);
   } catch (err) {
-    b.log.error("recording meter posts failed", { ...errorFields(err), posts: planned.length });
+    b.log.error("recording meter posts failed", { error: String(err), posts: planned.length });
     for (const p of planned) {
       const outcome = outcomes.get(refKey(p.row));
       if (outcome?.kind === "posted") {
@@ -221,17 +216,18 @@ async function postLocked(
   return outcomes;
 }
 
-async function postOne(b: Biller, p: PlannedPost, opts: PostOptions): Promise<PostOutcome> {
-  const identifier = meterIdentifier(p.customer, p.row.period_start, p.value, opts.repair ? p.ts : undefined);
+async function postOne(b: Biller, p: PlannedPost): Promise<PostOutcome> {
+  const identifier = meterIdentifier(p.customer, p.row.plan, p.row.period_start, p.value, p.ts);
   try {
     await b.stripe.billing.meterEvents.create({
-      event_name: b.config.meterEventName,
+      event_name: p.eventName,
       payload: { stripe_customer_id: p.customer, value: String(p.value) },
       identifier,
       timestamp: p.ts,
     });
     b.log.info("meter total posted", {
       customer: p.customer,
+      plan: p.row.plan,
       period_start: p.row.period_start,
       value: p.value,
       ts: p.ts,
@@ -245,6 +241,7 @@ async function postOne(b: Biller, p: PlannedPost, opts: PostOptions): Promise<Po
     }
     b.log.warn("meter post failed", {
       customer: p.customer,
+      plan: p.row.plan,
       period_start: p.row.period_start,
       value: p.value,
       failure: failure.kind,

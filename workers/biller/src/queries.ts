@@ -1,11 +1,10 @@
 /**
- * The biller's SQL. Tables: session_usage, usage_periods, meter_locks, reconciliation_runs,
- * dead_letters (written), plan_history, stripe_customers, billing_periods, sessions (read or
- * cleared). Bulk statements take one JSON parameter read with json_each.
+ * The biller's SQL. Tables: usage_periods (the usage series: posting state, freezing, adjustments),
+ * meter_locks, usage_adjustments, reattributions, reconciliation_runs (written); sessions (read,
+ * and moved between series by re-attribution). Bulk statements take one JSON parameter read with
+ * json_each.
  */
-import type { PaidPlanId, PlanId } from "@aigate/shared";
-import type { AccountSnapshot, BillingPeriodRow, PlanHistoryRow } from "./attribution";
-import { periodKey } from "./attribution";
+import type { PaidPlanId, PlanId, SeriesRef } from "@aigate/shared";
 
 /** Rows of one statement of a mixed db.batch (our own tables: typed like `.all<Row>()`). */
 export function rowsOf<Row>(result: D1Result<Record<string, unknown>> | undefined): Row[] {
@@ -13,184 +12,49 @@ export function rowsOf<Row>(result: D1Result<Record<string, unknown>> | undefine
 }
 
 // ---------------------------------------------------------------------------------------------
-// Attribution: everything about the users of one batch, in one round trip.
+// Version 1 verdict messages: where a session's usage was recorded.
 
-export async function loadAccounts(
-  db: D1Database,
-  userIds: string[],
-  since: number,
-): Promise<AccountSnapshot> {
-  const users = JSON.stringify(userIds);
-  const [history, customers, periods, closed] = await db.batch<Record<string, unknown>>([
-    db
-      .prepare(
-        `SELECT user_id, effective_from, plan, stripe_subscription_id FROM plan_history
-         WHERE user_id IN (SELECT value FROM json_each(?1)) ORDER BY user_id, effective_from`,
-      )
-      .bind(users),
-    db
-      .prepare(
-        `SELECT user_id, stripe_customer_id FROM stripe_customers WHERE user_id IN (SELECT value FROM json_each(?1))`,
-      )
-      .bind(users),
-    db
-      .prepare(
-        `SELECT stripe_subscription_id, period_start, period_end FROM billing_periods
-         WHERE stripe_subscription_id IN (
-           SELECT stripe_subscription_id FROM plan_history
-           WHERE user_id IN (SELECT value FROM json_each(?1)) AND stripe_subscription_id IS NOT NULL)
-         ORDER BY stripe_subscription_id, period_start`,
-      )
-      .bind(users),
-    db
-      .prepare(
-        `SELECT user_id, plan, period_start FROM usage_periods
-         WHERE user_id IN (SELECT value FROM json_each(?1)) AND closed_at IS NOT NULL AND period_end > ?2`,
-      )
-      .bind(users, since),
-  ]);
-  const snapshot: AccountSnapshot = {
-    history: new Map(),
-    customers: new Map(),
-    periods: new Map(),
-    closed: new Set(),
-  };
-  for (const row of rowsOf<PlanHistoryRow>(history)) {
-    const list = snapshot.history.get(row.user_id) ?? [];
-    list.push(row);
-    snapshot.history.set(row.user_id, list);
-  }
-  for (const row of rowsOf<{ user_id: string; stripe_customer_id: string }>(customers)) {
-    snapshot.customers.set(row.user_id, row.stripe_customer_id);
-  }
-  for (const row of rowsOf<BillingPeriodRow>(periods)) {
-    const list = snapshot.periods.get(row.stripe_subscription_id) ?? [];
-    list.push(row);
-    snapshot.periods.set(row.stripe_subscription_id, list);
-  }
-  for (const row of rowsOf<{ user_id: string; plan: PlanId; period_start: number }>(closed)) {
-    snapshot.closed.add(periodKey(row.user_id, row.plan, row.period_start));
-  }
-  return snapshot;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Recording: one transaction per consumed batch.
-
-export interface UsageInsert {
+export interface SessionSeriesRow {
   session_id: string;
   user_id: string;
-  project_id: string;
-  status: "success" | "failed";
-  duration_ms: number;
-  created_at: number;
-  reason: string;
-  rule_version: number;
-  plan: PlanId;
-  period_start: number;
-  period_end: number;
-  adjusted_from_period: number | null;
+  billable: number | null;
+  verdict_at: number | null;
+  billed_at: number | null;
+  plan: PlanId | null;
+  period_start: number | null;
 }
 
-export interface PeriodInsert {
-  user_id: string;
-  plan: PlanId;
-  period_start: number;
-  period_end: number;
-  stripe_customer_id: string | null;
-  stripe_subscription_id: string | null;
+export async function seriesOfSessions(db: D1Database, ids: string[]): Promise<SessionSeriesRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT session_id, user_id, billable, verdict_at, billed_at, plan, period_start FROM sessions
+       WHERE session_id IN (SELECT value FROM json_each(?1))`,
+    )
+    .bind(JSON.stringify(ids))
+    .all<SessionSeriesRow>();
+  return results;
 }
 
-/** Where a session's usage was recorded (first recording wins), with its period's customer. */
-export interface StoredUsageRow {
-  id: string;
-  user_id: string;
-  plan: PlanId;
-  period_start: number;
-  status: "success" | "failed";
-  stripe_customer_id: string | null;
-}
-
-/**
- * Records verdicts once (INSERT OR IGNORE on the session id) and adds to each period's
- * billable count only the rows inserted by THIS attempt (`token`), so a redelivered batch
- * counts nothing twice. Clears the admission `open` flag of billable sessions. Returns where
- * every session of the batch is recorded, including ones recorded by an earlier attempt.
- */
-export async function recordUsage(
+/** Asks for the users' sessions billed from `from_ms` on to be (re-)attributed. */
+export function requestReattribution(
   db: D1Database,
-  usage: UsageInsert[],
-  periods: PeriodInsert[],
-  token: string,
+  pending: { user_id: string; from_ms: number }[],
   now: number,
-): Promise<StoredUsageRow[]> {
-  const rows = JSON.stringify(usage);
-  const keys = JSON.stringify(periods);
-  const results = await db.batch<Record<string, unknown>>([
-    db
-      .prepare(
-        `INSERT OR IGNORE INTO session_usage (id, user_id, project_id, session_id, status, duration_ms, charged,
-           created_at, reason, rule_version, plan, period_start, period_end, adjusted_from_period, record_token,
-           recorded_at)
-         SELECT j.value->>'$.session_id', j.value->>'$.user_id', j.value->>'$.project_id', j.value->>'$.session_id',
-           j.value->>'$.status', j.value->>'$.duration_ms', 0, j.value->>'$.created_at', j.value->>'$.reason',
-           j.value->>'$.rule_version', j.value->>'$.plan', j.value->>'$.period_start', j.value->>'$.period_end',
-           j.value->>'$.adjusted_from_period', ?2, ?3
-         FROM json_each(?1) j`,
-      )
-      .bind(rows, token, now),
-    db
-      .prepare(
-        `INSERT INTO usage_periods (user_id, plan, period_start, period_end, stripe_customer_id,
-           stripe_subscription_id, billable_sessions, posted_total, updated_at)
-         SELECT j.value->>'$.user_id', j.value->>'$.plan', j.value->>'$.period_start', j.value->>'$.period_end',
-           j.value->>'$.stripe_customer_id', j.value->>'$.stripe_subscription_id', 0, 0, ?2
-         FROM json_each(?1) j WHERE true
-         ON CONFLICT (user_id, plan, period_start) DO NOTHING`,
-      )
-      .bind(keys, now),
-    db
-      .prepare(
-        // one aggregate over this attempt's rows (found by primary key), joined to their periods
-        `UPDATE usage_periods SET billable_sessions = billable_sessions + c.n, updated_at = ?3
-         FROM (
-           SELECT u.user_id, u.plan, u.period_start, count(*) AS n FROM session_usage u
-           WHERE u.id IN (SELECT value->>'$.session_id' FROM json_each(?1))
-             AND u.record_token = ?2 AND u.status = 'success'
-           GROUP BY u.user_id, u.plan, u.period_start
-         ) AS c
-         WHERE usage_periods.user_id = c.user_id AND usage_periods.plan = c.plan
-           AND usage_periods.period_start = c.period_start`,
-      )
-      .bind(rows, token, now),
-    db
-      .prepare(
-        `UPDATE sessions SET open = 0
-         WHERE open = 1 AND session_id IN (
-           SELECT id FROM session_usage
-           WHERE id IN (SELECT value->>'$.session_id' FROM json_each(?1)) AND status = 'success')`,
-      )
-      .bind(rows),
-    db
-      .prepare(
-        `SELECT u.id, u.user_id, u.plan, u.period_start, u.status, p.stripe_customer_id
-         FROM session_usage u
-         LEFT JOIN usage_periods p ON p.user_id = u.user_id AND p.plan = u.plan AND p.period_start = u.period_start
-         WHERE u.id IN (SELECT value->>'$.session_id' FROM json_each(?1))`,
-      )
-      .bind(rows),
-  ]);
-  return rowsOf<StoredUsageRow>(results[4]);
+) {
+  return db
+    .prepare(
+      `INSERT INTO reattributions (user_id, from_ms, requested_at)
+       SELECT value->>'$.user_id', min(value->>'$.from_ms'), ?2 FROM json_each(?1) GROUP BY 1
+       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
+         requested_at = excluded.requested_at`,
+    )
+    .bind(JSON.stringify(pending), now);
 }
 
 // ---------------------------------------------------------------------------------------------
 // Posting: the meter lock, the period row, the timestamp reservation and the commit.
 
-export interface PeriodRef {
-  user_id: string;
-  plan: PaidPlanId;
-  period_start: number;
-}
+export type PeriodRef = SeriesRef;
 
 export interface UsagePeriodRow extends PeriodRef {
   period_end: number;
@@ -200,11 +64,12 @@ export interface UsagePeriodRow extends PeriodRef {
   last_meter_ts: number | null;
   posted_at: number | null;
   post_failures: number;
-  closed_at: number | null;
+  meter_event_name: string | null;
+  frozen_at: number | null;
 }
 
 const PERIOD_COLUMNS = `user_id, plan, period_start, period_end, stripe_customer_id, billable_sessions, posted_total,
-  last_meter_ts, posted_at, post_failures, closed_at`;
+  last_meter_ts, posted_at, post_failures, meter_event_name, frozen_at`;
 
 /** Takes the customer's meter lock unless another holder's lease is still live. */
 export function acquireLock(db: D1Database, customer: string, holder: string, now: number, ttlMs: number) {
@@ -247,20 +112,24 @@ export function reserveTimestamp(
   return db
     .prepare(
       `UPDATE usage_periods SET last_meter_ts = ?4, updated_at = ?6
-       WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3 AND last_meter_ts IS ?5
+       WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3 AND last_meter_ts IS ?5 AND frozen_at IS NULL
        RETURNING billable_sessions`,
     )
     .bind(ref.user_id, ref.plan, ref.period_start, ts, prevTs, now);
 }
 
-export function commitPosted(db: D1Database, ref: PeriodRef, value: number, now: number) {
+/**
+ * What Stripe acknowledged: the absolute total posted at timestamp `ts`. Only while `ts` is still the
+ * series' latest reservation (a slower poster whose lock expired cannot overwrite a newer total).
+ */
+export function commitPosted(db: D1Database, ref: PeriodRef, value: number, ts: number, now: number) {
   return db
     .prepare(
-      `UPDATE usage_periods SET posted_total = max(posted_total, ?4), posted_at = ?5, post_failures = 0,
+      `UPDATE usage_periods SET posted_total = ?4, posted_at = ?5, post_failures = 0,
          post_error = NULL, next_post_at = NULL, updated_at = ?5
-       WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3`,
+       WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3 AND last_meter_ts = ?6`,
     )
-    .bind(ref.user_id, ref.plan, ref.period_start, value, now);
+    .bind(ref.user_id, ref.plan, ref.period_start, value, now, ts);
 }
 
 export function recordPostFailure(
@@ -279,14 +148,14 @@ export function recordPostFailure(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Sweep and period close.
+// Sweep.
 
-/** Paid periods whose total Stripe has not confirmed, due for a post (idx_usage_periods_unposted). */
-export async function unpostedPeriods(db: D1Database, now: number, limit: number): Promise<UsagePeriodRow[]> {
+/** Paid series whose total Stripe has not confirmed, due for a post (idx_usage_periods_unposted). */
+export async function unpostedSeries(db: D1Database, now: number, limit: number): Promise<UsagePeriodRow[]> {
   const { results } = await db
     .prepare(
       `SELECT ${PERIOD_COLUMNS} FROM usage_periods
-       WHERE stripe_customer_id IS NOT NULL AND billable_sessions > posted_total
+       WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL AND billable_sessions <> posted_total
          AND (next_post_at IS NULL OR next_post_at <= ?1)
        ORDER BY period_start LIMIT ?2`,
     )
@@ -295,31 +164,13 @@ export async function unpostedPeriods(db: D1Database, now: number, limit: number
   return results;
 }
 
-/** Closes ended paid periods whose final total Stripe confirmed, once they take no more usage. */
-export async function closePeriods(
-  db: D1Database,
-  endedBefore: number,
-  now: number,
-): Promise<UsagePeriodRow[]> {
-  const { results } = await db
-    .prepare(
-      `UPDATE usage_periods SET closed_at = ?2, updated_at = ?2
-       WHERE stripe_customer_id IS NOT NULL AND closed_at IS NULL AND period_end <= ?1
-         AND billable_sessions <= posted_total
-       RETURNING ${PERIOD_COLUMNS}`,
-    )
-    .bind(endedBefore, now)
-    .all<UsagePeriodRow>();
-  return results;
-}
-
-/** Ended paid periods still not confirmed after `endedBefore` (their invoice may miss usage). */
-export async function overduePeriods(db: D1Database, endedBefore: number): Promise<UsagePeriodRow[]> {
+/** Ended paid series still not confirmed `lateMs` after their end (their invoice may miss usage). */
+export async function overdueSeries(db: D1Database, endedBefore: number): Promise<UsagePeriodRow[]> {
   const { results } = await db
     .prepare(
       `SELECT ${PERIOD_COLUMNS} FROM usage_periods
-       WHERE stripe_customer_id IS NOT NULL AND closed_at IS NULL AND period_end <= ?1
-         AND billable_sessions > posted_total
+       WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
+         AND billable_sessions <> posted_total
        ORDER BY period_end LIMIT 100`,
     )
     .bind(endedBefore)
@@ -345,7 +196,7 @@ export async function periodsToReconcile(
   const { results } = await db
     .prepare(
       `SELECT ${PERIOD_COLUMNS} FROM usage_periods
-       WHERE stripe_customer_id IS NOT NULL AND period_end > ?1 AND period_start <= ?2
+       WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL AND period_end > ?1 AND period_start <= ?2
        ORDER BY CASE WHEN period_end <= ?2 AND period_end > ?2 - ?3
            AND coalesce(reconciled_at, 0) < max(period_end, coalesce(posted_at, 0)) THEN 0 ELSE 1 END,
          coalesce(reconciled_at, 0), period_end DESC
@@ -390,4 +241,281 @@ export function finishReconciliationRun(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Dead letters.
+// Adjustments: what a frozen series counted beyond (or short of) what Stripe billed.
+
+export interface SeriesToAdjust {
+  user_id: string;
+  plan: PaidPlanId;
+  period_start: number;
+  period_end: number;
+  stripe_customer_id: string;
+  stripe_subscription_id: string | null;
+  stripe_price_id: string | null;
+  billable_sessions: number;
+  seq_top: number;
+  stripe_billed: number;
+  billed_seq: number | null;
+  adjusted: number;
+  /** The rank after which the next adjustment starts: the last adjustment's end, else billed_seq. */
+  last_to_seq: number | null;
+}
+
+/** Frozen paid series whose sessions differ from Stripe's billed quantity plus our adjustments. */
+export async function seriesToAdjust(db: D1Database, limit: number): Promise<SeriesToAdjust[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT p.user_id, p.plan, p.period_start, p.period_end, p.stripe_customer_id, p.stripe_subscription_id,
+         p.stripe_price_id, p.billable_sessions, p.seq_top, coalesce(p.stripe_billed, 0) AS stripe_billed, p.billed_seq,
+         p.adjusted,
+         (SELECT max(a.to_seq) FROM usage_adjustments a
+          WHERE a.user_id = p.user_id AND a.plan = p.plan AND a.period_start = p.period_start) AS last_to_seq
+       FROM usage_periods p
+       WHERE p.stripe_customer_id IS NOT NULL AND p.frozen_at IS NOT NULL
+         AND p.billable_sessions <> coalesce(p.stripe_billed, 0) + p.adjusted
+       LIMIT ?1`,
+    )
+    .bind(limit)
+    .all<SeriesToAdjust>();
+  return results;
+}
+
+/**
+ * The rank of the last session Stripe billed: the `billed`-th smallest rank among the series'
+ * sessions (ranks can have holes where sessions were re-attributed away).
+ */
+export async function rankOfBilled(db: D1Database, s: SeriesToAdjust, billed: number): Promise<number> {
+  if (billed <= 0) return 0;
+  const row = await db
+    .prepare(
+      `SELECT seq FROM sessions
+       WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3 AND plan = ?4 AND period_start = ?2
+         AND seq IS NOT NULL
+       ORDER BY seq LIMIT 1 OFFSET ?5`,
+    )
+    .bind(s.user_id, s.period_start, s.period_end, s.plan, billed - 1)
+    .first<{ seq: number }>();
+  return row?.seq ?? s.seq_top;
+}
+
+export interface AdjustmentReservation {
+  id: string;
+  user_id: string;
+  plan: PaidPlanId;
+  period_start: number;
+  stripe_customer_id: string;
+  sessions: number;
+  from_seq: number;
+  to_seq: number;
+  amount_cents: number;
+  currency: string;
+}
+
+/**
+ * Reserves an adjustment: the row (pending) and the series' `adjusted` count, in one transaction,
+ * guarded by the count it was computed from (a concurrent run reserves nothing twice).
+ */
+export function reserveAdjustment(
+  db: D1Database,
+  a: AdjustmentReservation,
+  expectedAdjusted: number,
+  billedSeq: number,
+  now: number,
+): D1PreparedStatement[] {
+  return [
+    db
+      .prepare(
+        `UPDATE usage_periods SET adjusted = adjusted + ?5, billed_seq = coalesce(billed_seq, ?6), updated_at = ?7
+         WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3 AND adjusted = ?4 AND frozen_at IS NOT NULL`,
+      )
+      .bind(a.user_id, a.plan, a.period_start, expectedAdjusted, a.sessions, billedSeq, now),
+    db
+      .prepare(
+        `INSERT INTO usage_adjustments (id, user_id, plan, period_start, stripe_customer_id, sessions, from_seq, to_seq,
+           amount_cents, currency, state, attempts, next_attempt_at, created_at, updated_at)
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'pending', 0, ?11, ?11, ?11 WHERE changes() > 0
+         ON CONFLICT (id) DO NOTHING`,
+      )
+      .bind(
+        a.id,
+        a.user_id,
+        a.plan,
+        a.period_start,
+        a.stripe_customer_id,
+        a.sessions,
+        a.from_seq,
+        a.to_seq,
+        a.amount_cents,
+        a.currency,
+        now,
+      ),
+  ];
+}
+
+export interface PendingAdjustment extends AdjustmentReservation {
+  period_end: number;
+  attempts: number;
+  /** The customer's live subscription, if any (the item rides on its next invoice). */
+  live_subscription_id: string | null;
+}
+
+export async function pendingAdjustments(
+  db: D1Database,
+  now: number,
+  limit: number,
+): Promise<PendingAdjustment[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT a.id, a.user_id, a.plan, a.period_start, a.stripe_customer_id, a.sessions, a.from_seq, a.to_seq,
+         a.amount_cents, a.currency, a.attempts, coalesce(p.period_end, a.period_start) AS period_end,
+         (SELECT s.stripe_subscription_id FROM subscriptions s
+          WHERE s.stripe_customer_id = a.stripe_customer_id AND s.ended_at IS NULL
+          ORDER BY s.started_at DESC LIMIT 1) AS live_subscription_id
+       FROM usage_adjustments a
+       LEFT JOIN usage_periods p ON p.user_id = a.user_id AND p.plan = a.plan AND p.period_start = a.period_start
+       WHERE a.state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1)
+       ORDER BY a.next_attempt_at LIMIT ?2`,
+    )
+    .bind(now, limit)
+    .all<PendingAdjustment>();
+  return results;
+}
+
+export function markAdjustmentCreated(db: D1Database, id: string, invoiceItemId: string, now: number) {
+  return db
+    .prepare(
+      `UPDATE usage_adjustments SET state = 'created', stripe_invoice_item_id = ?2, error = NULL, updated_at = ?3,
+         stripe_invoice_id = coalesce(stripe_invoice_id,
+           (SELECT l.stripe_invoice_id FROM invoice_lines l WHERE l.stripe_invoice_item_id = ?2 LIMIT 1))
+       WHERE id = ?1`,
+    )
+    .bind(id, invoiceItemId, now);
+}
+
+export function recordAdjustmentFailure(
+  db: D1Database,
+  id: string,
+  error: string,
+  retryAt: number,
+  now: number,
+) {
+  return db
+    .prepare(
+      `UPDATE usage_adjustments SET attempts = attempts + 1, error = ?2, next_attempt_at = ?3, updated_at = ?4
+       WHERE id = ?1`,
+    )
+    .bind(id, error.slice(0, 500), retryAt, now);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Re-attribution: sessions whose plan history or billing periods changed after they were judged.
+
+export interface ReattributionRow {
+  user_id: string;
+  from_ms: number;
+  requested_at: number;
+}
+
+export async function reattributionsDue(db: D1Database, limit: number): Promise<ReattributionRow[]> {
+  const { results } = await db
+    .prepare("SELECT user_id, from_ms, requested_at FROM reattributions ORDER BY requested_at LIMIT ?1")
+    .bind(limit)
+    .all<ReattributionRow>();
+  return results;
+}
+
+export interface AttributedSessionRow {
+  session_id: string;
+  user_id: string;
+  billed_at: number;
+  billable: number;
+  plan: PlanId | null;
+  period_start: number | null;
+  seq: number | null;
+  /** Whether the session's current series is frozen (Stripe billed it: it stays). */
+  frozen: number;
+}
+
+/** A user's judged sessions billed from `from` on, oldest first (idx_sessions_user_billed). */
+export async function sessionsBilledFrom(
+  db: D1Database,
+  userId: string,
+  from: number,
+  limit: number,
+): Promise<AttributedSessionRow[]> {
+  const { results } = await db
+    .prepare(
+      `SELECT s.session_id, s.user_id, s.billed_at, s.billable, s.plan, s.period_start, s.seq,
+         coalesce(p.frozen_at IS NOT NULL, 0) AS frozen
+       FROM sessions s
+       LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
+       WHERE s.user_id = ?1 AND s.billed_at >= ?2 AND s.billed_at IS NOT NULL
+       ORDER BY s.billed_at, s.session_id LIMIT ?3`,
+    )
+    .bind(userId, from, limit)
+    .all<AttributedSessionRow>();
+  return results;
+}
+
+/**
+ * Moves one judged session to another series, in one transaction with its counts: out of its
+ * current series (a billable one leaves a hole in the ranks, never reused) and into the target
+ * (a billable one takes the next rank). Guarded by the attribution it was planned from.
+ */
+export function moveSession(
+  db: D1Database,
+  s: AttributedSessionRow,
+  target: { plan: PlanId; period_start: number },
+  now: number,
+): D1PreparedStatement[] {
+  const statements: D1PreparedStatement[] = [];
+  const billable = s.billable === 1;
+  if (billable && s.plan !== null && s.period_start !== null) {
+    statements.push(
+      db
+        .prepare(
+          `UPDATE usage_periods SET billable_sessions = billable_sessions - 1, updated_at = ?5
+           WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3
+             AND EXISTS (SELECT 1 FROM sessions WHERE session_id = ?4 AND plan IS ?2 AND period_start IS ?3)`,
+        )
+        .bind(s.user_id, s.plan, s.period_start, s.session_id, now),
+    );
+  }
+  statements.push(
+    db
+      .prepare(
+        `UPDATE sessions SET plan = ?2, period_start = ?3,
+           seq = CASE WHEN billable = 1 THEN
+             (SELECT seq_top + 1 FROM usage_periods WHERE user_id = sessions.user_id AND plan = ?2 AND period_start = ?3)
+           END
+         WHERE session_id = ?1 AND plan IS ?4 AND period_start IS ?5`,
+      )
+      .bind(s.session_id, target.plan, target.period_start, s.plan, s.period_start),
+  );
+  if (billable) {
+    statements.push(
+      db
+        .prepare(
+          `UPDATE usage_periods SET billable_sessions = billable_sessions + 1, seq_top = seq_top + 1, updated_at = ?4
+           WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3 AND changes() > 0`,
+        )
+        .bind(s.user_id, target.plan, target.period_start, now),
+    );
+  }
+  return statements;
+}
+
+/** Done with a user's re-attribution, unless a newer request came meanwhile. */
+export function finishReattribution(db: D1Database, r: ReattributionRow) {
+  return db
+    .prepare("DELETE FROM reattributions WHERE user_id = ?1 AND requested_at = ?2 AND from_ms = ?3")
+    .bind(r.user_id, r.requested_at, r.from_ms);
+}
+
+/** Moves a user's remaining work forward (more sessions than one run takes). */
+export function advanceReattribution(db: D1Database, r: ReattributionRow, from: number) {
+  return db
+    .prepare(
+      "UPDATE reattributions SET from_ms = ?4 WHERE user_id = ?1 AND requested_at = ?2 AND from_ms = ?3",
+    )
+    .bind(r.user_id, r.requested_at, r.from_ms, from);
+}

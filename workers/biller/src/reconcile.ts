@@ -86,6 +86,8 @@ export async function meterIdFor(stripe: Stripe, eventName: string, refresh = fa
 
 /** Stripe's aggregated value of a customer's meter over a period's summary window. */
 async function stripeTotal(b: Biller, row: UsagePeriodRow): Promise<number> {
+  const eventName = row.meter_event_name;
+  if (!eventName) throw new Error("the series names no meter");
   const window = summaryWindow(row.period_start, row.period_end);
   const read = async (meterId: string) => {
     const page = await b.stripe.billing.meters.listEventSummaries(meterId, {
@@ -96,11 +98,11 @@ async function stripeTotal(b: Biller, row: UsagePeriodRow): Promise<number> {
     return page.data.reduce((sum, s) => sum + s.aggregated_value, 0);
   };
   try {
-    return await read(await meterIdFor(b.stripe, b.config.meterEventName));
+    return await read(await meterIdFor(b.stripe, eventName));
   } catch (err) {
     const failure = classifyStripeError(err);
     if (failure.kind === "rejected" && /no such billing meter/i.test(failure.message)) {
-      return read(await meterIdFor(b.stripe, b.config.meterEventName, true));
+      return read(await meterIdFor(b.stripe, eventName, true));
     }
     throw err;
   }
@@ -134,7 +136,7 @@ export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<Reco
       action,
       ...(error === undefined ? {} : { error }),
     });
-    if (row.billable_sessions > row.posted_total) {
+    if (row.billable_sessions !== row.posted_total) {
       report.push(entry(null, "awaiting_sweep"));
       continue;
     }
@@ -153,9 +155,7 @@ export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<Reco
       report.push(entry(stripe, "invoice_finalized"));
       continue;
     }
-    const outcome = (
-      await postTotals(b, new Map([[row.stripe_customer_id, [row]]]), { now, repair: true })
-    ).get(refKey(row));
+    const outcome = (await postTotals(b, [row], { now, repair: true })).get(refKey(row));
     if (outcome?.kind !== "posted") {
       const error =
         outcome?.kind === "transient" || outcome?.kind === "rejected" ? outcome.error : outcome?.kind;

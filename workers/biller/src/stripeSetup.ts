@@ -4,11 +4,7 @@
  * Stripe, and prints what the workers must be configured with. Logic here, so it is tested.
  */
 import { createStripe } from "@aigate/shared/stripe";
-import {
-  DEFAULT_METER_EVENT_NAME,
-  ensureStripeCatalog,
-  type StripeCatalog,
-} from "@aigate/shared/stripeCatalog";
+import { DEFAULT_METER_PREFIX, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 
 export const EMULATOR_API_BASE = "http://127.0.0.1:12111";
 export const EMULATOR_SECRET_KEY = "sk_test_emulator";
@@ -17,7 +13,8 @@ export interface StripeTarget {
   /** Empty for real Stripe. */
   apiBase: string;
   secretKey: string;
-  meterEventName: string;
+  /** Meters are named <prefix>_<plan>_sessions. */
+  meterPrefix: string;
 }
 
 /**
@@ -42,7 +39,7 @@ export function resolveStripeTarget(
   return {
     apiBase: apiBase.replace(/\/$/, ""),
     secretKey,
-    meterEventName: vars.STRIPE_METER_EVENT_NAME?.trim() || DEFAULT_METER_EVENT_NAME,
+    meterPrefix: vars.STRIPE_METER_PREFIX?.trim() || DEFAULT_METER_PREFIX,
   };
 }
 
@@ -53,20 +50,22 @@ export function formatSetup(target: StripeTarget, catalog: StripeCatalog): strin
   const mode = target.secretKey.includes("_live_") ? "live mode" : "test mode";
   return [
     `Stripe catalog ready on ${where}, ${mode}:`,
-    `  meter   ${catalog.meterId}  event_name=${catalog.meterEventName}  aggregation=last`,
+    ...Object.entries(catalog.meters).map(
+      ([plan, m]) => `  meter   ${m.id}  event_name=${m.eventName}  aggregation=last  (${plan})`,
+    ),
     ...Object.entries(catalog.prices).map(([lookupKey, id]) => `  price   ${id}  lookup_key=${lookupKey}`),
+    `  portal  ${catalog.portalConfigurationId}  (cancel at period end; payment methods, invoices)`,
     "",
     "Worker settings (wrangler.jsonc vars, or .dev.vars locally):",
-    `  biller:               STRIPE_METER_EVENT_NAME=${catalog.meterEventName}`,
     `  biller, webhooks, api: STRIPE_API_BASE=${target.apiBase}`,
     "Secrets (wrangler secret put): STRIPE_SECRET_KEY for biller, webhooks and api.",
-    "Prices are found by lookup key at run time; no price id needs configuring.",
+    "Prices are found by lookup key, meters through the prices: no id needs configuring.",
   ];
 }
 
 export async function runStripeSetup(vars: Record<string, string | undefined>, emulatorApiBase?: string) {
   const target = resolveStripeTarget(vars, emulatorApiBase);
   const stripe = createStripe({ STRIPE_SECRET_KEY: target.secretKey, STRIPE_API_BASE: target.apiBase });
-  const catalog = await ensureStripeCatalog(stripe, target.meterEventName);
+  const catalog = await ensureStripeCatalog(stripe, target.meterPrefix);
   return { target, catalog, lines: formatSetup(target, catalog) };
 }

@@ -1,13 +1,15 @@
 /**
- * The minute cron: post every paid period whose total Stripe has not confirmed (the durable
- * outbox behind the consumer), then close ended periods once they take no more usage and
- * their final total is confirmed.
+ * The minute cron: post every paid series whose total Stripe has not confirmed (the durable
+ * outbox behind the consumer), move sessions whose plan history changed (re-attribution), and
+ * bill by adjustment what frozen series counted beyond what Stripe billed.
  */
+import { adjust } from "./adjust";
 import type { Biller } from "./config";
 import { type PostOutcome, postTotals, refKey } from "./posting";
-import { closePeriods, overduePeriods, type PeriodRef, unpostedPeriods } from "./queries";
+import { overdueSeries, unpostedSeries } from "./queries";
+import { reattribute } from "./reattribute";
 
-/** Periods posted per run (one Stripe call and ~3 D1 statements each). */
+/** Series posted per run (one Stripe call and ~3 D1 statements each). */
 export const SWEEP_LIMIT = 150;
 /** Cron runs are about a minute apart, not exactly: the sweep takes its turn slightly early. */
 export const SWEEP_INTERVAL_SLACK_MS = 10_000;
@@ -16,33 +18,25 @@ export interface SweepResult {
   attempted: number;
   posted: number;
   failed: number;
-  closed: number;
   overdue: number;
+  moved: number;
+  adjusted: number;
 }
 
 export async function sweep(b: Biller, now: number): Promise<SweepResult> {
-  const rows = await unpostedPeriods(b.db, now, SWEEP_LIMIT);
-  const byCustomer = new Map<string, PeriodRef[]>();
-  for (const row of rows) {
-    const list = byCustomer.get(row.stripe_customer_id) ?? [];
-    list.push(row);
-    byCustomer.set(row.stripe_customer_id, list);
-  }
-  const outcomes = await postTotals(b, byCustomer, {
+  // re-attribution first: the posts below then carry the moved totals
+  const moved = await reattribute(b, now);
+  const rows = await unpostedSeries(b.db, now, SWEEP_LIMIT);
+  const outcomes = await postTotals(b, rows, {
     now,
     minIntervalMs: Math.max(0, b.config.postIntervalMs - SWEEP_INTERVAL_SLACK_MS),
   });
   const kinds = [...outcomes.values()].map((o: PostOutcome) => o.kind);
+  const adjusted = await adjust(b, now);
 
-  // A period takes late sessions during the first half of Stripe's invoice grace (see
-  // attribution.ts); after that it closes as soon as its final total is confirmed.
-  const closed = await closePeriods(b.db, now - Math.floor(b.config.graceMs / 2), now);
-  for (const row of closed) {
-    b.log.info("usage period closed", { key: refKey(row), final_total: row.posted_total });
-  }
-  const overdue = await overduePeriods(b.db, now - b.config.graceMs);
+  const overdue = await overdueSeries(b.db, now - b.config.graceMs);
   for (const row of overdue) {
-    b.log.error("period total not confirmed before Stripe finalized its invoice", {
+    b.log.error("series total not confirmed before Stripe finalized its invoice", {
       key: refKey(row),
       billable: row.billable_sessions,
       posted: row.posted_total,
@@ -52,9 +46,10 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     attempted: rows.length,
     posted: kinds.filter((k) => k === "posted").length,
     failed: kinds.filter((k) => k === "transient" || k === "rejected").length,
-    closed: closed.length,
     overdue: overdue.length,
+    moved: moved.moved,
+    adjusted: adjusted.reserved + adjusted.created,
   };
-  if (rows.length > 0 || closed.length > 0) b.log.info("sweep done", { ...result });
+  if (rows.length > 0 || moved.moved > 0 || result.adjusted > 0) b.log.info("sweep done", { ...result });
   return result;
 }

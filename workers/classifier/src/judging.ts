@@ -1,18 +1,37 @@
 /**
  * Judging sessions: the verdict is computed by the versioned rules (shared/src/rules.ts) from the
- * stored facts, recorded together with its daily rollup in one D1 batch, and only then sent to
- * the biller. A verdict is final: it is written once (guarded by `verdict_at IS NULL`) and re-sent
- * as stored whenever a reminder lists an already-judged session (the biller is idempotent on the
- * session id), which covers a crash between the commit and the send.
+ * stored facts and recorded, final (guarded by `verdict_at IS NULL`), in one D1 batch with
+ * everything it implies: the session's billing time and usage series (the one attribution rule,
+ * shared/src/attribution.ts), its rank in the series, the series' count and the daily rollup. A
+ * retried run changes nothing twice (its token matches only the rows it judged). Then the biller
+ * is told which paid series grew, in one message per run; if that send is lost, the biller's
+ * minute sweep posts the series anyway (their totals in D1 are the outbox).
  */
-import { chunkBySize, type JudgeMessage, judge, type SessionFacts, VerdictMessage } from "@aigate/shared";
+import {
+  type AccountHistory,
+  attribute,
+  billedAt,
+  chunkBySize,
+  ensureSeries,
+  type JudgeMessage,
+  judge,
+  loadAccounts,
+  type SeriesRef,
+  type SeriesToEnsure,
+  type SessionFacts,
+  seriesToEnsure,
+  type UsageMessage,
+  VerdictMessage,
+} from "@aigate/shared";
 import type { ClassifierConfig } from "./config";
 import {
   addToDailyRollups,
+  addToSeries,
   type JudgedRow,
   type JudgeRow,
   readJudgeRows,
   recordVerdicts,
+  requestAttribution,
   type VerdictToRecord,
 } from "./queries";
 import { sendAll } from "./send";
@@ -21,8 +40,10 @@ import { delaySecondsUntil, judgeState } from "./timing";
 export interface JudgeOutcome {
   /** Verdicts recorded by this run. */
   judged: number;
-  /** Verdicts recorded earlier and sent again. */
+  /** Listed sessions already judged earlier (nothing to do). */
   resent: number;
+  /** Judged sessions whose paid plan could not be attributed yet (left to the biller). */
+  unattributed: number;
   /** Still settling: reminded again for later. */
   settling: number;
   /** Not judged: unknown to D1, or live (the cron judges them once stale). */
@@ -39,23 +60,40 @@ export function factsOfRow(row: JudgeRow): SessionFacts {
   };
 }
 
-/** The verdict of a row and the facts it rests on (the update applies only if they still hold). */
-export function verdictToRecord(row: JudgeRow): VerdictToRecord {
+/** The verdict of a row, the facts it rests on (the update applies only if they still hold) and its series. */
+export function verdictToRecord(
+  row: JudgeRow,
+  account: AccountHistory | undefined,
+): { record: VerdictToRecord; series: SeriesToEnsure | null; unattributed: boolean } {
   const verdict = judge(factsOfRow(row));
+  const at = billedAt({
+    created_at: row.reported_created_at,
+    first_seen_at: row.first_seen_at,
+    admitted_at: row.admitted_at,
+  });
+  const attributed = account ? attribute(account, at) : null;
+  const series = attributed?.ok ? attributed.series : null;
   return {
-    session_id: row.session_id,
-    billable: verdict.billable ? 1 : 0,
-    reason: verdict.reason,
-    rule_version: verdict.ruleVersion,
-    connected: row.connected === 1 ? 1 : 0,
-    connect_latency_ms: row.connect_latency_ms,
-    turn_failed: row.turn_failed === 1 ? 1 : 0,
-    upstream_error: row.upstream_error === 1 ? 1 : 0,
-    audio_ms: row.audio_ms,
+    record: {
+      session_id: row.session_id,
+      billable: verdict.billable ? 1 : 0,
+      reason: verdict.reason,
+      rule_version: verdict.ruleVersion,
+      connected: row.connected === 1 ? 1 : 0,
+      connect_latency_ms: row.connect_latency_ms,
+      turn_failed: row.turn_failed === 1 ? 1 : 0,
+      upstream_error: row.upstream_error === 1 ? 1 : 0,
+      audio_ms: row.audio_ms,
+      billed_at: at,
+      plan: series?.plan ?? null,
+      period_start: series?.start ?? null,
+    },
+    series: series ? seriesToEnsure(row.user_id, series) : null,
+    unattributed: series === null,
   };
 }
 
-/** The message for the biller, validated: a row that cannot make one is an error, not a send. */
+/** A judged session's verdict in the version 1 shape (tests and tools read it). */
 export function verdictMessage(row: JudgedRow | JudgeRow): VerdictMessage {
   return VerdictMessage.parse({
     v: 1,
@@ -77,6 +115,8 @@ const MAX_PASSES = 4;
 /** Sessions per verdict statement (keeps the JSON parameter small). */
 const MAX_SESSIONS_PER_STATEMENT = 1000;
 const MAX_IDS_PER_REMINDER = 250;
+/** Series per usage message (ids are <= 200 characters: far below a message's 128 KB). */
+const MAX_SERIES_PER_MESSAGE = 200;
 
 /**
  * Judges the listed sessions that are due, re-sends the verdicts of those already judged, and
@@ -90,8 +130,8 @@ export async function judgeSessions(
   now: number,
   settings: ClassifierConfig,
 ): Promise<JudgeOutcome> {
-  const outcome: JudgeOutcome = { judged: 0, resent: 0, settling: 0, skipped: 0 };
-  const toSend = new Map<string, VerdictMessage>();
+  const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0 };
+  const grown = new Map<string, SeriesRef>();
   const settling = new Map<string, number>();
   let toCheck = [...new Set(sessionIds)];
 
@@ -103,7 +143,6 @@ export async function judgeSessions(
     for (const row of rows) {
       const state = judgeState(row, now, settings.staleMs);
       if (state === "judged") {
-        toSend.set(row.session_id, verdictMessage(row));
         outcome.resent += 1;
       } else if (state === "due") {
         due.push(row);
@@ -115,35 +154,84 @@ export async function judgeSessions(
     }
     if (due.length === 0) break;
 
+    const accounts = await loadAccounts(db, [...new Set(due.map((r) => r.user_id))]);
+    const planned = due.map((row) => ({ row, ...verdictToRecord(row, accounts.get(row.user_id)) }));
+    const series = new Map<string, SeriesToEnsure>();
+    for (const p of planned) {
+      if (p.series) series.set(`${p.series.user_id}|${p.series.plan}|${p.series.period_start}`, p.series);
+    }
+    const unattributed = planned.filter((p) => p.unattributed);
+
     const token = crypto.randomUUID();
     const statements: D1PreparedStatement[] = [];
-    for (const chunk of chunkBySize(due, MAX_SESSIONS_PER_STATEMENT, Number.MAX_SAFE_INTEGER, () => 1)) {
-      statements.push(recordVerdicts(db, chunk.map(verdictToRecord), token, now));
-    }
-    const updates = statements.length;
-    for (const chunk of chunkBySize(due, MAX_SESSIONS_PER_STATEMENT, Number.MAX_SAFE_INTEGER, () => 1)) {
+    if (series.size > 0) statements.push(ensureSeries(db, [...series.values()], now));
+    const verdictStatements: number[] = [];
+    for (const chunk of chunkBySize(planned, MAX_SESSIONS_PER_STATEMENT, Number.MAX_SAFE_INTEGER, () => 1)) {
+      verdictStatements.push(statements.length);
+      statements.push(
+        recordVerdicts(
+          db,
+          chunk.map((p) => p.record),
+          token,
+          now,
+        ),
+      );
+      // the count right after the ranks it implies, so the next chunk ranks after it
+      statements.push(
+        addToSeries(
+          db,
+          chunk.map((p) => p.row.session_id),
+          token,
+          now,
+        ),
+      );
       statements.push(
         addToDailyRollups(
           db,
-          chunk.map((r) => r.session_id),
+          chunk.map((p) => p.row.session_id),
           token,
+        ),
+      );
+    }
+    if (unattributed.length > 0) {
+      statements.push(
+        requestAttribution(
+          db,
+          unattributed.map((p) => ({ user_id: p.row.user_id, from_ms: p.record.billed_at })),
+          now,
         ),
       );
     }
     const results = await db.batch<JudgedRow>(statements);
     const judged = new Set<string>();
-    for (const result of results.slice(0, updates)) {
-      for (const row of result.results) {
+    for (const index of verdictStatements) {
+      for (const row of results[index]?.results ?? []) {
         judged.add(row.session_id);
-        toSend.set(row.session_id, verdictMessage(row));
+        if (row.billable === 1 && row.plan !== null && row.plan !== "free" && row.period_start !== null) {
+          const ref = {
+            user_id: row.user_id,
+            plan: row.plan as SeriesRef["plan"],
+            period_start: row.period_start,
+          };
+          grown.set(`${ref.user_id}|${ref.plan}|${ref.period_start}`, ref);
+        }
       }
     }
     outcome.judged += judged.size;
+    outcome.unattributed += unattributed.filter((p) => judged.has(p.row.session_id)).length;
     // Not updated: judged by another run, or facts changed since the read. Look again.
     toCheck = due.map((r) => r.session_id).filter((id) => !judged.has(id));
   }
 
-  await sendAll(queues.verdicts, [...toSend.values()]);
+  if (grown.size > 0) {
+    const messages: UsageMessage[] = chunkBySize(
+      [...grown.values()],
+      MAX_SERIES_PER_MESSAGE,
+      Number.MAX_SAFE_INTEGER,
+      () => 1,
+    ).map((refs) => ({ v: 2, kind: "usage", series: refs, judged: outcome.judged, judged_at: now }));
+    await sendAll(queues.verdicts, messages);
+  }
 
   if (settling.size > 0) {
     const dueAt = [...settling.values()].reduce((a, b) => Math.max(a, b));

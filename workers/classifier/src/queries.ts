@@ -16,6 +16,10 @@ export interface VerdictToRecord {
   turn_failed: 0 | 1;
   upstream_error: 0 | 1;
   audio_ms: number;
+  /** Attribution (shared/src/attribution.ts): the billing time and, when known, the series. */
+  billed_at: number;
+  plan: string | null;
+  period_start: number | null;
 }
 
 export interface SessionStateRow {
@@ -40,6 +44,10 @@ export interface JudgeRow {
   project_id: string;
   /** coalesce(created_at, first_event_at, admitted_at, first_seen_at): never null. */
   created_at: number;
+  /** What the gateway reported (`created`, else the first event), and what we observed. */
+  reported_created_at: number | null;
+  first_seen_at: number;
+  admitted_at: number | null;
   connected: number;
   connect_latency_ms: number | null;
   turn_failed: number;
@@ -64,6 +72,8 @@ export interface JudgedRow {
   billable: number;
   reason: string;
   rule_version: number;
+  plan: string | null;
+  period_start: number | null;
 }
 
 export interface UpsertedRow {
@@ -222,9 +232,10 @@ export function countConflictingEvents(
 export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Promise<JudgeRow[]> {
   return readByIds<JudgeRow>(
     db,
-    `SELECT session_id, user_id, project_id, ${CREATED_AT} AS created_at, connected, connect_latency_ms,
-       turn_failed, upstream_error, audio_ms, last_seen_at, settle_due_at, verdict_at, billable, reason,
-       rule_version
+    `SELECT session_id, user_id, project_id, ${CREATED_AT} AS created_at,
+       coalesce(created_at, first_event_at) AS reported_created_at, first_seen_at, admitted_at, connected,
+       connect_latency_ms, turn_failed, upstream_error, audio_ms, last_seen_at, settle_due_at, verdict_at, billable,
+       reason, rule_version
      FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1))`,
     sessionIds,
   );
@@ -232,9 +243,12 @@ export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Pr
 
 /**
  * Records verdicts, final: only rows without a verdict whose verdict inputs still equal the facts
- * the verdict was computed from. An unbillable verdict also ends the session's claim on the free
- * quota (`open`); the biller clears it for billable ones. The event digest goes: later telemetry
- * is only counted as late. RETURNING gives the verdict messages.
+ * the verdict was computed from. With the verdict, in the same row: the session's billing time and
+ * series, and for a billable session its rank `seq` in the series (the series' highest rank so far
+ * plus its rank in this statement, so ranks grow in the order sessions are recorded; the count and
+ * highest rank are added right after, in the same batch). The session no longer claims admission (`open`): its
+ * usage now counts through its series. The event digest goes: later telemetry is only counted as
+ * late. RETURNING gives what the biller is told.
  */
 export function recordVerdicts(
   db: D1Database,
@@ -246,24 +260,88 @@ export function recordVerdicts(
     .prepare(
       `UPDATE sessions SET
          verdict_at = ?2,
-         billable = v.value ->> '$.billable',
-         reason = v.value ->> '$.reason',
-         rule_version = v.value ->> '$.rule_version',
+         billable = v.billable,
+         reason = v.reason,
+         rule_version = v.rule_version,
          verdict_token = ?3,
          event_digest = NULL,
-         open = CASE WHEN (v.value ->> '$.billable') = 0 THEN 0 ELSE sessions.open END
-       FROM json_each(?1) AS v
-       WHERE sessions.session_id = v.value ->> '$.session_id'
-         AND sessions.verdict_at IS NULL
-         AND sessions.connected = v.value ->> '$.connected'
-         AND sessions.connect_latency_ms IS v.value ->> '$.connect_latency_ms'
-         AND sessions.turn_failed = v.value ->> '$.turn_failed'
-         AND sessions.upstream_error = v.value ->> '$.upstream_error'
-         AND sessions.audio_ms = v.value ->> '$.audio_ms'
+         open = 0,
+         billed_at = v.billed_at,
+         plan = v.plan,
+         period_start = v.period_start,
+         seq = v.seq
+       FROM (
+         SELECT j.session_id, j.billable, j.reason, j.rule_version, j.billed_at, j.plan, j.period_start,
+           CASE WHEN j.billable = 1 AND j.plan IS NOT NULL THEN
+             coalesce(p.seq_top, 0)
+             + row_number() OVER (PARTITION BY s.user_id, j.plan, j.period_start, j.billable = 1 AND j.plan IS NOT NULL
+                                  ORDER BY j.session_id)
+           END AS seq
+         FROM (
+           SELECT value->>'$.session_id' AS session_id, value->>'$.billable' AS billable, value->>'$.reason' AS reason,
+             value->>'$.rule_version' AS rule_version, value->>'$.billed_at' AS billed_at, value->>'$.plan' AS plan,
+             value->>'$.period_start' AS period_start, value->>'$.connected' AS connected,
+             value->>'$.connect_latency_ms' AS connect_latency_ms, value->>'$.turn_failed' AS turn_failed,
+             value->>'$.upstream_error' AS upstream_error, value->>'$.audio_ms' AS audio_ms
+           FROM json_each(?1)) AS j
+         JOIN sessions s ON s.session_id = j.session_id
+         LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = j.plan AND p.period_start = j.period_start
+         WHERE s.verdict_at IS NULL
+           AND s.connected = j.connected
+           AND s.connect_latency_ms IS j.connect_latency_ms
+           AND s.turn_failed = j.turn_failed
+           AND s.upstream_error = j.upstream_error
+           AND s.audio_ms = j.audio_ms
+       ) AS v
+       WHERE sessions.session_id = v.session_id
        RETURNING session_id, user_id, project_id, ${CREATED_AT} AS created_at, audio_ms, verdict_at,
-         billable, reason, rule_version`,
+         billable, reason, rule_version, plan, period_start`,
     )
     .bind(JSON.stringify(verdicts), now, token);
+}
+
+/**
+ * Adds this run's billable verdicts (`verdict_token`) to their series' counts. In the same batch as
+ * recordVerdicts, right after it: a retried run has a new token and matches no row twice.
+ */
+export function addToSeries(
+  db: D1Database,
+  sessionIds: string[],
+  token: string,
+  now: number,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE usage_periods SET billable_sessions = billable_sessions + c.n, seq_top = seq_top + c.n, updated_at = ?3
+       FROM (
+         SELECT user_id, plan, period_start, count(*) AS n FROM sessions
+         WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_token = ?2 AND billable = 1
+           AND plan IS NOT NULL
+         GROUP BY user_id, plan, period_start
+       ) AS c
+       WHERE usage_periods.user_id = c.user_id AND usage_periods.plan = c.plan
+         AND usage_periods.period_start = c.period_start`,
+    )
+    .bind(JSON.stringify(sessionIds), token, now);
+}
+
+/**
+ * Sessions judged while their account could not be attributed (a paid plan whose subscription
+ * Stripe has not reported yet): the biller attributes them once the webhooks have arrived.
+ */
+export function requestAttribution(
+  db: D1Database,
+  pending: { user_id: string; from_ms: number }[],
+  now: number,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO reattributions (user_id, from_ms, requested_at)
+       SELECT value->>'$.user_id', min(value->>'$.from_ms'), ?2 FROM json_each(?1) GROUP BY 1
+       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
+         requested_at = excluded.requested_at`,
+    )
+    .bind(JSON.stringify(pending), now);
 }
 
 /**
@@ -274,7 +352,8 @@ export function addToDailyRollups(db: D1Database, sessionIds: string[], token: s
   return db
     .prepare(
       `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
-       SELECT user_id, strftime('%Y-%m-%d', ${CREATED_AT} / 1000, 'unixepoch'), reason, count(*), sum(audio_ms)
+       SELECT user_id, strftime('%Y-%m-%d', coalesce(billed_at, ${CREATED_AT}) / 1000, 'unixepoch'), reason, count(*),
+         sum(audio_ms)
        FROM sessions
        WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_token = ?2
        GROUP BY 1, 2, 3

@@ -11,12 +11,12 @@
 import { ApiError, errorFields } from "@aigate/shared";
 import { errorHandling, type RequestVariables, requestContext } from "@aigate/shared/http";
 import { createStripe } from "@aigate/shared/stripe";
+import { StripeEventHead } from "@aigate/shared/stripeSync/objects";
 import { Hono } from "hono";
 import Stripe from "stripe";
 import { readConfig, type WebhooksConfig } from "./config";
 import type { WebhooksEnv } from "./env";
 import { isMissingObject, processEvent } from "./process";
-import { StripeEventHead } from "./stripeObjects";
 
 const cryptoProvider = Stripe.createSubtleCryptoProvider();
 

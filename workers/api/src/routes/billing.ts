@@ -1,6 +1,6 @@
 /**
- * The billing API (contract v1), for end users holding a user token:
- * GET /usage, GET /sessions, POST /checkout, POST /portal under /api/billing.
+ * The billing API, for end users holding a user token: GET /usage, GET /sessions, POST /checkout,
+ * POST /plan, POST /portal under /api/billing.
  */
 import { ApiError, accountStatus, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
@@ -11,6 +11,7 @@ import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout"
 import type { ApiConfig } from "../config";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
+import { changePlan, PlanChangeBody } from "../planChange";
 import { activeLeases, billableSessions, failedSessions, sessionsPage, stripeCustomerOf } from "../queries";
 import { usageBody } from "../usage";
 
@@ -30,7 +31,7 @@ billing.get("/usage", async (c) => {
   const account = await accountStatus(c.env.DB, userId, now, pastDueGraceDays);
   const period = account.currentPeriod;
   const [billable, failed, active] = await Promise.all([
-    billableSessions(c.env.DB, userId, account.plan, period.start),
+    billableSessions(c.env.DB, userId, account.series?.plan ?? "free", period.start),
     failedSessions(c.env.DB, userId, period.start, period.end),
     activeLeases(c.env.DB, userId, now, leaseTtlMs),
   ]);
@@ -42,6 +43,8 @@ billing.get("/usage", async (c) => {
       billableSessions: billable,
       failedSessions: failed,
       activeSessions: active,
+      pendingPlan: account.pendingPlan,
+      pendingEffectiveAt: account.pendingEffectiveAt,
     }),
   );
 });
@@ -67,15 +70,16 @@ billing.get("/sessions", async (c) => {
     sessions: page.map((r) => ({
       session_id: r.session_id,
       project_id: r.project_id,
-      created_at: new Date(r.created_at).toISOString(),
-      billable: r.status === "success",
+      created_at: new Date(r.billed_at).toISOString(),
+      billable: r.billable === 1,
       reason: r.reason,
-      audio_ms: r.duration_ms ?? 0,
-      charged: r.charged === 1,
-      invoice_id: r.stripe_invoice_id,
+      audio_ms: r.audio_ms,
+      plan: r.plan,
+      charged: r.invoice_id !== null,
+      invoice_id: r.invoice_id,
     })),
     next_cursor:
-      rows.length > limit && last ? encodeCursor({ createdAt: last.created_at, id: last.id }) : null,
+      rows.length > limit && last ? encodeCursor({ createdAt: last.billed_at, id: last.session_id }) : null,
   });
 });
 
@@ -89,11 +93,11 @@ billing.post("/checkout", async (c) => {
   if (account.plan === plan)
     throw new ApiError(409, "already_on_plan", `you are already on the ${plan} plan`);
   if (account.plan !== "free") {
-    // A second subscription would report the same meter twice: plan changes go through the portal.
+    // One subscription per customer: plan changes replace its prices (POST /api/billing/plan).
     throw new ApiError(
       409,
       "already_subscribed",
-      `you are on the ${account.plan} plan: change plans in the billing portal`,
+      `you are on the ${account.plan} plan: change plans with POST /api/billing/plan`,
     );
   }
   const stripe = createStripe(c.var.config.stripe);
@@ -106,6 +110,34 @@ billing.post("/checkout", async (c) => {
   });
   c.get("log").info("checkout session created", { plan, checkout_session_id: session.id });
   return c.json(session);
+});
+
+billing.post("/plan", async (c) => {
+  const body = parseInput(PlanChangeBody, await c.req.json().catch(() => undefined));
+  const userId = c.get("userId");
+  const { pastDueGraceDays } = c.var.config;
+  const db = c.env.DB;
+  const before = await accountStatus(db, userId, Date.now(), pastDueGraceDays);
+  await changePlan(
+    {
+      deps: { db, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
+      userId,
+      subscriptionId: before.subscriptionId,
+    },
+    body,
+  );
+  const after = await accountStatus(db, userId, Date.now(), pastDueGraceDays);
+  c.get("log").info("plan changed", {
+    from: before.plan,
+    to: after.plan,
+    pending_plan: after.pendingPlan,
+    request: body,
+  });
+  return c.json({
+    plan: after.plan,
+    pending_plan: after.pendingPlan,
+    effective_at: after.pendingEffectiveAt === null ? null : new Date(after.pendingEffectiveAt).toISOString(),
+  });
 });
 
 billing.post("/portal", async (c) => {

@@ -1,5 +1,5 @@
 /**
- * The parts of Stripe's objects this worker relies on, parsed with zod (webhook payloads and
+ * The parts of Stripe's objects we rely on (webhooks and the api's plan changes), parsed with zod (webhook payloads and
  * re-fetched objects alike are untrusted input). Unknown fields are stripped; timestamps are
  * Stripe's unix seconds.
  */
@@ -24,10 +24,17 @@ export const HANDLED_EVENT_TYPES = [
   "customer.subscription.created",
   "customer.subscription.updated",
   "customer.subscription.deleted",
+  "invoice.created",
   "invoice.finalized",
+  "invoice.updated",
   "invoice.paid",
   "invoice.payment_succeeded",
   "invoice.payment_failed",
+  "subscription_schedule.created",
+  "subscription_schedule.updated",
+  "subscription_schedule.released",
+  "subscription_schedule.canceled",
+  "subscription_schedule.completed",
 ] as const;
 export type HandledEventType = (typeof HANDLED_EVENT_TYPES)[number];
 
@@ -62,10 +69,29 @@ export const CheckoutSessionRef = z.object({
 });
 export type CheckoutSessionRef = z.infer<typeof CheckoutSessionRef>;
 
+/** A price's product, as an id or expanded (its metadata names the plan too). */
+const ProductRef = z.union([
+  Id.transform((id) => ({ id, metadata: {} as Record<string, string> })),
+  z.object({ id: Id, metadata: Metadata }),
+]);
+
+const Tier = z.object({
+  up_to: z.int().nonnegative().nullable(),
+  unit_amount: z.int().nullish(),
+  flat_amount: z.int().nullish(),
+});
+
 export const StripePrice = z.object({
   id: Id,
+  currency: z.string(),
   lookup_key: z.string().nullish(),
-  recurring: z.object({ usage_type: z.enum(["licensed", "metered"]) }).nullish(),
+  metadata: Metadata,
+  product: ProductRef,
+  billing_scheme: z.enum(["per_unit", "tiered"]).nullish(),
+  unit_amount: z.int().nullish(),
+  tiers_mode: z.enum(["graduated", "volume"]).nullish(),
+  tiers: z.array(Tier).nullish(),
+  recurring: z.object({ usage_type: z.enum(["licensed", "metered"]), meter: z.string().nullish() }).nullish(),
 });
 export type StripePrice = z.infer<typeof StripePrice>;
 
@@ -78,6 +104,9 @@ export const StripeSubscription = z.object({
   ended_at: Seconds.nullish(),
   canceled_at: Seconds.nullish(),
   cancel_at_period_end: z.boolean(),
+  cancel_at: Seconds.nullish(),
+  billing_mode: z.object({ type: z.string() }).nullish(),
+  schedule: Ref.nullish(),
   metadata: Metadata,
   latest_invoice: Ref.nullish(),
   items: z.object({
@@ -87,6 +116,7 @@ export const StripeSubscription = z.object({
         created: Seconds,
         current_period_start: Seconds,
         current_period_end: Seconds,
+        quantity: z.int().nullish(),
         price: StripePrice,
       }),
     ),
@@ -97,8 +127,16 @@ export type StripeSubscription = z.infer<typeof StripeSubscription>;
 export const StripeInvoiceLine = z.object({
   id: Id,
   amount: z.int(),
+  quantity: z.int().nullish(),
+  description: z.string().nullish(),
   period: z.object({ start: Seconds, end: Seconds }),
   pricing: z.object({ price_details: z.object({ price: Ref }).nullish() }).nullish(),
+  parent: z
+    .object({
+      invoice_item_details: z.object({ invoice_item: Ref.nullish(), subscription: Ref.nullish() }).nullish(),
+      subscription_item_details: z.object({ subscription: Ref.nullish() }).nullish(),
+    })
+    .nullish(),
 });
 export type StripeInvoiceLine = z.infer<typeof StripeInvoiceLine>;
 
@@ -114,6 +152,8 @@ export const StripeInvoice = z.object({
   amount_paid: z.int(),
   period_start: Seconds,
   period_end: Seconds,
+  hosted_invoice_url: z.string().nullish(),
+  invoice_pdf: z.string().nullish(),
   parent: z.object({ subscription_details: z.object({ subscription: Ref }).nullish() }).nullish(),
   status_transitions: z.object({ finalized_at: Seconds.nullish(), paid_at: Seconds.nullish() }),
   lines: z.object({ data: z.array(StripeInvoiceLine), has_more: z.boolean() }),
@@ -128,4 +168,35 @@ export type StripeCustomer = z.infer<typeof StripeCustomer>;
 
 export function invoiceSubscriptionId(invoice: StripeInvoice): string | null {
   return invoice.parent?.subscription_details?.subscription ?? null;
+}
+
+/** A subscription schedule: the phases after the current one say what Stripe will change, and when. */
+export const StripeSchedule = z.object({
+  id: Id,
+  status: z.string(),
+  subscription: Ref.nullish(),
+  current_phase: z.object({ start_date: Seconds, end_date: Seconds }).nullish(),
+  phases: z.array(
+    z.object({
+      start_date: Seconds,
+      end_date: Seconds.nullish(),
+      items: z.array(z.object({ price: Ref, quantity: z.int().nullish() })),
+    }),
+  ),
+});
+export type StripeSchedule = z.infer<typeof StripeSchedule>;
+
+/** A subscription schedule event's object: the subscription it manages. */
+export const ScheduleRef = z.object({
+  id: Id,
+  subscription: Ref.nullish(),
+  released_subscription: Ref.nullish(),
+});
+
+export function invoiceLineSubscriptionId(line: StripeInvoiceLine): string | null {
+  return (
+    line.parent?.subscription_item_details?.subscription ??
+    line.parent?.invoice_item_details?.subscription ??
+    null
+  );
 }
