@@ -17,6 +17,18 @@ export default defineConfig({
       },
       {
         test: {
+          // the lifecycle of subscriptions on a stack whose clock follows the emulator's
+          name: "lifecycle",
+          environment: "node",
+          include: ["lifecycle/**/*.test.ts"],
+          globalSetup: ["lifecycle/global-setup.ts"],
+          testTimeout: 240_000,
+          hookTimeout: 180_000,
+          fileParallelism: false,
+        },
+      },
+      {
+        test: {
           name: "chaos",
           environment: "node",
           include: ["chaos/**/*.test.ts"],

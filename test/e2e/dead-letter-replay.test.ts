@@ -48,7 +48,7 @@ async function admin<T>(pathAndQuery: string): Promise<T> {
 }
 
 async function meterValue(customer: string): Promise<number> {
-  const meter = inject("meterEventName");
+  const meter = inject("paygMeter");
   const res = await fetch(
     stripeUrl(`/_emulator/meters/${meter}/usage?customer=${encodeURIComponent(customer)}`),
   );
@@ -96,7 +96,7 @@ describe("dead letter replay", () => {
 
     // The cause: someone deactivated the meter in Stripe.
     const meters = await stripe.billing.meters.list({ status: "active", limit: 100 });
-    const meter = meters.data.find((m) => m.event_name === inject("meterEventName"));
+    const meter = meters.data.find((m) => m.event_name === inject("paygMeter"));
     if (!meter) throw new Error("meter not found");
     await stripe.billing.meters.deactivate(meter.id);
     deactivated = meter.id;

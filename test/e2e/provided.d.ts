@@ -4,7 +4,9 @@ declare module "vitest" {
   export interface ProvidedContext {
     stackUrl: string;
     stripeUrl: string;
-    meterEventName: string;
+    /** The event names of the plans' meters. */
+    paygMeter: string;
+    proMeter: string;
     /** The stack's combined wrangler output (every worker's log lines). */
     stackLogFile: string;
   }

@@ -45,7 +45,7 @@ describe("walking skeleton", () => {
     expect(await accepted.json()).toEqual({ accepted: 4 });
 
     // 4. Judged, billed, and posted: the meter total for the customer shows it.
-    const meter = inject("meterEventName");
+    const meter = inject("paygMeter");
     const usage = await eventually(
       async () => {
         const res = await fetch(

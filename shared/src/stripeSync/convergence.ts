@@ -77,7 +77,9 @@ export function planOfSubscription(sub: StripeSubscription): PaidPlanId | null {
 
 /** A metered price as the pricing maths reads it. */
 export function meteredPriceOf(price: StripePrice): MeteredPrice {
-  if (price.billing_scheme === "tiered" && price.tiers && price.tiers_mode) {
+  if (price.billing_scheme === "tiered") {
+    if (!price.tiers || !price.tiers_mode)
+      throw new Error(`price ${price.id} is tiered but its tiers were not read`);
     return {
       kind: price.tiers_mode,
       currency: price.currency,

@@ -292,14 +292,15 @@ const BILLED = `(SELECT coalesce(sum(l.quantity), 0) FROM invoice_lines l
     AND l.metered = 1 AND l.period_start >= usage_periods.period_start AND l.period_end <= usage_periods.period_end)`;
 
 /**
- * Freezes the series Stripe has billed: those of the subscription that ended by the time a
- * finalized invoice of it was created (that invoice took their usage, or their item was gone by
- * then). Their billed quantity is read from the invoice lines, never assumed.
+ * Freezes the series Stripe has billed: those of the subscription whose window ended by the time
+ * a finalized invoice of it was created or by the end of the period it bills (that invoice took
+ * their usage, or their item was gone by then). Their billed quantity is read from the invoice
+ * lines, never assumed.
  */
 export function freezeBilledSeries(
   db: D1Database,
   subscriptionId: string,
-  invoice: { id: string; createdMs: number },
+  invoice: { id: string; coversUntilMs: number },
   now: number,
 ): D1PreparedStatement {
   return db
@@ -307,7 +308,7 @@ export function freezeBilledSeries(
       `UPDATE usage_periods SET frozen_at = ?4, stripe_billed = ${BILLED}, stripe_invoice_id = ?2, updated_at = ?4
        WHERE stripe_subscription_id = ?1 AND frozen_at IS NULL AND period_end <= ?3`,
     )
-    .bind(subscriptionId, invoice.id, invoice.createdMs, now);
+    .bind(subscriptionId, invoice.id, invoice.coversUntilMs, now);
 }
 
 /**
@@ -326,6 +327,33 @@ export function freezeEndedSeries(
        WHERE stripe_subscription_id = ?1 AND frozen_at IS NULL AND period_start < ?2`,
     )
     .bind(subscriptionId, endedAt, now);
+}
+
+/**
+ * Freezes, from what D1 already knows, the series no webhook froze (a series created after its
+ * invoice was finalized: a session judged late): covered by a finalized invoice of their
+ * subscription, or of a subscription that ended with no draft invoice left. The biller's minute
+ * cron runs it.
+ */
+export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE usage_periods SET frozen_at = ?1, stripe_billed = ${BILLED}, updated_at = ?1,
+         stripe_invoice_id = (SELECT i.stripe_invoice_id FROM invoices i
+           WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
+             AND max(i.stripe_created, i.period_end) >= usage_periods.period_end
+           ORDER BY i.stripe_created LIMIT 1)
+       WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
+         AND (EXISTS (SELECT 1 FROM invoices i
+                WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
+                  AND max(i.stripe_created, i.period_end) >= usage_periods.period_end)
+           OR (EXISTS (SELECT 1 FROM subscriptions s
+                 WHERE s.stripe_subscription_id = usage_periods.stripe_subscription_id AND s.ended_at IS NOT NULL
+                   AND s.ended_at <= usage_periods.period_end)
+               AND NOT EXISTS (SELECT 1 FROM invoices d
+                 WHERE d.stripe_subscription_id = usage_periods.stripe_subscription_id AND d.status = 'draft')))`,
+    )
+    .bind(now);
 }
 
 /** Records which invoice carries our adjustment invoice items. */

@@ -112,7 +112,12 @@ const priceCache = new Map<string, StripePrice>();
 export async function retrievePrice(stripe: Stripe, id: string): Promise<StripePrice> {
   let price = priceCache.get(id);
   if (!price) {
-    price = read(StripePrice, "price", id, await stripe.prices.retrieve(id, { expand: ["product"] }));
+    price = read(
+      StripePrice,
+      "price",
+      id,
+      await stripe.prices.retrieve(id, { expand: ["product", "tiers"] }),
+    );
     priceCache.set(id, price);
   }
   return price;
@@ -271,13 +276,12 @@ export async function syncFromStripe(
     );
   }
   statements.push(refreshCustomerPlan(db, userId, now));
-  if (invoice && lines.length > 0) {
-    statements.push(upsertInvoiceLines(db, lines));
+  if (invoice && isFinal(invoice)) {
+    if (lines.length > 0) statements.push(upsertInvoiceLines(db, lines));
     const items = lines.flatMap((l) => (l.stripe_invoice_item_id ? [l.stripe_invoice_item_id] : []));
     if (items.length > 0) statements.push(linkAdjustments(db, invoice.id, items));
-    statements.push(
-      freezeBilledSeries(db, sub.id, { id: invoice.id, createdMs: invoice.created * 1000 }, now),
-    );
+    const coversUntilMs = Math.max(invoice.created, invoice.period_end) * 1000;
+    statements.push(freezeBilledSeries(db, sub.id, { id: invoice.id, coversUntilMs }, now));
   }
   const ended = subscriptionRow(sub, userId, plan, failedAt, pending, now).ended_at;
   if (ended !== null && !(await hasDraftInvoice(stripe, sub.id))) {

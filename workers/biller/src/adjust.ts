@@ -8,6 +8,10 @@
  * subscription. Sessions are never billed twice: the reservation (the adjustment row and the
  * series' adjusted count) is one transaction before any Stripe call, and the call is idempotent
  * (its idempotency key, and after Stripe's 24 h the item found by its metadata).
+ *
+ * Which invoice: while the customer stays on the series' plan, the item rides on the subscription's
+ * next invoice (late sessions of a renewed period). When the plan changed or ended (a change or
+ * cancellation at once: the old plan's usage so far, sessions in flight), it is invoiced at once.
  */
 import { backoff, catalogMeteredPrice, rangeAmount, seriesKey } from "@aigate/shared";
 import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";
@@ -110,6 +114,11 @@ async function bill(b: Biller, a: PendingAdjustment, now: number): Promise<boole
   const key = `adjustment:${a.id}`;
   try {
     let itemId = a.attempts > 0 ? await existingItem(b.stripe, a) : null;
+    if (a.amount_cents === 0) {
+      // sessions that cost nothing (pro's included ones): nothing to bill
+      await markAdjustmentCreated(b.db, a.id, "none", now).run();
+      return true;
+    }
     if (itemId === null) {
       const item = await b.stripe.invoiceItems.create(
         {
@@ -133,11 +142,12 @@ async function bill(b: Biller, a: PendingAdjustment, now: number): Promise<boole
       );
       itemId = item.id;
     }
-    if (a.live_subscription_id === null) {
-      // no subscription invoice will come: a one-off invoice takes it (Stripe finalizes it itself)
+    if (a.live_subscription_id === null || a.live_plan !== a.plan) {
+      // the plan ended: invoiced now (Stripe finalizes the invoice itself)
       await b.stripe.invoices.create(
         {
           customer: a.stripe_customer_id,
+          ...(a.live_subscription_id ? { subscription: a.live_subscription_id } : {}),
           pending_invoice_items_behavior: "include",
           auto_advance: true,
           collection_method: "charge_automatically",

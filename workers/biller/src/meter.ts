@@ -22,28 +22,28 @@ export interface TimestampInput {
 }
 
 /**
- * The timestamp (unix seconds) of the next post for a period, or null when no valid one exists
- * right now (the only slot would be too far in the future: try later).
+ * The timestamp (unix seconds) of the next post for a series, or null when no valid one exists
+ * right now (then the series waits: to be posted later, or, once frozen, adjusted).
  *
- * - inside [period start, period end), strictly after the last post (`last` picks the latest);
- * - never in the period's first partial minute, so the minute-aligned summary window of the
- *   period (see `summaryWindow`) never contains events of the next period;
- * - while the period runs, the current second; once it ended, the next free second of the
- *   reserve at its end, so several posts in the grace window still increase strictly;
- * - never equal to the last one: when the reserve is used up there is no valid timestamp (the
- *   series then waits to be frozen, and whatever Stripe did not bill is billed by adjustment).
+ * - inside the series' window and never in the future: while the window runs, the second before
+ *   the current one (so a plan change or cancellation made after this post, even within the same
+ *   second, still sees it: Stripe bills usage before the change's second); once it ended, the next free second of a 600 s reserve at its end, so several posts after the
+ *   end still increase strictly;
+ * - strictly after the last post (`last` must never depend on equal timestamps);
+ * - before the window's last whole minute boundary when the window spans one: the minute-aligned
+ *   summary window of a series (see `summaryWindow`) then holds its own events only, never the
+ *   previous or the next series' (which start at or after the boundary).
  */
 export function meterTimestamp({ now, periodStart, periodEnd, lastTs }: TimestampInput): number | null {
   const nowS = Math.floor(now / 1000);
   const startS = Math.ceil(periodStart / 1000);
-  const lastInside = Math.ceil(periodEnd / 1000) - 1;
-  if (lastInside < startS) return null;
-  const firstMinute = Math.ceil(startS / 60) * 60;
-  const firstLive = firstMinute <= lastInside ? firstMinute : startS;
-  const base = nowS <= lastInside ? nowS : Math.max(firstLive, lastInside - POST_END_RESERVE_SECONDS + 1);
-  const ts = Math.min(Math.max(base, firstLive, (lastTs ?? Number.NEGATIVE_INFINITY) + 1), lastInside);
-  if (lastTs !== null && ts <= lastTs) return null;
-  return ts > nowS + MAX_FUTURE_SECONDS ? null : ts;
+  const boundary = Math.floor(periodEnd / 60_000) * 60;
+  const stop = boundary > startS ? boundary - 1 : Math.ceil(periodEnd / 1000) - 1;
+  if (stop < startS) return null;
+  const base = nowS <= stop ? nowS - 1 : Math.max(startS, stop - POST_END_RESERVE_SECONDS + 1);
+  const ts = Math.max(base, startS, (lastTs ?? Number.NEGATIVE_INFINITY) + 1);
+  if (ts > stop || ts > nowS + MAX_FUTURE_SECONDS) return null;
+  return ts;
 }
 
 /**
@@ -64,16 +64,15 @@ export function meterIdentifier(
 }
 
 /**
- * Minute-aligned [start, end) in seconds covering a period, for meter event summaries (Stripe
- * requires minute boundaries). It may include the tail of the previous period, whose events are
- * older than any of this period's (so `last` still returns this period's total), and no event
- * of the next period (those start at its first whole minute, see `meterTimestamp`).
+ * Minute-aligned [start, end) in seconds for a series' meter event summary (Stripe requires minute
+ * boundaries): from the minute its window starts in to its window's last whole minute boundary.
+ * Its posts all lie in it (see `meterTimestamp`); the previous series' end before its start minute
+ * and the next one's start after its end. Null for a window inside one minute (not reconciled).
  */
-export function summaryWindow(periodStart: number, periodEnd: number): { start: number; end: number } {
-  return {
-    start: Math.floor(periodStart / 60_000) * 60,
-    end: Math.ceil(periodEnd / 60_000) * 60,
-  };
+export function summaryWindow(periodStart: number, periodEnd: number): { start: number; end: number } | null {
+  const start = Math.floor(periodStart / 60_000) * 60;
+  const end = Math.floor(periodEnd / 60_000) * 60;
+  return end > start && end * 1000 > periodStart ? { start, end } : null;
 }
 
 export type StripeFailure =

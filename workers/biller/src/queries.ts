@@ -354,8 +354,9 @@ export function reserveAdjustment(
 export interface PendingAdjustment extends AdjustmentReservation {
   period_end: number;
   attempts: number;
-  /** The customer's live subscription, if any (the item rides on its next invoice). */
+  /** The customer's live subscription, if any, and its plan. */
   live_subscription_id: string | null;
+  live_plan: PlanId | null;
 }
 
 export async function pendingAdjustments(
@@ -369,7 +370,10 @@ export async function pendingAdjustments(
          a.amount_cents, a.currency, a.attempts, coalesce(p.period_end, a.period_start) AS period_end,
          (SELECT s.stripe_subscription_id FROM subscriptions s
           WHERE s.stripe_customer_id = a.stripe_customer_id AND s.ended_at IS NULL
-          ORDER BY s.started_at DESC LIMIT 1) AS live_subscription_id
+          ORDER BY s.started_at DESC LIMIT 1) AS live_subscription_id,
+         (SELECT s.plan FROM subscriptions s
+          WHERE s.stripe_customer_id = a.stripe_customer_id AND s.ended_at IS NULL
+          ORDER BY s.started_at DESC LIMIT 1) AS live_plan
        FROM usage_adjustments a
        LEFT JOIN usage_periods p ON p.user_id = a.user_id AND p.plan = a.plan AND p.period_start = a.period_start
        WHERE a.state = 'pending' AND (a.next_attempt_at IS NULL OR a.next_attempt_at <= ?1)

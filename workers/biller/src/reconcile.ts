@@ -89,6 +89,7 @@ async function stripeTotal(b: Biller, row: UsagePeriodRow): Promise<number> {
   const eventName = row.meter_event_name;
   if (!eventName) throw new Error("the series names no meter");
   const window = summaryWindow(row.period_start, row.period_end);
+  if (!window) throw new Error("the series' window lies inside one minute: not reconciled");
   const read = async (meterId: string) => {
     const page = await b.stripe.billing.meters.listEventSummaries(meterId, {
       customer: row.stripe_customer_id,

@@ -3,6 +3,7 @@
  * outbox behind the consumer), move sessions whose plan history changed (re-attribution), and
  * bill by adjustment what frozen series counted beyond what Stripe billed.
  */
+import { freezeCoveredSeries } from "@aigate/shared/stripeSync/queries";
 import { adjust } from "./adjust";
 import type { Biller } from "./config";
 import { type PostOutcome, postTotals, refKey } from "./posting";
@@ -20,6 +21,7 @@ export interface SweepResult {
   failed: number;
   overdue: number;
   moved: number;
+  frozen: number;
   adjusted: number;
 }
 
@@ -32,6 +34,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     minIntervalMs: Math.max(0, b.config.postIntervalMs - SWEEP_INTERVAL_SLACK_MS),
   });
   const kinds = [...outcomes.values()].map((o: PostOutcome) => o.kind);
+  const frozen = await freezeCoveredSeries(b.db, now).run();
   const adjusted = await adjust(b, now);
 
   const overdue = await overdueSeries(b.db, now - b.config.graceMs);
@@ -48,6 +51,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     failed: kinds.filter((k) => k === "transient" || k === "rejected").length,
     overdue: overdue.length,
     moved: moved.moved,
+    frozen: frozen.meta.changes ?? 0,
     adjusted: adjusted.reserved + adjusted.created,
   };
   if (rows.length > 0 || moved.moved > 0 || result.adjusted > 0) b.log.info("sweep done", { ...result });

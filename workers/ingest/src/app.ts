@@ -23,7 +23,7 @@ export interface AppOptions {
 }
 
 export function createApp(opts: AppOptions = {}) {
-  const clock = opts.now ?? Date.now;
+  const clock = opts.now ?? (() => Date.now());
   const app = new Hono<AppEnv>();
   const errors = errorHandling<AppEnv>({
     worker: "ingest",

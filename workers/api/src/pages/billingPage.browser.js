@@ -3,13 +3,17 @@
  * The billing page's browser script (run after layout.browser.js). It takes the user token from
  * the URL fragment `#token=...` (then keeps it in sessionStorage and clears the fragment) or from
  * the paste box, and shows the billing API's usage, sessions and daily usage; its buttons open
- * checkout and the billing portal.
+ * checkout and the billing portal, and change the plan of a subscriber (POST /api/billing/plan),
+ * each saying what it will cost.
  *
  * The parts of the billing API's answers it reads (docs/api-billing.md):
- * @typedef {{ name: string, perSessionCents: number, includedSessions: number }} CatalogPlan
+ * @typedef {{ name: string, perSessionCents: number, includedSessions: number,
+ *   monthlyFeeCents: number }} CatalogPlan
  * @typedef {{ plan: string, sessions_this_month: number, quota: number | null, period_start: string,
  *   period_end: string, estimated_cost_cents: number, failed_sessions: number, active_sessions: number,
- *   concurrent_limit: number | null, warning: boolean }} Usage
+ *   concurrent_limit: number | null, warning: boolean, pending_plan: string | null,
+ *   pending_effective_at: string | null }} Usage
+ * @typedef {{ plan: string, when: "now" | "period_end", label: string, detail: string }} PlanChange
  * @typedef {{ created_at: string, session_id: string, project_id: string, audio_ms: number,
  *   billable: boolean, charged: boolean, reason: string }} SessionRow
  * @typedef {{ sessions: SessionRow[], next_cursor: string | null }} SessionsPage
@@ -33,7 +37,7 @@
   const api = (path, init) => callApi(access, path, init);
 
   /** @param {string} id */
-  const plan = (id) => PLANS[id] ?? { name: id, perSessionCents: 0, includedSessions: 0 };
+  const plan = (id) => PLANS[id] ?? { name: id, perSessionCents: 0, includedSessions: 0, monthlyFeeCents: 0 };
 
   /** @param {string} iso */
   function dateUtc(iso) {
@@ -116,6 +120,128 @@
           `You have used ${used} of the ${u.quota} sessions included in ${current.name} (${pct} %). ` +
           `Further sessions cost ${dollars(current.perSessionCents)} each.`;
       }
+    }
+  }
+
+  /**
+   * The changes a subscriber can make now, and what each costs (docs/billing.md, "Changing plans").
+   * @param {Usage} u
+   * @returns {PlanChange[]}
+   */
+  function changesFor(u) {
+    const end = dateUtc(new Date(Date.parse(u.period_end) - 1).toISOString());
+    const pro = plan("pro");
+    const payg = plan("payg");
+    if (u.plan === "payg") {
+      return [
+        {
+          plan: "pro",
+          when: "now",
+          label: `Upgrade to ${pro.name} now`,
+          detail:
+            `${dollars(pro.monthlyFeeCents)} today for a new monthly period with ${pro.includedSessions} sessions ` +
+            `included, then ${dollars(pro.perSessionCents)} each. Your ${payg.name} sessions so far ` +
+            `(${dollars(u.estimated_cost_cents)}) are billed on the same invoice.`,
+        },
+        {
+          plan: "free",
+          when: "period_end",
+          label: "Cancel at the end of this period",
+          detail: `Your plan stays until ${end}; the period's sessions are on the final invoice. Free limits apply after.`,
+        },
+        {
+          plan: "free",
+          when: "now",
+          label: "Cancel now",
+          detail: `Ends today with a final invoice of your sessions so far (${dollars(u.estimated_cost_cents)}).`,
+        },
+      ];
+    }
+    if (u.plan === "pro") {
+      const overage = Math.max(0, u.estimated_cost_cents - pro.monthlyFeeCents);
+      return [
+        {
+          plan: "payg",
+          when: "period_end",
+          label: `Switch to ${payg.name} at the end of this period`,
+          detail: `Your ${dollars(pro.monthlyFeeCents)} is paid and your included sessions stay usable until ${end}; then ${dollars(payg.perSessionCents)} per session.`,
+        },
+        {
+          plan: "payg",
+          when: "now",
+          label: `Switch to ${payg.name} now`,
+          detail: `No refund of this period's fee; sessions beyond the included ones so far (${dollars(overage)}) are billed now.`,
+        },
+        {
+          plan: "free",
+          when: "period_end",
+          label: "Cancel at the end of this period",
+          detail: `Your plan stays until ${end}; the period's overage is on the final invoice. Free limits apply after.`,
+        },
+        {
+          plan: "free",
+          when: "now",
+          label: "Cancel now",
+          detail: `Ends today, no refund; sessions beyond the included ones so far (${dollars(overage)}) are billed now.`,
+        },
+      ];
+    }
+    return [];
+  }
+
+  /** @param {Usage} u */
+  function renderChanges(u) {
+    const section = byId("change");
+    section.hidden = u.plan === "free";
+    const pending = byId("pending");
+    pending.hidden = u.pending_plan === null;
+    if (u.pending_plan !== null && u.pending_effective_at !== null) {
+      const when = dateUtc(u.pending_effective_at);
+      byId("pending-text").textContent =
+        u.pending_plan === "free"
+          ? `Your subscription ends on ${when}.`
+          : `Your plan changes to ${plan(u.pending_plan).name} on ${when}.`;
+    }
+    const list = byId("changes");
+    list.textContent = "";
+    for (const change of changesFor(u)) {
+      if (u.pending_plan === change.plan && change.when === "period_end") continue;
+      const b = el("button", change.label);
+      b.type = "button";
+      b.className = change.when === "now" ? "secondary" : "";
+      b.setAttribute("data-change", `${change.plan}:${change.when}`);
+      b.addEventListener("click", () => changePlan({ plan: change.plan, when: change.when }, b));
+      const item = el("li", "");
+      item.appendChild(b);
+      item.appendChild(el("p", change.detail, "muted"));
+      list.appendChild(item);
+    }
+  }
+
+  /**
+   * @param {{ plan: string, when: string } | { resume: true }} body
+   * @param {HTMLButtonElement} button
+   */
+  async function changePlan(body, button) {
+    button.disabled = true;
+    button.setAttribute("aria-busy", "true");
+    notice("Changing your plan...");
+    try {
+      /** @type {{ plan: string, pending_plan: string | null, effective_at: string | null }} */
+      const r = await api("/api/billing/plan", { method: "POST", body: JSON.stringify(body) });
+      await load();
+      notice(
+        r.pending_plan === null
+          ? `You are on ${plan(r.plan).name}.`
+          : r.pending_plan === "free"
+            ? `Your subscription ends on ${dateUtc(r.effective_at ?? "")}.`
+            : `Your plan changes to ${plan(r.pending_plan).name} on ${dateUtc(r.effective_at ?? "")}.`,
+      );
+    } catch (e) {
+      handleError(e);
+    } finally {
+      button.disabled = false;
+      button.removeAttribute("aria-busy");
     }
   }
 
@@ -304,6 +430,7 @@
       byId("content").hidden = false;
       byId("signout").hidden = false;
       renderUsage(usage);
+      renderChanges(usage);
       renderSessions(sessions, false);
       renderDaily(daily);
       document.body.setAttribute("data-loaded", "true");
@@ -319,6 +446,8 @@
   for (const b of queryAllAs(document, "button.upgrade", HTMLButtonElement)) {
     b.addEventListener("click", () => checkout(b.getAttribute("data-plan") ?? "", b));
   }
+  const resumeButton = byIdAs("resume", HTMLButtonElement);
+  resumeButton.addEventListener("click", () => changePlan({ resume: true }, resumeButton));
   const portalButton = byIdAs("portal", HTMLButtonElement);
   portalButton.addEventListener("click", () => portal(portalButton));
   byId("sessions-more").addEventListener("click", async () => {

@@ -1,8 +1,8 @@
 /**
  * `/`: a user's billing page. Static HTML (nothing user-specific is rendered on the server);
  * its browser script (billingPage.browser.js) takes the user token from the URL fragment
- * `#token=...` or from a paste box and calls the billing API: usage, sessions, daily, checkout
- * and portal.
+ * `#token=...` or from a paste box and calls the billing API: usage, sessions, daily, checkout,
+ * plan changes and portal.
  */
 import { centsToDollars, PLANS, PlanId } from "@aigate/shared";
 import { html, raw } from "hono/html";
@@ -59,6 +59,15 @@ const BODY = html`
     <div class="actions">
       <button type="button" id="portal" class="secondary" hidden>Manage billing</button>
     </div>
+  </section>
+
+  <section id="change" aria-labelledby="change-h" hidden>
+    <h2 id="change-h">Change your plan</h2>
+    <div id="pending" class="banner" role="status" hidden>
+      <p id="pending-text"></p>
+      <div class="actions"><button type="button" id="resume">Keep my current plan</button></div>
+    </div>
+    <ul class="changes" id="changes" role="list"></ul>
   </section>
 
   <section aria-labelledby="plans-h">
@@ -122,6 +131,7 @@ function catalogJson(): string {
         name: PLANS[id].name,
         perSessionCents: PLANS[id].perSessionCents,
         includedSessions: PLANS[id].includedSessions,
+        monthlyFeeCents: PLANS[id].monthlyFeeCents,
       },
     ]),
   );

@@ -1,0 +1,4 @@
+import { stackSetup } from "../support/stack-setup";
+
+// Invoices are finalized as soon as they are due (no grace): the examples look at them at once.
+export default stackSetup("lifecycle", { emulatorClock: true });
