@@ -8,13 +8,14 @@
  * usage; cancel_at_period_end's final invoice has the period's usage; DELETE with invoice_now
  * bills the usage not invoiced yet.
  */
-import { beforeAll, describe, expect, inject, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { eventually } from "../e2e/helpers";
 import {
   advance,
   changePlan,
   emulator,
   endSessions,
+  finalizeWithoutGrace,
   invoices,
   now,
   runSessions,
@@ -35,14 +36,7 @@ async function toPeriodEnd(userId: string): Promise<void> {
   await advance(Math.ceil((Date.parse(u.period_end) - (await now())) / 1000) + 1);
 }
 
-beforeAll(async () => {
-  // invoices finalize as soon as they are due: the examples read them at once
-  await fetch(`${inject("stripeUrl")}/_emulator/invoice_settings`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ finalization_grace_seconds: 0 }),
-  });
-});
+beforeAll(finalizeWithoutGrace);
 
 describe("docs/billing.md worked examples", () => {
   it("1. payg -> pro mid-period: one $41.00 invoice (the $29 fee and 120 payg sessions), then $32.50", async () => {

@@ -194,3 +194,8 @@ export async function invoices(customer: string): Promise<InvoiceSummary[]> {
 export async function waitUsage(userId: string, done: (u: Usage) => boolean): Promise<Usage> {
   return eventually(() => usage(userId), done, 60_000);
 }
+
+/** Invoices are finalized as soon as they are due (no grace): tests read them at once. */
+export async function finalizeWithoutGrace(): Promise<void> {
+  await emulator().setInvoiceSettings({ finalization_grace_seconds: 0 });
+}
