@@ -15,9 +15,7 @@ import { createWriteStream, mkdirSync, mkdtempSync, readFileSync, rmSync, writeF
 import os from "node:os";
 import path from "node:path";
 import { promisify } from "node:util";
-import { startStripeEmulator } from "@aigate/stripe-emulator";
-import { EmulatorClient } from "@aigate/stripe-emulator/client";
-import { SignJWT } from "jose";
+import { DEV_INGEST_KEY, DEV_SECRETS } from "@aigate/scripts/dev/credentials";
 import {
   DEV_SETTINGS,
   freePort,
@@ -26,9 +24,12 @@ import {
   type Stack,
   startStack,
   writeDevConfigs,
-} from "../scripts/dev/stack";
-import { createStripe } from "../shared/src/stripe";
-import { ensureStripeCatalog } from "../shared/src/stripeCatalog";
+} from "@aigate/scripts/dev/stack";
+import { createStripe } from "@aigate/shared/stripe";
+import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
+import { startStripeEmulator } from "@aigate/stripe-emulator";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
+import { SignJWT } from "jose";
 import type { LoadConfig, LoadResult } from "./load";
 import { EVENTS_PER_SESSION, type SessionSpec, sessionEvents } from "./workload";
 
@@ -208,7 +209,7 @@ async function post(url: string, sessions: SessionSpec[]) {
     const res = await fetch(`${url}/v1/events`, {
       method: "POST",
       headers: {
-        authorization: "Bearer aig_dev_ingest",
+        authorization: `Bearer ${DEV_INGEST_KEY}`,
         "content-type": "application/cloudevents-batch+json",
       },
       body,
@@ -378,7 +379,7 @@ async function main() {
     cleanups.push(noop.stop);
     const ingest: Record<string, unknown> = {};
     const loadAt = (eventsPerRequest: number) => {
-      const base = { key: "aig_dev_ingest", eventsPerRequest, connections: CONNECTIONS, users: 200 };
+      const base = { key: DEV_INGEST_KEY, eventsPerRequest, connections: CONNECTIONS, users: 200 };
       return async (url: string, tag: string) => {
         await runLoad({ ...base, url: `${url}/v1/events`, seconds: 2, maxRequests: 1e7, tag: `${tag}w` });
         return runLoad({ ...base, url: `${url}/v1/events`, seconds: SECONDS, maxRequests: 1e7, tag });
@@ -600,7 +601,10 @@ async function main() {
     log("starting the naive baseline");
     const naiveStripe = await startStripeEmulator({ port: await freePort() });
     cleanups.push(() => naiveStripe.close());
-    const sdk = createStripe({ STRIPE_SECRET_KEY: "sk_test_emulator", STRIPE_API_BASE: naiveStripe.url });
+    const sdk = createStripe({
+      STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
+      STRIPE_API_BASE: naiveStripe.url,
+    });
     await ensureStripeCatalog(sdk, "aigate_naive_sessions");
     const naiveDir = path.join(work, "naive");
     mkdirSync(naiveDir, { recursive: true });
@@ -613,7 +617,7 @@ async function main() {
       vars: {
         STRIPE_API_BASE: naiveStripe.url,
         STRIPE_METER_EVENT_NAME: "aigate_naive_sessions",
-        STRIPE_SECRET_KEY: "sk_test_emulator",
+        STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
       },
       d1_databases: [
         {
@@ -648,7 +652,7 @@ async function main() {
     );
     const naiveLog = path.join(naiveDir, "wrangler.log");
     const naive = await startWrangler([naiveConfig], naiveState, naiveLog, {
-      STRIPE_SECRET_KEY: "sk_test_emulator",
+      STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
     });
     cleanups.push(naive.stop);
     const naiveEmu = new EmulatorClient(naiveStripe.url);
