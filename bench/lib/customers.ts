@@ -2,9 +2,11 @@
  * Paying customers on the stack: subscribed through the billing API and the emulator's checkout,
  * and the meter totals their billable sessions must reach on Stripe.
  */
+
+import { DEV_SECRETS } from "@aigate/scripts/dev/credentials";
+import type { Stack } from "@aigate/scripts/dev/stack";
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import { SignJWT } from "jose";
-import type { Stack } from "../../scripts/dev/stack";
 import { billablePerUser, type SessionSpec } from "../workload";
 import { log, until } from "./processes";
 import type { Settings } from "./settings";
@@ -44,7 +46,7 @@ function userToken(user: string): Promise<string> {
     .setProtectedHeader({ alg: "HS256" })
     .setSubject(user)
     .setExpirationTime("4h")
-    .sign(new TextEncoder().encode("dev-user-token-secret"));
+    .sign(new TextEncoder().encode(DEV_SECRETS.USER_TOKEN_SECRET));
 }
 
 /** Subscribes the run's paying users on the stack, half payg and half pro. */

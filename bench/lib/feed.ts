@@ -2,6 +2,8 @@
  * The end-to-end phases' load: session telemetry POSTed as 50-event requests (10 sessions
  * each), either as fast as a few connections take it or paced over a number of seconds.
  */
+
+import { DEV_INGEST_KEY } from "@aigate/scripts/dev/credentials";
 import { type SessionSpec, sessionEvents } from "../workload";
 
 export interface Fed {
@@ -18,7 +20,7 @@ async function post(url: string, sessions: SessionSpec[]) {
     const res = await fetch(`${url}/v1/events`, {
       method: "POST",
       headers: {
-        authorization: "Bearer aig_dev_ingest",
+        authorization: `Bearer ${DEV_INGEST_KEY}`,
         "content-type": "application/cloudevents-batch+json",
       },
       body,

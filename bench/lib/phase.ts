@@ -3,7 +3,7 @@
  * prints, the targets it checks, and the shared processes it needs running. The run is the list
  * in phases/index.ts; a phase's result is stored in the results JSON under its key.
  */
-import type { Stack } from "../../scripts/dev/stack";
+import type { Stack } from "@aigate/scripts/dev/stack";
 import type { PhaseResults } from "../phases";
 import type { Customers } from "./customers";
 import type { LogLine } from "./logs";

@@ -7,7 +7,8 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createWriteStream } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
-import { freePort, ROOT } from "../../scripts/dev/stack";
+import { DEV_INGEST_KEY } from "@aigate/scripts/dev/credentials";
+import { freePort, ROOT } from "@aigate/scripts/dev/stack";
 import type { LoadConfig, LoadResult } from "../load";
 import { BENCH, type Settings } from "./settings";
 
@@ -43,7 +44,7 @@ export async function measureIngest(
   tag: string,
 ): Promise<LoadResult> {
   const base = {
-    key: "aig_dev_ingest",
+    key: DEV_INGEST_KEY,
     eventsPerRequest,
     connections: settings.connections,
     users: 200,

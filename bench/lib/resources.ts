@@ -3,7 +3,7 @@
  * run says so (after the last phase that uses them, or at the end).
  */
 import path from "node:path";
-import { freePort, startStack } from "../../scripts/dev/stack";
+import { freePort, startStack } from "@aigate/scripts/dev/stack";
 import { subscribeCustomers } from "./customers";
 import type { Resource, Resources } from "./phase";
 import { log, startWrangler } from "./processes";

@@ -3,7 +3,7 @@
  * the stack's timing as benchmarked and the list prices of the cost model.
  */
 import path from "node:path";
-import { ROOT } from "../../scripts/dev/stack";
+import { ROOT } from "@aigate/scripts/dev/stack";
 
 export const BENCH = path.join(ROOT, "bench");
 export const RESULTS = path.join(BENCH, "results");

@@ -6,7 +6,7 @@
  */
 import { writeFileSync } from "node:fs";
 import path from "node:path";
-import { DEV_SETTINGS, prepareDatabase, writeDevConfigs } from "../../scripts/dev/stack";
+import { DEV_SETTINGS, prepareDatabase, writeDevConfigs } from "@aigate/scripts/dev/stack";
 import { type LogLine, logLines, logSize, queueMessagesPerEvent } from "../lib/logs";
 import type { Phase, Row } from "../lib/phase";
 import { measureIngest, type Server, startWrangler } from "../lib/processes";

@@ -6,11 +6,12 @@
  */
 import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { DEV_SECRETS } from "@aigate/scripts/dev/credentials";
+import { freePort, ROOT } from "@aigate/scripts/dev/stack";
+import { createStripe } from "@aigate/shared/stripe";
+import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
 import { startStripeEmulator } from "@aigate/stripe-emulator";
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
-import { freePort, ROOT } from "../../scripts/dev/stack";
-import { createStripe } from "../../shared/src/stripe";
-import { ensureStripeCatalog } from "../../shared/src/stripeCatalog";
 import { type Cost, cost } from "../lib/cost";
 import { meterEventCalls, pacedSessionsPerUser, payingUsers } from "../lib/customers";
 import { feedBurst, feedPaced, seconds } from "../lib/feed";
@@ -37,7 +38,10 @@ export const naive: Phase<"naive", NaiveResult> = {
     ctx.log("starting the naive baseline");
     const stripe = await startStripeEmulator({ port: await freePort() });
     try {
-      const sdk = createStripe({ STRIPE_SECRET_KEY: "sk_test_emulator", STRIPE_API_BASE: stripe.url });
+      const sdk = createStripe({
+        STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
+        STRIPE_API_BASE: stripe.url,
+      });
       await ensureStripeCatalog(sdk, METER);
       mkdirSync(ctx.dir, { recursive: true });
       const config = {
@@ -49,7 +53,7 @@ export const naive: Phase<"naive", NaiveResult> = {
         vars: {
           STRIPE_API_BASE: stripe.url,
           STRIPE_METER_EVENT_NAME: METER,
-          STRIPE_SECRET_KEY: "sk_test_emulator",
+          STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
         },
         d1_databases: [
           {
@@ -85,7 +89,7 @@ export const naive: Phase<"naive", NaiveResult> = {
       );
       const logFile = path.join(ctx.dir, "wrangler.log");
       const server = await startWrangler([configFile], state, logFile, {
-        STRIPE_SECRET_KEY: "sk_test_emulator",
+        STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
       });
       try {
         const emu = new EmulatorClient(stripe.url);

@@ -3,10 +3,10 @@
  * every number is worked out in the comments (definitions: docs/operations.md).
  */
 import { env, SELF } from "cloudflare:test";
+import { DEV_ADMIN_KEY, seedKeys } from "@aigate/test-support";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { MetricsRows } from "./adminQueries";
 import { metricsBody, monthWindow, perCustomer, rate } from "./metrics";
-import { seedKeys, TEST_ADMIN_KEY } from "./opsTestSupport";
 
 const utc = (y: number, m: number, d: number, h = 0, min = 0, s = 0, ms = 0) =>
   Date.UTC(y, m - 1, d, h, min, s, ms);
@@ -319,7 +319,7 @@ async function seedMarch2025(db: D1Database) {
 }
 
 const asAdmin = (path: string) =>
-  SELF.fetch(`http://api.test${path}`, { headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } });
+  SELF.fetch(`http://api.test${path}`, { headers: { authorization: `Bearer ${DEV_ADMIN_KEY}` } });
 
 describe("GET /admin/metrics", () => {
   beforeEach(async () => {

@@ -1,13 +1,13 @@
 /**
  * A vitest global setup that starts the whole stack (emulator + all workers on the local
  * runtime) once for a suite, on free ports and a fresh database, exactly as `npm run dev` runs
- * it, and hands its addresses to the tests (see e2e/provided.d.ts).
+ * it, and hands its addresses to the tests (see provided.d.ts).
  */
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { freePort, ROOT, startStack } from "@aigate/scripts/dev/stack";
 import type { TestProject } from "vitest/node";
-import { freePort, ROOT, startStack } from "../../scripts/dev/stack";
 
 export function stackSetup(suite: string) {
   return async function setup(project: TestProject) {
