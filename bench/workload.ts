@@ -51,6 +51,24 @@ export function sessionEvents(s: SessionSpec, source = "gw-bench"): Array<Record
   ];
 }
 
+/** Sessions of `users`, round robin; one in five is not billable (too short). */
+export function workload(users: string[], perUser: number, tag: string, start: number): SessionSpec[] {
+  const sessions: SessionSpec[] = [];
+  for (let i = 0; i < perUser; i++) {
+    for (const [u, userId] of users.entries()) {
+      sessions.push({ sessionId: `${tag}-${u}-${i}`, userId, billable: (i + u) % 5 !== 0, start });
+    }
+  }
+  return sessions;
+}
+
+/** Billable sessions per user. */
+export function billablePerUser(sessions: SessionSpec[]): Map<string, number> {
+  const m = new Map<string, number>();
+  for (const s of sessions) if (s.billable) m.set(s.userId, (m.get(s.userId) ?? 0) + 1);
+  return m;
+}
+
 /** A small deterministic PRNG (mulberry32). */
 export function prng(seed: number): () => number {
   let a = seed >>> 0;

@@ -16,6 +16,7 @@
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { z } from "zod";
+import { DEV_ADMIN_KEY } from "./dev/credentials";
 import { stackOrigin } from "./dev/ports";
 
 const USAGE = `usage:
@@ -24,7 +25,7 @@ const USAGE = `usage:
   npm run dlq -- replay <id>... [--force] | replay --queue <q> --all
   npm run dlq -- purge <id>... [--force]  | purge --queue <q> --all
 options: --url <base url> (default $AIGATE_URL, else http://127.0.0.1:$PORT, PORT default 8787)
-         --key <admin key> (default $AIGATE_ADMIN_KEY or aig_dev_admin)`;
+         --key <admin key> (default $AIGATE_ADMIN_KEY or ${DEV_ADMIN_KEY})`;
 
 export interface Io {
   out(line: string): void;
@@ -165,7 +166,7 @@ export async function run(argv: string[], io: Io): Promise<number> {
     io.err(err instanceof Error ? err.message : String(err));
     return 1;
   }
-  const key = values.key ?? io.env.AIGATE_ADMIN_KEY ?? "aig_dev_admin";
+  const key = values.key ?? io.env.AIGATE_ADMIN_KEY ?? DEV_ADMIN_KEY;
   const call = (method: string, path: string, body?: unknown) => request(io, base, key, method, path, body);
 
   try {

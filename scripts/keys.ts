@@ -14,14 +14,7 @@ import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
-import {
-  devSeedSql,
-  isKeyScope,
-  KEY_NAME_PATTERN,
-  listKeysSql,
-  newKey,
-  revokeKeySql,
-} from "../workers/ingest/src/keys";
+import { devSeedSql, isKeyScope, KEY_NAME_PATTERN, listKeysSql, newKey, revokeKeySql } from "./lib/keys";
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 const WRANGLER = path.join(repoRoot, "node_modules", ".bin", "wrangler");

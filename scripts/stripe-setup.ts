@@ -9,8 +9,9 @@
  * STRIPE_EMULATOR_PORT (12111), the emulator's port as `npm run dev` uses it.
  * `--json` prints the ids as JSON instead of the report.
  */
-import { runStripeSetup } from "../workers/biller/src/stripeSetup";
+
 import { emulatorOrigin } from "./dev/ports";
+import { runStripeSetup } from "./lib/stripeSetup";
 
 try {
   const { target, catalog, lines } = await runStripeSetup(process.env, emulatorOrigin(process.env));

@@ -9,10 +9,11 @@ import { createWriteStream, mkdirSync, readFileSync, type WriteStream, writeFile
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { createStripe } from "@aigate/shared/stripe";
+import { ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { startStripeEmulator } from "@aigate/stripe-emulator";
 import { parse as parseJsonc } from "jsonc-parser";
-import { createStripe } from "../../shared/src/stripe";
-import { ensureStripeCatalog, type StripeCatalog } from "../../shared/src/stripeCatalog";
+import { DEV_SECRETS } from "./credentials";
 import { assertPortFree } from "./ports";
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -21,9 +22,7 @@ export const WORKERS = ["ingest", "classifier", "biller", "webhooks", "api"] as 
 
 /** Local development settings: the documented dev credentials and a 2 s settle window. */
 export const DEV_SETTINGS: Record<string, string> = {
-  STRIPE_SECRET_KEY: "sk_test_emulator",
-  STRIPE_WEBHOOK_SECRET: "whsec_dev",
-  USER_TOKEN_SECRET: "dev-user-token-secret",
+  ...DEV_SECRETS,
   VERDICT_SETTLE_SECONDS: "2",
   STRIPE_POST_INTERVAL_SECONDS: "5",
   SUCCESS_LOG_SAMPLE_RATE: "1",

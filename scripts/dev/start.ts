@@ -15,6 +15,7 @@
  */
 import path from "node:path";
 import { parseArgs } from "node:util";
+import { DEV_ADMIN_KEY, DEV_INGEST_KEY, DEV_SECRETS } from "./credentials";
 import { devPorts, PortBusyError, PortSettingError } from "./ports";
 import { DEV_SETTINGS, ROOT, type Stack, startStack } from "./stack";
 
@@ -85,11 +86,11 @@ async function main(): Promise<void> {
   }
   console.log(`
 AI Gate Billing is up on ${stack.url}
-  gateways   ${stack.url}/v1/events            Authorization: Bearer aig_dev_ingest
+  gateways   ${stack.url}/v1/events            Authorization: Bearer ${DEV_INGEST_KEY}
   admission  ${stack.url}/v1/sessions/admit
-  billing    ${stack.url}/api/billing/usage    user JWT (HS256, secret dev-user-token-secret)
-  webhooks   ${stack.url}/api/webhooks/stripe  secret whsec_dev
-  operators  ${stack.url}/admin/metrics        Authorization: Bearer aig_dev_admin
+  billing    ${stack.url}/api/billing/usage    user JWT (HS256, secret ${DEV_SECRETS.USER_TOKEN_SECRET})
+  webhooks   ${stack.url}/api/webhooks/stripe  secret ${DEV_SECRETS.STRIPE_WEBHOOK_SECRET}
+  operators  ${stack.url}/admin/metrics        Authorization: Bearer ${DEV_ADMIN_KEY}
   dashboard  ${stack.url}/
   Stripe emulator ${stack.stripeUrl} (meters ${stack.catalog.meters.payg.eventName}, ${stack.catalog.meters.pro.eventName})
 Ctrl-C stops everything.`);

@@ -3,9 +3,11 @@
  * for the month, and a dead letter parked by the classifier (telemetry naming another user than
  * the session's owner) replayed from the page.
  */
+
+import { DEV_ADMIN_KEY } from "@aigate/test-support";
 import type { Browser } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { asUser, DEV_ADMIN_KEY, eventually, postEvents, sessionEvents, stackUrl } from "../e2e/helpers";
+import { asUser, eventually, postEvents, sessionEvents, stackUrl } from "../e2e/helpers";
 import {
   DESKTOP,
   fitsViewport,

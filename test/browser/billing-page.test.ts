@@ -3,6 +3,8 @@
  * Usage is seeded through the real pipeline (telemetry -> classifier -> biller).
  * Screenshots are saved to test/.artifacts/screenshots/.
  */
+
+import { DEV_SECRETS } from "@aigate/test-support";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { eventually, stackUrl, userToken } from "../e2e/helpers";
@@ -120,7 +122,7 @@ describe.skipIf(PLAN.kind === "skip")("billing page", () => {
     const sessionId = new URL(page.url()).pathname.split("/").at(-1) ?? "";
     const session = (await (
       await fetch(`${stripeUrl}/v1/checkout/sessions/${sessionId}`, {
-        headers: { authorization: "Bearer sk_test_emulator" },
+        headers: { authorization: `Bearer ${DEV_SECRETS.STRIPE_SECRET_KEY}` },
       })
     ).json()) as { mode: string; client_reference_id: string; metadata: Record<string, string> };
     expect(session).toMatchObject({

@@ -6,8 +6,8 @@
  */
 import { accessSync, constants, mkdirSync, statSync } from "node:fs";
 import path from "node:path";
+import { ROOT } from "@aigate/scripts/dev/stack";
 import { type Browser, type BrowserContext, chromium, type Page } from "playwright-core";
-import { ROOT } from "../../scripts/dev/stack";
 
 type Env = Record<string, string | undefined>;
 

@@ -3,8 +3,9 @@
  * Without a browser (and not in CI) the suite is skipped with one line saying so, and no stack
  * is started; in CI the tests run and fail on the missing browser (chromium.ts).
  */
+
+import { stackSetup } from "@aigate/test-support/stack";
 import type { TestProject } from "vitest/node";
-import { stackSetup } from "../support/stack-setup";
 import { PLAN } from "./chromium";
 
 export default async function setup(project: TestProject) {

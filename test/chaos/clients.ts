@@ -5,18 +5,15 @@
  * read-only SQL endpoint.
  */
 import { createHmac } from "node:crypto";
+import { mapLimit } from "@aigate/shared/chunks";
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
-import { mapLimit } from "../../shared/src/chunks";
-import { DEV_USER_TOKEN_SECRET as USER_TOKEN_SECRET, userToken } from "../e2e/helpers";
+import { DEV_ADMIN_KEY, DEV_INGEST_KEY, DEV_SECRETS } from "@aigate/test-support";
+import { userToken } from "../e2e/helpers";
 import type { ChaosStats } from "./protocol";
 import type { Rng } from "./random";
 import type { EventRequest, WireEvent } from "./workload";
 
-export { mapLimit, USER_TOKEN_SECRET, userToken };
-
-export const INGEST_KEY = "aig_dev_ingest";
-export const ADMIN_KEY = "aig_dev_admin";
-export const WEBHOOK_SECRET = "whsec_dev";
+export { mapLimit, userToken };
 
 export type Row = Record<string, unknown>;
 
@@ -53,7 +50,11 @@ export function strOrNull(row: Row, key: string): string | null {
 }
 
 /** A `Stripe-Signature` header for `payload`, as Stripe computes it (v1 = HMAC-SHA256 of "t.payload"). */
-export function stripeSignature(payload: string, secret = WEBHOOK_SECRET, t = Math.floor(Date.now() / 1000)) {
+export function stripeSignature(
+  payload: string,
+  secret: string = DEV_SECRETS.STRIPE_WEBHOOK_SECRET,
+  t = Math.floor(Date.now() / 1000),
+) {
   const v1 = createHmac("sha256", secret).update(`${t}.${payload}`).digest("hex");
   return `t=${t},v1=${v1}`;
 }
@@ -114,7 +115,7 @@ export class StackClient {
       try {
         const res = await fetch(`${this.url}/v1/events`, {
           method: "POST",
-          headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": req.contentType },
+          headers: { authorization: `Bearer ${DEV_INGEST_KEY}`, "content-type": req.contentType },
           body,
         });
         status = res.status;
@@ -141,7 +142,7 @@ export class StackClient {
       try {
         const res = await fetch(`${this.url}/v1/sessions/admit`, {
           method: "POST",
-          headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/json" },
+          headers: { authorization: `Bearer ${DEV_INGEST_KEY}`, "content-type": "application/json" },
           body: JSON.stringify({ session_id: sessionId, user_id: userId, project_id: projectId }),
         });
         status = res.status;
@@ -168,7 +169,7 @@ export class StackClient {
 
   async admin(path: string, init: RequestInit = {}): Promise<{ status: number; body: unknown }> {
     const headers = new Headers(init.headers);
-    headers.set("authorization", `Bearer ${ADMIN_KEY}`);
+    headers.set("authorization", `Bearer ${DEV_ADMIN_KEY}`);
     if (init.body) headers.set("content-type", "application/json");
     const res = await fetch(`${this.url}${path}`, { ...init, headers });
     return { status: res.status, body: await bodyOf(res) };

@@ -8,7 +8,7 @@
  * Bad input that `fetch` cannot send (a negative Content-Length, a body cut off mid-upload) is
  * covered by test/e2e/ingest-http.test.ts over raw sockets.
  */
-import { INGEST_KEY } from "./clients";
+import { DEV_INGEST_KEY } from "@aigate/test-support";
 import type { BadRequest } from "./corpus";
 
 const MiB = 1024 * 1024;
@@ -18,7 +18,7 @@ const validData = { user_id: "corpus-user", project_id: "proj-corpus", audio_ms:
 /** The headers the CloudEvents SDK sends in binary mode (`HTTP.binary`), with `overrides` (null removes one). */
 function binaryHeaders(overrides: Record<string, string | null> = {}): Record<string, string> {
   const headers: Record<string, string | null> = {
-    authorization: `Bearer ${INGEST_KEY}`,
+    authorization: `Bearer ${DEV_INGEST_KEY}`,
     "content-type": "application/json; charset=utf-8",
     "ce-specversion": "1.0",
     "ce-id": "evt-corpus-binary-1",
@@ -118,7 +118,10 @@ export const INGEST_HARDENING_CORPUS: BadRequest[] = [
     name: "events: a 3 MiB chunked batch (read to its end and discarded)",
     method: "POST",
     path: "/v1/events",
-    headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/cloudevents-batch+json" },
+    headers: {
+      authorization: `Bearer ${DEV_INGEST_KEY}`,
+      "content-type": "application/cloudevents-batch+json",
+    },
     body: chunkedPadding(3 * MiB),
     status: [413],
     code: "payload_too_large",
@@ -127,7 +130,7 @@ export const INGEST_HARDENING_CORPUS: BadRequest[] = [
     name: "admit: a chunked body over 16 KiB",
     method: "POST",
     path: "/v1/sessions/admit",
-    headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${DEV_INGEST_KEY}`, "content-type": "application/json" },
     body: chunkedPadding(64 * 1024),
     status: [413],
     code: "payload_too_large",

@@ -6,8 +6,8 @@
  * The signatures are made by the official SDK when a case is sent (`headers` is a getter): the
  * corpus runs minutes after import, beyond the 300 s tolerance of a signature made at import.
  */
+import { DEV_ADMIN_KEY, DEV_SECRETS } from "@aigate/test-support";
 import Stripe from "stripe";
-import { ADMIN_KEY, WEBHOOK_SECRET } from "./clients";
 import type { BadRequest } from "./corpus";
 
 const json = { "content-type": "application/json" };
@@ -23,7 +23,7 @@ function signedHook(name: string, body: string, code: string): BadRequest {
         ...json,
         "stripe-signature": Stripe.webhooks.generateTestHeaderString({
           payload: body,
-          secret: WEBHOOK_SECRET,
+          secret: DEV_SECRETS.STRIPE_WEBHOOK_SECRET,
         }),
       };
     },
@@ -43,7 +43,7 @@ const staleSigned = (body: string): BadRequest => ({
       ...json,
       "stripe-signature": Stripe.webhooks.generateTestHeaderString({
         payload: body,
-        secret: WEBHOOK_SECRET,
+        secret: DEV_SECRETS.STRIPE_WEBHOOK_SECRET,
         timestamp,
       }),
     };
@@ -82,7 +82,7 @@ export const webhooksHardeningCorpus: BadRequest[] = [
       name: `metrics: month=${month}`,
       method: "GET",
       path: `/admin/metrics?month=${month}`,
-      headers: { ...json, authorization: `Bearer ${ADMIN_KEY}` },
+      headers: { ...json, authorization: `Bearer ${DEV_ADMIN_KEY}` },
       status: [400],
       code: "invalid_request",
     }),

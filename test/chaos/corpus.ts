@@ -4,16 +4,9 @@
  * signatures). Each must get the contract's error envelope with the documented 4xx status, never
  * a 5xx, and leave D1 unchanged (the suite compares a dump before and after).
  */
+import { DEV_ADMIN_KEY, DEV_INGEST_KEY, DEV_SECRETS } from "@aigate/test-support";
 import { SignJWT } from "jose";
-import {
-  ADMIN_KEY,
-  INGEST_KEY,
-  isRecord,
-  type StackClient,
-  stripeSignature,
-  USER_TOKEN_SECRET,
-  userToken,
-} from "./clients";
+import { isRecord, type StackClient, stripeSignature, userToken } from "./clients";
 import { INGEST_HARDENING_CORPUS } from "./corpus-ingest-hardening";
 import { webhooksHardeningCorpus } from "./corpus-webhooks-hardening";
 
@@ -50,7 +43,7 @@ function validEvent(overrides: Record<string, unknown> = {}, data: Record<string
   };
 }
 
-const ingestAuth = { authorization: `Bearer ${INGEST_KEY}` };
+const ingestAuth = { authorization: `Bearer ${DEV_INGEST_KEY}` };
 const json = { "content-type": "application/json" };
 const batch = { "content-type": "application/cloudevents-batch+json" };
 
@@ -81,7 +74,7 @@ function admit(name: string, body: string, status: number[], code?: string, head
 /** Forged, expired and malformed user tokens, each with what is wrong with it. */
 export async function forgedTokens(userId: string): Promise<Array<[string, string]>> {
   const now = Math.floor(Date.now() / 1000);
-  const secret = new TextEncoder().encode(USER_TOKEN_SECRET);
+  const secret = new TextEncoder().encode(DEV_SECRETS.USER_TOKEN_SECRET);
   const valid = await userToken(userId);
   const [header, , signature] = valid.split(".");
   return [
@@ -135,14 +128,14 @@ export async function forgedTokens(userId: string): Promise<Array<[string, strin
         .setProtectedHeader({ alg: "HS512" })
         .setSubject(userId)
         .setExpirationTime(now + 3600)
-        .sign(new TextEncoder().encode(USER_TOKEN_SECRET.repeat(3))),
+        .sign(new TextEncoder().encode(DEV_SECRETS.USER_TOKEN_SECRET.repeat(3))),
     ],
     [
       "payload swapped under a valid signature",
       `${header}.${b64url(JSON.stringify({ sub: "someone-else", exp: now + 3600 }))}.${signature}`,
     ],
     ["three garbage segments", "a.b.c"],
-    ["an ingest key", INGEST_KEY],
+    ["an ingest key", DEV_INGEST_KEY],
   ];
 }
 
@@ -173,7 +166,7 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       name: "events: basic auth",
       method: "POST",
       path: "/v1/events",
-      headers: { ...batch, authorization: `Basic ${b64url(`x:${INGEST_KEY}`)}` },
+      headers: { ...batch, authorization: `Basic ${b64url(`x:${DEV_INGEST_KEY}`)}` },
       body: good,
       status: [401],
     },
@@ -181,7 +174,7 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       name: "events: admin key (wrong scope)",
       method: "POST",
       path: "/v1/events",
-      headers: { ...batch, authorization: `Bearer ${ADMIN_KEY}` },
+      headers: { ...batch, authorization: `Bearer ${DEV_ADMIN_KEY}` },
       body: good,
       status: [403],
     },
@@ -363,7 +356,7 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       name: "admit: admin key",
       method: "POST",
       path: "/v1/sessions/admit",
-      headers: { ...json, authorization: `Bearer ${ADMIN_KEY}` },
+      headers: { ...json, authorization: `Bearer ${DEV_ADMIN_KEY}` },
       body: admitBody,
       status: [403],
     },
@@ -622,7 +615,7 @@ export async function buildCorpus(users: CorpusUsers, subscriptionId: string): P
       },
     );
   }
-  const adminAuth = { ...json, authorization: `Bearer ${ADMIN_KEY}` };
+  const adminAuth = { ...json, authorization: `Bearer ${DEV_ADMIN_KEY}` };
   for (const q of [
     "limit=0",
     "limit=1e308",

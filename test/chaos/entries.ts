@@ -11,7 +11,7 @@
  */
 import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { ROOT, WORKERS } from "../../scripts/dev/stack";
+import { ROOT, WORKERS } from "@aigate/scripts/dev/stack";
 import type { ChaosEntryOptions } from "./faultEntry";
 
 export type WorkerName = (typeof WORKERS)[number];

@@ -7,8 +7,8 @@
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { freePort, ROOT, startStack } from "@aigate/scripts/dev/stack";
 import type { TestProject } from "vitest/node";
-import { freePort, ROOT, startStack } from "../../scripts/dev/stack";
 import { chaosConfig, replayHint } from "./config";
 import { startControl } from "./control";
 import { writeChaosEntries } from "./entries";

@@ -8,8 +8,9 @@
  * `invalid_event` (shared/src/events.ts, `Identifier`); the contract also allows billing them to
  * their user, so either outcome passes.
  */
+import { DEV_INGEST_KEY } from "@aigate/test-support";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
-import { INGEST_KEY, isRecord, StackClient, sleep } from "./clients";
+import { isRecord, StackClient, sleep } from "./clients";
 
 const client = new StackClient(inject("stackUrl"), inject("stripeUrl"), inject("chaosControlUrl"));
 const run = Date.now().toString(36);
@@ -52,7 +53,7 @@ describe("ids holding a lone UTF-16 surrogate", () => {
     it(`are refused with invalid_event, or billed to their user, when ${what}`, async () => {
       const res = await fetch(`${client.url}/v1/events`, {
         method: "POST",
-        headers: { authorization: `Bearer ${INGEST_KEY}`, "content-type": "application/json" },
+        headers: { authorization: `Bearer ${DEV_INGEST_KEY}`, "content-type": "application/json" },
         body: sessionJson(sessionId, userId),
       });
       const body: unknown = await res.json();

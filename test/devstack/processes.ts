@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import os from "node:os";
 import path from "node:path";
-import { freePort, ROOT } from "../../scripts/dev/stack";
+import { freePort, ROOT } from "@aigate/scripts/dev/stack";
 
 export { freePort, ROOT };
 

@@ -6,8 +6,8 @@
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import { freePort, type Stack, startStack } from "@aigate/scripts/dev/stack";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { freePort, type Stack, startStack } from "../../scripts/dev/stack";
 import { ROOT, sleep } from "./processes";
 
 describe("the scheduler of a test stack", () => {

@@ -10,10 +10,11 @@
 import { execFile } from "node:child_process";
 import path from "node:path";
 import { promisify } from "node:util";
+import { ROOT } from "@aigate/scripts/dev/stack";
+import { DEV_ADMIN_KEY, DEV_SECRETS } from "@aigate/test-support";
 import Stripe from "stripe";
 import { afterAll, describe, expect, inject, it } from "vitest";
-import { ROOT } from "../../scripts/dev/stack";
-import { asUser, DEV_ADMIN_KEY, eventually, postEvents, sessionEvents, stackUrl, stripeUrl } from "./helpers";
+import { asUser, eventually, postEvents, sessionEvents, stackUrl, stripeUrl } from "./helpers";
 
 const run = promisify(execFile);
 
@@ -33,7 +34,7 @@ interface DeadLetter {
 
 function stripeClient(): Stripe {
   const url = new URL(stripeUrl());
-  return new Stripe("sk_test_emulator", {
+  return new Stripe(DEV_SECRETS.STRIPE_SECRET_KEY, {
     host: url.hostname,
     port: Number(url.port),
     protocol: "http",

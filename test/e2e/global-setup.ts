@@ -1,3 +1,3 @@
-import { stackSetup } from "../support/stack-setup";
+import { stackSetup } from "@aigate/test-support/stack";
 
 export default stackSetup("e2e");

@@ -2,12 +2,8 @@
  * Small clients for the end-to-end suites: the stack's HTTP API as gateways, users, Stripe and
  * operators see it.
  */
-import { SignJWT } from "jose";
+import { DEV_INGEST_KEY, DEV_SECRETS, userToken as signUserToken } from "@aigate/test-support";
 import { inject } from "vitest";
-
-export const DEV_INGEST_KEY = "aig_dev_ingest";
-export const DEV_ADMIN_KEY = "aig_dev_admin";
-export const DEV_USER_TOKEN_SECRET = "dev-user-token-secret";
 
 export function stackUrl(path = ""): string {
   return `${inject("stackUrl")}${path}`;
@@ -17,13 +13,9 @@ export function stripeUrl(path = ""): string {
   return `${inject("stripeUrl")}${path}`;
 }
 
-export async function userToken(userId: string, ttlSeconds = 3600): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: "HS256" })
-    .setSubject(userId)
-    .setIssuedAt()
-    .setExpirationTime(`${ttlSeconds}s`)
-    .sign(new TextEncoder().encode(DEV_USER_TOKEN_SECRET));
+/** A user token the stack accepts (signed with the dev stack's secret, valid for an hour). */
+export async function userToken(userId: string): Promise<string> {
+  return signUserToken(userId, { secret: DEV_SECRETS.USER_TOKEN_SECRET });
 }
 
 export async function asUser(userId: string, path: string, init: RequestInit = {}): Promise<Response> {

@@ -6,12 +6,13 @@
 import { readFileSync, statSync } from "node:fs";
 import http from "node:http";
 import net from "node:net";
+import { DEV_INGEST_KEY } from "@aigate/test-support";
 import { CloudEvent, emitterFor, httpTransport, Mode } from "cloudevents";
 import { describe, expect, inject, it } from "vitest";
 import { isRecord, StackClient } from "../chaos/clients";
 import { runCase } from "../chaos/corpus";
 import { INGEST_HARDENING_CORPUS } from "../chaos/corpus-ingest-hardening";
-import { DEV_INGEST_KEY, eventually, stackUrl, stripeUrl } from "./helpers";
+import { eventually, stackUrl, stripeUrl } from "./helpers";
 
 const MiB = 1024 * 1024;
 const auth = { authorization: `Bearer ${DEV_INGEST_KEY}` };

@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
+import { repoRoot, workerTestConfig } from "@aigate/test-support/vitest";
 import { parse } from "jsonc-parser";
-import { repoRoot, workerTestConfig } from "../../test/support/worker-vitest.ts";
 
 /** Each queue consumer's max_retries, read from its worker's config (the dead-letter drain mirrors them). */
 function consumerMaxRetries(): Record<string, number> {

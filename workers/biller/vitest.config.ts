@@ -1,5 +1,5 @@
+import { workerTestConfig } from "@aigate/test-support/vitest";
 import { defineConfig, mergeConfig } from "vitest/config";
-import { workerTestConfig } from "../../test/support/worker-vitest.ts";
 
 const base = workerTestConfig({
   dir: import.meta.dirname,

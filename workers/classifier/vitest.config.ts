@@ -1,4 +1,4 @@
-import { workerTestConfig } from "../../test/support/worker-vitest.ts";
+import { workerTestConfig } from "@aigate/test-support/vitest";
 
 // A short settle window for the test that goes through the real local queue (index.test.ts);
 // unit tests set their own windows through the harness.

@@ -1,3 +1,3 @@
-import { workerTestConfig } from "../../test/support/worker-vitest.ts";
+import { workerTestConfig } from "@aigate/test-support/vitest";
 
 export default workerTestConfig({ dir: import.meta.dirname });

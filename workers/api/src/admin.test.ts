@@ -3,17 +3,11 @@
  * replay, purge) and reconciliation runs.
  */
 import { env, SELF } from "cloudflare:test";
+import { DEV_ADMIN_KEY, DEV_INGEST_KEY, seedKeys } from "@aigate/test-support";
 import { beforeEach, describe, expect, it } from "vitest";
-import {
-  deadLetter,
-  deadLetterRows,
-  insertDeadLetterRows,
-  seedKeys,
-  TEST_ADMIN_KEY,
-  TEST_INGEST_KEY,
-} from "./opsTestSupport";
+import { deadLetter, deadLetterRows, insertDeadLetterRows } from "./test/admin";
 
-function call(path: string, init: RequestInit = {}, key: string | null = TEST_ADMIN_KEY) {
+function call(path: string, init: RequestInit = {}, key: string | null = DEV_ADMIN_KEY) {
   const headers = new Headers(init.headers);
   if (key) headers.set("authorization", `Bearer ${key}`);
   if (init.body) headers.set("content-type", "application/json");
@@ -43,7 +37,7 @@ describe("admin auth", () => {
       expect(none.status).toBe(401);
       expect(await none.json()).toMatchObject({ error: { code: "unauthorized" } });
       expect((await call(path, {}, "aig_wrong")).status).toBe(401);
-      const ingest = await call(path, {}, TEST_INGEST_KEY);
+      const ingest = await call(path, {}, DEV_INGEST_KEY);
       expect(ingest.status).toBe(403);
       expect(await ingest.json()).toMatchObject({ error: { code: "forbidden" } });
     }

@@ -144,67 +144,119 @@ export interface MetricsWindow {
   endDay: string;
 }
 
-/** The plan in force per user at an instant: the latest plan_history row before `?n`. */
-const planBefore = (param: string) => `
-  SELECT user_id, plan FROM (
-    SELECT user_id, plan, row_number() OVER (PARTITION BY user_id ORDER BY effective_from DESC) AS rn
-    FROM plan_history WHERE effective_from < ${param})
-  WHERE rn = 1`;
+/**
+ * Each subscription's paying span `(started_at, stopped_at]`, from the subscriptions table (the
+ * latest state Stripe reported; D1 keeps no status history):
+ * - `active`, `past_due`: paying since its start, still paying (Stripe counts past_due in MRR).
+ * - `canceled`: was paying from its start until it ended (`ended_at`).
+ * - `unpaid`: was paying until its payment started failing (`past_due_since`).
+ * - any other status (`trialing`, `incomplete`, `incomplete_expired`, `paused`): never paying.
+ */
+const PAID_SPANS = `paid_spans AS (
+  SELECT stripe_subscription_id, user_id, plan, started_at,
+         CASE WHEN status = 'unpaid' THEN coalesce(past_due_since, started_at) ELSE ended_at END AS stopped_at
+  FROM subscriptions
+  WHERE status IN ('active', 'past_due', 'canceled', 'unpaid'))`;
+
+/** Subscriptions paying at the instant `t`: started before it, not stopped before it. */
+const payingAt = (t: string) =>
+  `SELECT * FROM paid_spans WHERE started_at < ${t} AND (stopped_at IS NULL OR stopped_at >= ${t})`;
+
+/** Subscriptions paying at some instant of `[start, end)`. */
+const payingDuring = (start: string, end: string) =>
+  `SELECT * FROM paid_spans WHERE started_at < ${end}
+     AND (stopped_at IS NULL OR (stopped_at >= ${start} AND stopped_at > started_at))`;
+
+/**
+ * The plan of a paying subscription at `t`: its latest plan_history row before `t` (plan changes
+ * within a subscription), else its current plan.
+ */
+const planAt = (t: string) => `coalesce(
+  (SELECT h.plan FROM plan_history h
+   WHERE h.user_id = p.user_id AND h.stripe_subscription_id = p.stripe_subscription_id AND h.effective_from < ${t}
+   ORDER BY h.effective_from DESC LIMIT 1),
+  p.plan)`;
+
+/** Invoices that bill revenue of the window: finalized in it, and neither draft nor void. */
+const INVOICED = `finalized_at >= ?1 AND finalized_at < ?2 AND status IN ('open', 'paid', 'uncollectible')`;
 
 export interface MetricsRows {
-  payingAtEnd: { plan: string; n: number }[];
+  /** Subscriptions paying at the end of the window, by their plan then (for MRR). */
+  subscriptionsAtEnd: { plan: string; n: number }[];
+  /** Customers paying at the end of the window, by the plan of their newest paying subscription. */
+  customersAtEnd: { plan: string; n: number }[];
   churn: { paying_at_start: number; churned: number };
   conversion: { free_active: number; converted: number };
   sessions: { reason: string; n: number }[];
   invoicedCents: number;
+  /** Customers paying at some time in the window, or billed in it (ARPU's denominator). */
+  arpuCustomers: number;
 }
 
 export async function metricsRows(db: D1Database, w: MetricsWindow): Promise<MetricsRows> {
-  const [payingAtEnd, churn, conversion, sessions, invoiced] = await db.batch([
-    db
-      .prepare(
-        `WITH at_end AS (${planBefore("?1")})
-         SELECT plan, count(*) AS n FROM at_end WHERE plan <> 'free' GROUP BY plan ORDER BY plan`,
-      )
-      .bind(w.end),
-    db
-      .prepare(
-        `WITH at_start AS (${planBefore("?1")}), at_end AS (${planBefore("?2")})
-         SELECT count(*) AS paying_at_start,
-                coalesce(sum(CASE WHEN e.plan IS NULL OR e.plan = 'free' THEN 1 ELSE 0 END), 0) AS churned
-         FROM at_start s LEFT JOIN at_end e ON e.user_id = s.user_id
-         WHERE s.plan <> 'free'`,
-      )
-      .bind(w.start, w.end),
-    db
-      .prepare(
-        `WITH at_start AS (${planBefore("?1")}),
-           converted AS (SELECT DISTINCT user_id FROM plan_history
-                         WHERE effective_from >= ?1 AND effective_from < ?2 AND plan <> 'free'),
-           active AS (SELECT DISTINCT user_id FROM daily_rollups WHERE day >= ?3 AND day < ?4),
-           free_at_start AS (
-             SELECT c.user_id FROM (SELECT user_id FROM active UNION SELECT user_id FROM converted) AS c
-             LEFT JOIN at_start s ON s.user_id = c.user_id
-             WHERE s.plan IS NULL OR s.plan = 'free')
-         SELECT (SELECT count(*) FROM free_at_start) AS free_active,
-                (SELECT count(*) FROM free_at_start f JOIN converted v ON v.user_id = f.user_id) AS converted`,
-      )
-      .bind(w.start, w.end, w.startDay, w.endDay),
-    db
-      .prepare(
-        `SELECT reason, sum(sessions) AS n FROM daily_rollups WHERE day >= ?1 AND day < ?2
-         GROUP BY reason ORDER BY reason`,
-      )
-      .bind(w.startDay, w.endDay),
-    db
-      .prepare(
-        `SELECT coalesce(sum(total_cents), 0) AS cents FROM invoices
-         WHERE finalized_at >= ?1 AND finalized_at < ?2 AND status IN ('open', 'paid', 'uncollectible')`,
-      )
-      .bind(w.start, w.end),
-  ]);
+  const [subscriptionsAtEnd, customersAtEnd, churn, conversion, sessions, invoiced, arpuCustomers] =
+    await db.batch([
+      db
+        .prepare(
+          `WITH ${PAID_SPANS}, at_end AS (SELECT ${planAt("?1")} AS plan FROM (${payingAt("?1")}) AS p)
+           SELECT plan, count(*) AS n FROM at_end GROUP BY plan ORDER BY plan`,
+        )
+        .bind(w.end),
+      db
+        .prepare(
+          `WITH ${PAID_SPANS},
+             at_end AS (
+               SELECT ${planAt("?1")} AS plan,
+                      row_number() OVER (PARTITION BY p.user_id
+                                         ORDER BY p.started_at DESC, p.stripe_subscription_id DESC) AS rn
+               FROM (${payingAt("?1")}) AS p)
+           SELECT plan, count(*) AS n FROM at_end WHERE rn = 1 GROUP BY plan ORDER BY plan`,
+        )
+        .bind(w.end),
+      db
+        .prepare(
+          `WITH ${PAID_SPANS},
+             at_start AS (SELECT DISTINCT user_id FROM (${payingAt("?1")})),
+             at_end AS (SELECT DISTINCT user_id FROM (${payingAt("?2")}))
+           SELECT count(*) AS paying_at_start,
+                  coalesce(sum(CASE WHEN e.user_id IS NULL THEN 1 ELSE 0 END), 0) AS churned
+           FROM at_start s LEFT JOIN at_end e ON e.user_id = s.user_id`,
+        )
+        .bind(w.start, w.end),
+      db
+        .prepare(
+          `WITH ${PAID_SPANS},
+             at_start AS (SELECT DISTINCT user_id FROM (${payingAt("?1")})),
+             converted AS (SELECT user_id FROM (${payingDuring("?1", "?2")}) EXCEPT SELECT user_id FROM at_start),
+             active AS (SELECT DISTINCT user_id FROM daily_rollups WHERE day >= ?3 AND day < ?4),
+             free_active AS (
+               SELECT user_id FROM active EXCEPT SELECT user_id FROM at_start
+               UNION SELECT user_id FROM converted)
+           SELECT (SELECT count(*) FROM free_active) AS free_active,
+                  (SELECT count(*) FROM converted) AS converted`,
+        )
+        .bind(w.start, w.end, w.startDay, w.endDay),
+      db
+        .prepare(
+          `SELECT reason, sum(sessions) AS n FROM daily_rollups WHERE day >= ?1 AND day < ?2
+           GROUP BY reason ORDER BY reason`,
+        )
+        .bind(w.startDay, w.endDay),
+      db
+        .prepare(`SELECT coalesce(sum(total_cents), 0) AS cents FROM invoices WHERE ${INVOICED}`)
+        .bind(w.start, w.end),
+      db
+        .prepare(
+          `WITH ${PAID_SPANS}
+           SELECT count(*) AS n FROM (
+             SELECT user_id FROM (${payingDuring("?1", "?2")})
+             UNION SELECT user_id FROM invoices WHERE ${INVOICED} AND total_cents > 0)`,
+        )
+        .bind(w.start, w.end),
+    ]);
   return {
-    payingAtEnd: rowsOf<{ plan: string; n: number }>(payingAtEnd),
+    subscriptionsAtEnd: rowsOf<{ plan: string; n: number }>(subscriptionsAtEnd),
+    customersAtEnd: rowsOf<{ plan: string; n: number }>(customersAtEnd),
     churn: rowsOf<{ paying_at_start: number; churned: number }>(churn)[0] ?? {
       paying_at_start: 0,
       churned: 0,
@@ -215,6 +267,7 @@ export async function metricsRows(db: D1Database, w: MetricsWindow): Promise<Met
     },
     sessions: rowsOf<{ reason: string; n: number }>(sessions),
     invoicedCents: rowsOf<{ cents: number }>(invoiced)[0]?.cents ?? 0,
+    arpuCustomers: rowsOf<{ n: number }>(arpuCustomers)[0]?.n ?? 0,
   };
 }
 

@@ -1,8 +1,8 @@
 import { SELF } from "cloudflare:test";
+import { TEST_SECRETS, userToken } from "@aigate/test-support";
 import { SignJWT, UnsecuredJWT } from "jose";
 import { describe, expect, it } from "vitest";
 import { verifyUserToken } from "./auth";
-import { TEST_USER_TOKEN_SECRET, userToken } from "./testSupport";
 
 const usage = (authorization?: string) =>
   SELF.fetch("http://api.test/api/billing/usage", { headers: authorization ? { authorization } : {} });
@@ -15,7 +15,7 @@ async function expect401(res: Response) {
 
 describe("user tokens", () => {
   it("accepts an HS256 token with sub and exp signed with USER_TOKEN_SECRET", async () => {
-    expect(await verifyUserToken(`Bearer ${await userToken("user_a")}`, TEST_USER_TOKEN_SECRET)).toBe(
+    expect(await verifyUserToken(`Bearer ${await userToken("user_a")}`, TEST_SECRETS.USER_TOKEN_SECRET)).toBe(
       "user_a",
     );
     expect((await usage(`Bearer ${await userToken("user_a")}`)).status).toBe(200);
@@ -41,7 +41,7 @@ describe("user tokens", () => {
     const noSub = await new SignJWT({})
       .setProtectedHeader({ alg: "HS256" })
       .setExpirationTime("1h")
-      .sign(new TextEncoder().encode(TEST_USER_TOKEN_SECRET));
+      .sign(new TextEncoder().encode(TEST_SECRETS.USER_TOKEN_SECRET));
     await expect401(await usage(`Bearer ${noSub}`));
   });
 

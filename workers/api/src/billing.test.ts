@@ -6,11 +6,15 @@
 
 import { createExecutionContext, env, SELF, waitOnExecutionContext } from "cloudflare:test";
 import { calendarMonth, PLANS, PRICE_LOOKUP_KEYS } from "@aigate/shared";
+import { userToken } from "@aigate/test-support";
+import {
+  createApp as createWebhooksApp,
+  StripeScenario,
+  type WebhooksEnv,
+  webhookRequest,
+} from "@aigate/webhooks/test";
 import { beforeAll, describe, expect, it } from "vitest";
-import { createApp as createWebhooksApp } from "../../webhooks/src/app";
-import type { WebhooksEnv } from "../../webhooks/src/env";
-import { StripeScenario, webhookRequest } from "../../webhooks/src/testSupport";
-import { insertSessionUsage, userToken } from "./testSupport";
+import { insertSessionUsage } from "./test/support";
 
 const webhooks = createWebhooksApp();
 const WEBHOOK_SECRET = "whsec_api_e2e";

@@ -4,12 +4,11 @@
  */
 import { env, SELF } from "cloudflare:test";
 import { utcDay } from "@aigate/shared";
+import { seedKeys, userToken } from "@aigate/test-support";
 import { raw } from "hono/html";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { dailyEntries, dayRange } from "./dailyUsage";
-import { seedKeys } from "./opsTestSupport";
 import { renderPage } from "./pages/layout";
-import { userToken } from "./testSupport";
 
 const DAY = 86_400_000;
 const get = (path: string, headers: Record<string, string> = {}) =>

@@ -15,7 +15,7 @@ import {
   planReplay,
   replayDeadLetters,
 } from "./deadLetters";
-import { deadLetter, deadLetterRows, insertDeadLetterRows, recordingProducers } from "./opsTestSupport";
+import { deadLetter, deadLetterRows, insertDeadLetterRows, recordingProducers } from "./test/admin";
 
 const log = createLogger("api-test");
 const verdictBody = (session: string) => ({

@@ -6,7 +6,7 @@
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import worker from "./index";
-import { deadLetterRows, failingBatchDb } from "./opsTestSupport";
+import { deadLetterRows, failingBatchDb } from "./test/admin";
 
 const verdict = {
   v: 1,

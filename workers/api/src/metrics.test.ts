@@ -3,10 +3,10 @@
  * every number is worked out in the comments (definitions: docs/operations.md).
  */
 import { env, SELF } from "cloudflare:test";
+import { DEV_ADMIN_KEY, seedKeys } from "@aigate/test-support";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { MetricsRows } from "./adminQueries";
-import { metricsBody, monthWindow, rate } from "./metrics";
-import { seedKeys, TEST_ADMIN_KEY } from "./opsTestSupport";
+import { metricsBody, monthWindow, perCustomer, rate } from "./metrics";
 
 const utc = (y: number, m: number, d: number, h = 0, min = 0, s = 0, ms = 0) =>
   Date.UTC(y, m - 1, d, h, min, s, ms);
@@ -14,17 +14,20 @@ const utc = (y: number, m: number, d: number, h = 0, min = 0, s = 0, ms = 0) =>
 describe("metric definitions (pure)", () => {
   const window = { start: 0, end: 1, startDay: "1970-01-01", endDay: "1970-02-01" };
   const empty: MetricsRows = {
-    payingAtEnd: [],
+    subscriptionsAtEnd: [],
+    customersAtEnd: [],
     churn: { paying_at_start: 0, churned: 0 },
     conversion: { free_active: 0, converted: 0 },
     sessions: [],
     invoicedCents: 0,
+    arpuCustomers: 0,
   };
 
   it("reports undefined rates as null and zero money when nobody pays", () => {
     expect(metricsBody("1970-01", window, empty)).toMatchObject({
       mrr_cents: 0,
       arpu_cents: 0,
+      arpu_customers: 0,
       paying_customers: 0,
       churn_rate: null,
       conversion_rate: null,
@@ -41,17 +44,39 @@ describe("metric definitions (pure)", () => {
     });
   });
 
-  it("counts pro's $29 fee in MRR and nothing for metered pay-as-you-go; rounds ARPU to the cent", () => {
+  it("sums pro's $29 fee per paying subscription into MRR and nothing for metered pay-as-you-go", () => {
     const body = metricsBody("1970-01", window, {
       ...empty,
-      payingAtEnd: [
+      // One customer holds two pro subscriptions: both fees count, the customer once.
+      subscriptionsAtEnd: [
         { plan: "payg", n: 2 },
-        { plan: "pro", n: 1 },
+        { plan: "pro", n: 3 },
+      ],
+      customersAtEnd: [
+        { plan: "payg", n: 2 },
+        { plan: "pro", n: 2 },
       ],
     });
+    expect(body.mrr_cents).toBe(8700);
+    expect(body.paying_customers).toBe(4);
+    expect(body.paying_by_plan).toEqual({ payg: 2, pro: 2 });
+  });
+
+  it("takes ARPU from invoiced revenue, not from MRR, rounded to the cent", () => {
+    const body = metricsBody("1970-01", window, {
+      ...empty,
+      subscriptionsAtEnd: [{ plan: "pro", n: 1 }],
+      customersAtEnd: [{ plan: "pro", n: 1 }],
+      invoicedCents: 2900 + 1234,
+      arpuCustomers: 3,
+    });
     expect(body.mrr_cents).toBe(2900);
-    expect(body.paying_customers).toBe(3);
-    expect(body.arpu_cents).toBe(967); // 2900 / 3 = 966.67
+    expect(body.invoiced_cents).toBe(4134);
+    expect(body.arpu_customers).toBe(3);
+    expect(body.arpu_cents).toBe(1378); // 4134 / 3 = 1378
+    expect(perCustomer(2900, 3)).toBe(967); // 966.67
+    expect(perCustomer(5, 2)).toBe(3); // 2.5, halves up
+    expect(perCustomer(100, 0)).toBe(0);
   });
 
   it("rounds rates to 4 decimal places", () => {
@@ -102,46 +127,175 @@ describe("metric definitions (pure)", () => {
   });
 });
 
+interface SubscriptionSeed {
+  id: string;
+  user: string;
+  plan: "payg" | "pro";
+  status: string;
+  started: number;
+  /** When Stripe ended it (canceled subscriptions). */
+  ended?: number;
+  /** When its payment started failing (past_due and unpaid subscriptions). */
+  pastDueSince?: number;
+  /** Its plan at its start when it changed since (default: `plan`). */
+  startPlan?: "payg" | "pro";
+  /** Plan changes within the subscription after its start: [effective from, plan]. */
+  changes?: [number, "payg" | "pro"][];
+}
+
 /**
- * March 2025, nine users:
- *   a  pro since Feb                      -> paying at start and end (pro)
- *   b  free, active, pro from Mar 10      -> converted; paying at end (pro)
- *   c  payg since Jan, free from Mar 20   -> churned
- *   d  payg since Jan                     -> paying at start and end (payg)
- *   e  free, active in March              -> free and active, not converted
- *   f  free, active in February only      -> not counted
- *   g  free, payg Mar 5, free Mar 25      -> converted (not paying at end; not churn: not paying at start)
- *   h  free, payg from Apr 2              -> not counted in March
- *   i  pro since Feb, payg from Mar 15    -> paying at start and end (payg): a plan change, not churn
- * Paying at end: pro a, b; payg d, i -> 4; MRR 2 x 2900 = 5800; ARPU 5800 / 4 = 1450.
- * Churn: paying at start a, c, d, i (4), churned c (1) -> 0.25.
- * Conversion: free at start and (active or converted) = b, e, g (3); converted b, g (2) -> 0.6667.
- * Sessions created in March: 10 + 2 + 5 + 3 + 20 + 1 + 4 = 45, billable 35 -> 0.7778.
- * Invoiced: finalized in March and not void/draft: 2900 + 1230 + 100 = 4230.
+ * The rows the webhooks worker writes for a subscription as Stripe reports it: the subscriptions
+ * row, and plan_history rows for its plan from its start (Stripe grants the plan while trialing,
+ * past_due or unpaid too), each later plan change, and free from its end.
  */
-async function seedMarch2025(db: D1Database) {
+function subscriptionRows(db: D1Database, s: SubscriptionSeed): D1PreparedStatement[] {
   const history = db.prepare(
     "INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at) VALUES (?1, ?2, ?3, ?4, 0)",
   );
+  return [
+    db
+      .prepare(
+        `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
+           past_due_since, started_at, ended_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)`,
+      )
+      .bind(
+        s.id,
+        s.user,
+        `cus_${s.user}`,
+        s.plan,
+        s.status,
+        s.pastDueSince ?? null,
+        s.started,
+        s.ended ?? null,
+      ),
+    history.bind(s.user, s.started, s.startPlan ?? s.plan, s.id),
+    ...(s.changes ?? []).map(([from, plan]) => history.bind(s.user, from, plan, s.id)),
+    ...(s.ended === undefined ? [] : [history.bind(s.user, s.ended, "free", null)]),
+  ];
+}
+
+function invoiceRow(
+  db: D1Database,
+  id: string,
+  user: string,
+  status: string,
+  totalCents: number,
+  finalizedAt: number | null,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
+         subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created, updated_at)
+       VALUES (?1, ?2, ?3, ?4, ?5, 'usd', ?6, ?6, ?7, 0, 0, ?8, 0, 0)`,
+    )
+    .bind(
+      id,
+      user,
+      `cus_${user}`,
+      `sub_${user}`,
+      status,
+      totalCents,
+      status === "paid" ? totalCents : 0,
+      finalizedAt,
+    );
+}
+
+/**
+ * March 2025 (the worked example of docs/operations.md), fourteen users:
+ *   a  pro since Feb 1                                  paying at start and end (pro)
+ *   b  free, active, pro from Mar 10                    converted; paying at end (pro)
+ *   c  payg since Jan 5, canceled Mar 20                churned (canceled mid-month)
+ *   d  payg since Jan 7                                 paying at start and end (payg)
+ *   e  free, active in March                            free and active, not converted
+ *   f  free, active in February only                    not counted in March
+ *   g  payg Mar 5, canceled Mar 25                      converted; not churn (not paying at start)
+ *   h  payg from Apr 2                                  not counted in March
+ *   i  pro since Feb 3, same subscription payg Mar 15   paying at start (pro) and end (payg): not churn
+ *   j  pro trialing since Mar 12                        not paying: out of MRR, not converted
+ *   k  pro since Jan 10, payment failing Mar 8, unpaid  churned; out of MRR
+ *   l  pro since Feb 20, past_due since Mar 28          still paying (past_due): in MRR
+ *   m  payg since Jan 4, canceled Mar 10, pro Mar 12    resubscribed: paying at end (pro), not churn
+ *   n  payg Jan 3, canceled Feb 27                      billed in March for February's usage
+ * Paying at end: a, b, l, m (pro), d, i (payg) -> 6; MRR 4 x 2900 = 11600 (payg has no fee).
+ * Churn: paying at start a, c, d, i, k, l, m (7); no longer paying at end c, k (2) -> 0.2857.
+ * Conversion: not paying at start and (active or converted) b, e, g (3); converted b, g -> 0.6667.
+ * Sessions created in March: 10 + 2 + 5 + 3 + 20 + 1 + 4 = 45, billable 35 -> 0.7778.
+ * Invoiced (finalized in March, not draft or void): a 2900 + d 1230 + c 100 + k 2900 + l 3110
+ *   + j 0 + n 450 = 10690. ARPU customers: paying at some time in March a, b, c, d, g, i, k, l, m,
+ *   or billed in it n -> 10; ARPU 10690 / 10 = 1069.
+ */
+async function seedMarch2025(db: D1Database) {
   const rollup = db.prepare(
     "INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms) VALUES (?1, ?2, ?3, ?4, 0)",
   );
-  const invoice = db.prepare(
-    `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
-       subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created, updated_at)
-     VALUES (?1, ?2, 'cus', 'sub', ?3, 'usd', ?4, ?4, 0, 0, 0, ?5, 0, 0)`,
-  );
+  const subs: SubscriptionSeed[] = [
+    { id: "sub_a", user: "a", plan: "pro", status: "active", started: utc(2025, 2, 1) },
+    { id: "sub_b", user: "b", plan: "pro", status: "active", started: utc(2025, 3, 10) },
+    {
+      id: "sub_c",
+      user: "c",
+      plan: "payg",
+      status: "canceled",
+      started: utc(2025, 1, 5),
+      ended: utc(2025, 3, 20),
+    },
+    { id: "sub_d", user: "d", plan: "payg", status: "active", started: utc(2025, 1, 7) },
+    {
+      id: "sub_g",
+      user: "g",
+      plan: "payg",
+      status: "canceled",
+      started: utc(2025, 3, 5),
+      ended: utc(2025, 3, 25),
+    },
+    { id: "sub_h", user: "h", plan: "payg", status: "active", started: utc(2025, 4, 2) },
+    {
+      id: "sub_i",
+      user: "i",
+      plan: "payg",
+      status: "active",
+      started: utc(2025, 2, 3),
+      startPlan: "pro",
+      changes: [[utc(2025, 3, 15), "payg"]],
+    },
+    { id: "sub_j", user: "j", plan: "pro", status: "trialing", started: utc(2025, 3, 12) },
+    {
+      id: "sub_k",
+      user: "k",
+      plan: "pro",
+      status: "unpaid",
+      started: utc(2025, 1, 10),
+      pastDueSince: utc(2025, 3, 8),
+    },
+    {
+      id: "sub_l",
+      user: "l",
+      plan: "pro",
+      status: "past_due",
+      started: utc(2025, 2, 20),
+      pastDueSince: utc(2025, 3, 28),
+    },
+    {
+      id: "sub_m1",
+      user: "m",
+      plan: "payg",
+      status: "canceled",
+      started: utc(2025, 1, 4),
+      ended: utc(2025, 3, 10),
+    },
+    { id: "sub_m2", user: "m", plan: "pro", status: "active", started: utc(2025, 3, 12) },
+    {
+      id: "sub_n",
+      user: "n",
+      plan: "payg",
+      status: "canceled",
+      started: utc(2025, 1, 3),
+      ended: utc(2025, 2, 27),
+    },
+  ];
   await db.batch([
-    history.bind("a", utc(2025, 2, 1), "pro", "sub_a"),
-    history.bind("b", utc(2025, 3, 10), "pro", "sub_b"),
-    history.bind("c", utc(2025, 1, 5), "payg", "sub_c"),
-    history.bind("c", utc(2025, 3, 20), "free", null),
-    history.bind("d", utc(2025, 1, 7), "payg", "sub_d"),
-    history.bind("g", utc(2025, 3, 5), "payg", "sub_g"),
-    history.bind("g", utc(2025, 3, 25), "free", null),
-    history.bind("h", utc(2025, 4, 2), "payg", "sub_h"),
-    history.bind("i", utc(2025, 2, 3), "pro", "sub_i"),
-    history.bind("i", utc(2025, 3, 15), "payg", "sub_i2"),
+    ...subs.flatMap((s) => subscriptionRows(db, s)),
     rollup.bind("e", "2025-03-03", "success", 10),
     rollup.bind("e", "2025-03-03", "too_short", 2),
     rollup.bind("b", "2025-03-12", "success", 5),
@@ -151,17 +305,21 @@ async function seedMarch2025(db: D1Database) {
     rollup.bind("a", "2025-03-31", "slow_connect", 4),
     rollup.bind("f", "2025-02-28", "success", 7),
     rollup.bind("e", "2025-04-01", "success", 100),
-    invoice.bind("in_1", "a", "paid", 2900, utc(2025, 3, 1)),
-    invoice.bind("in_2", "d", "open", 1230, utc(2025, 3, 31, 23, 59, 59, 999)),
-    invoice.bind("in_3", "d", "void", 500, utc(2025, 3, 10)),
-    invoice.bind("in_4", "d", "draft", 700, null),
-    invoice.bind("in_5", "a", "paid", 999, utc(2025, 4, 1)),
-    invoice.bind("in_6", "c", "uncollectible", 100, utc(2025, 3, 15)),
+    invoiceRow(db, "in_a", "a", "paid", 2900, utc(2025, 3, 1)),
+    invoiceRow(db, "in_d", "d", "open", 1230, utc(2025, 3, 31, 23, 59, 59, 999)),
+    invoiceRow(db, "in_d_void", "d", "void", 500, utc(2025, 3, 10)),
+    invoiceRow(db, "in_d_draft", "d", "draft", 700, null),
+    invoiceRow(db, "in_a_april", "a", "paid", 999, utc(2025, 4, 1)),
+    invoiceRow(db, "in_c", "c", "uncollectible", 100, utc(2025, 3, 15)),
+    invoiceRow(db, "in_k", "k", "open", 2900, utc(2025, 3, 8)),
+    invoiceRow(db, "in_l", "l", "open", 3110, utc(2025, 3, 28)),
+    invoiceRow(db, "in_j", "j", "paid", 0, utc(2025, 3, 12)),
+    invoiceRow(db, "in_n", "n", "paid", 450, utc(2025, 3, 2)),
   ]);
 }
 
 const asAdmin = (path: string) =>
-  SELF.fetch(`http://api.test${path}`, { headers: { authorization: `Bearer ${TEST_ADMIN_KEY}` } });
+  SELF.fetch(`http://api.test${path}`, { headers: { authorization: `Bearer ${DEV_ADMIN_KEY}` } });
 
 describe("GET /admin/metrics", () => {
   beforeEach(async () => {
@@ -176,11 +334,12 @@ describe("GET /admin/metrics", () => {
       month: "2025-03",
       as_of: "2025-04-01T00:00:00.000Z",
       currency: "usd",
-      mrr_cents: 5800,
-      arpu_cents: 1450,
-      paying_customers: 4,
-      paying_by_plan: { payg: 2, pro: 2 },
-      churn_rate: 0.25,
+      mrr_cents: 11600,
+      arpu_cents: 1069,
+      arpu_customers: 10,
+      paying_customers: 6,
+      paying_by_plan: { payg: 2, pro: 4 },
+      churn_rate: 0.2857,
       conversion_rate: 0.6667,
       success_rate: 0.7778,
       sessions_total: 45,
@@ -192,26 +351,202 @@ describe("GET /admin/metrics", () => {
         slow_connect: 4,
         too_short: 2,
       },
-      invoiced_cents: 4230,
+      invoiced_cents: 10690,
     });
   });
 
   it("sees the month before from its own snapshot", async () => {
     await seedMarch2025(env.DB);
-    // February: paying at end a, i (pro), c, d (payg); at start c, d, and neither churned.
-    // Free at start and active or converted: a, i (converted in February) and f (active) -> 2 / 3.
+    // February: paying at end a, i, k (unpaid only from Mar 8), l (pro); c, d, m (payg) -> 7,
+    // MRR 4 x 2900. Paying at start c, d, k, m, n; n ended Feb 27 -> churn 1 / 5.
+    // Not paying at start and active or converted: a, i, l (converted in February), f (active) -> 3 / 4.
+    // Nothing finalized in February; paying at some time in it: a, c, d, i, k, l, m, n -> 8.
     const body = await (await asAdmin("/admin/metrics?month=2025-02")).json();
     expect(body).toMatchObject({
-      mrr_cents: 5800,
-      paying_customers: 4,
-      paying_by_plan: { payg: 2, pro: 2 },
-      churn_rate: 0,
-      conversion_rate: 0.6667,
+      mrr_cents: 11600,
+      paying_customers: 7,
+      paying_by_plan: { payg: 3, pro: 4 },
+      churn_rate: 0.2,
+      conversion_rate: 0.75,
       sessions_total: 7,
       sessions_billable: 7,
       success_rate: 1,
       invoiced_cents: 0,
+      arpu_cents: 0,
+      arpu_customers: 8,
     });
+  });
+
+  it("leaves a trialing subscription out of MRR, paying customers and conversions", async () => {
+    await env.DB.batch([
+      ...subscriptionRows(env.DB, {
+        id: "sub_t",
+        user: "t",
+        plan: "pro",
+        status: "trialing",
+        started: utc(2025, 3, 2),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_p",
+        user: "p",
+        plan: "pro",
+        status: "active",
+        started: utc(2025, 3, 3),
+      }),
+    ]);
+    expect(await (await asAdmin("/admin/metrics?month=2025-03")).json()).toMatchObject({
+      mrr_cents: 2900,
+      paying_customers: 1,
+      paying_by_plan: { payg: 0, pro: 1 },
+      conversion_rate: 1,
+    });
+  });
+
+  it("counts an unpaid subscription as churned and out of MRR, a past_due one as still paying", async () => {
+    await env.DB.batch([
+      ...subscriptionRows(env.DB, {
+        id: "sub_u",
+        user: "u",
+        plan: "pro",
+        status: "unpaid",
+        started: utc(2025, 1, 10),
+        pastDueSince: utc(2025, 3, 10),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_p",
+        user: "p",
+        plan: "pro",
+        status: "past_due",
+        started: utc(2025, 1, 12),
+        pastDueSince: utc(2025, 3, 12),
+      }),
+    ]);
+    const march = await (await asAdmin("/admin/metrics?month=2025-03")).json();
+    expect(march).toMatchObject({ mrr_cents: 2900, paying_customers: 1, churn_rate: 0.5 });
+    // u was still paying through February: it churns once, in the month its payment failed.
+    const february = await (await asAdmin("/admin/metrics?month=2025-02")).json();
+    expect(february).toMatchObject({ mrr_cents: 5800, paying_customers: 2, churn_rate: 0 });
+  });
+
+  it("counts a subscription canceled mid-month as churned, a plan switch or a resubscription as not", async () => {
+    await env.DB.batch([
+      ...subscriptionRows(env.DB, {
+        id: "sub_c",
+        user: "c",
+        plan: "pro",
+        status: "canceled",
+        started: utc(2025, 1, 5),
+        ended: utc(2025, 3, 16),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_s",
+        user: "s",
+        plan: "pro",
+        startPlan: "payg",
+        status: "active",
+        started: utc(2025, 1, 6),
+        changes: [[utc(2025, 3, 9), "pro"]],
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_r1",
+        user: "r",
+        plan: "pro",
+        status: "canceled",
+        started: utc(2025, 1, 7),
+        ended: utc(2025, 3, 4),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_r2",
+        user: "r",
+        plan: "payg",
+        status: "active",
+        started: utc(2025, 3, 6),
+      }),
+      // c's last invoice, at its cancellation: still March's revenue, and c one of March's customers.
+      invoiceRow(env.DB, "in_c", "c", "paid", 1520, utc(2025, 3, 16)),
+    ]);
+    expect(await (await asAdmin("/admin/metrics?month=2025-03")).json()).toMatchObject({
+      churn_rate: 0.3333,
+      mrr_cents: 2900,
+      paying_customers: 2,
+      paying_by_plan: { payg: 1, pro: 1 },
+      invoiced_cents: 1520,
+      arpu_customers: 3,
+      arpu_cents: 507, // 1520 / 3 = 506.67
+    });
+    // At the end of February: c and r on pro, s on payg.
+    expect(await (await asAdmin("/admin/metrics?month=2025-02")).json()).toMatchObject({
+      mrr_cents: 5800,
+      paying_by_plan: { payg: 1, pro: 2 },
+    });
+  });
+
+  it("averages the revenue invoiced in the month, fees and metered usage, over the customers paying or billed in it", async () => {
+    await env.DB.batch([
+      ...subscriptionRows(env.DB, {
+        id: "sub_x",
+        user: "x",
+        plan: "payg",
+        status: "active",
+        started: utc(2025, 1, 5),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_y",
+        user: "y",
+        plan: "pro",
+        status: "active",
+        started: utc(2025, 1, 6),
+      }),
+      ...subscriptionRows(env.DB, {
+        id: "sub_z",
+        user: "z",
+        plan: "payg",
+        status: "active",
+        started: utc(2025, 3, 20),
+      }),
+      // February's metered usage of x (payg: 3710 = 371 sessions x 10), open (unpaid) still counts.
+      invoiceRow(env.DB, "in_x", "x", "open", 3710, utc(2025, 3, 5)),
+      // y's pro fee and overage (2900 + 50 x 7).
+      invoiceRow(env.DB, "in_y", "y", "paid", 3250, utc(2025, 3, 6)),
+      invoiceRow(env.DB, "in_y_void", "y", "void", 9999, utc(2025, 3, 7)),
+    ]);
+    // MRR alone would say (0 + 2900 + 0) / 3 = 967; invoiced revenue says (3710 + 3250) / 3 = 2320.
+    expect(await (await asAdmin("/admin/metrics?month=2025-03")).json()).toMatchObject({
+      mrr_cents: 2900,
+      invoiced_cents: 6960,
+      arpu_customers: 3,
+      arpu_cents: 2320,
+    });
+  });
+
+  it("churns a customer once, in the month their subscription stopped paying, at the month's edge too", async () => {
+    await env.DB.batch([
+      // Ends at the very first instant of April: still paying at the end of March.
+      ...subscriptionRows(env.DB, {
+        id: "sub_e",
+        user: "e",
+        plan: "pro",
+        status: "canceled",
+        started: utc(2025, 1, 5),
+        ended: utc(2025, 4, 1),
+      }),
+      // Payment failing from the first instant of March: still paying at the end of February.
+      ...subscriptionRows(env.DB, {
+        id: "sub_u",
+        user: "u",
+        plan: "pro",
+        status: "unpaid",
+        started: utc(2025, 1, 6),
+        pastDueSince: utc(2025, 3, 1),
+      }),
+    ]);
+    const churn = async (month: string) =>
+      ((await (await asAdmin(`/admin/metrics?month=${month}`)).json()) as { churn_rate: number | null })
+        .churn_rate;
+    expect(await churn("2025-02")).toBe(0);
+    expect(await churn("2025-03")).toBe(0.5); // u
+    expect(await churn("2025-04")).toBe(1); // e
+    expect(await churn("2025-05")).toBeNull();
   });
 
   it("refuses a malformed or future month with the error envelope", async () => {

@@ -1,7 +1,9 @@
 /**
- * The admin area's metrics for one calendar month (UTC), from D1 aggregates. The SQL gathers counts
- * (adminQueries.ts `metricsRows`); this module decides what they mean. Every definition is written
- * down in docs/operations.md ("Metrics"); keep the two in step.
+ * The admin area's metrics for one calendar month (UTC), from D1 aggregates, by Stripe's Billing
+ * analytics definitions. The SQL gathers counts (adminQueries.ts `metricsRows`, where a
+ * subscription's paying span follows its Stripe status); this module turns them into money and
+ * rates. Every definition, with its source, is written down in docs/operations.md ("Metrics");
+ * keep the two in step.
  */
 import {
   FAILURE_REASONS,
@@ -22,6 +24,8 @@ export interface MetricsBody {
   currency: "usd";
   mrr_cents: number;
   arpu_cents: number;
+  /** ARPU's denominator: customers paying at some time in the window, or billed in it. */
+  arpu_customers: number;
   paying_customers: number;
   paying_by_plan: Record<PaidPlanId, number>;
   churn_rate: number | null;
@@ -60,14 +64,25 @@ export function rate(numerator: number, denominator: number): number | null {
   return Math.round((numerator / denominator) * 10_000) / 10_000;
 }
 
+/** The monthly fee of a paid plan, from the catalog (every plan is billed monthly); 0 for others. */
+function monthlyFeeCents(plan: string): number {
+  return plan === "payg" || plan === "pro" ? PLANS[plan].monthlyFeeCents : 0;
+}
+
+/** `cents / customers` rounded to the cent (halves up); 0 when there is no customer. */
+export function perCustomer(cents: number, customers: number): number {
+  return customers <= 0 ? 0 : Math.round(cents / customers);
+}
+
 export function metricsBody(month: string, window: MetricsWindow, rows: MetricsRows): MetricsBody {
   const paying: Record<PaidPlanId, number> = { payg: 0, pro: 0 };
-  for (const r of rows.payingAtEnd) {
+  for (const r of rows.customersAtEnd) {
     if (r.plan === "payg" || r.plan === "pro") paying[r.plan] += r.n;
   }
   const payingCustomers = paying.payg + paying.pro;
-  // Stripe's MRR: the monthly fees of paid subscriptions in force; metered usage excluded.
-  const mrr = paying.payg * PLANS.payg.monthlyFeeCents + paying.pro * PLANS.pro.monthlyFeeCents;
+  // Stripe's MRR: the monthly fees of the subscriptions paying at the end; metered usage excluded.
+  let mrr = 0;
+  for (const r of rows.subscriptionsAtEnd) mrr += r.n * monthlyFeeCents(r.plan);
 
   const failedByReason: Record<string, number> = Object.fromEntries(FAILURE_REASONS.map((r) => [r, 0]));
   let total = 0;
@@ -83,7 +98,8 @@ export function metricsBody(month: string, window: MetricsWindow, rows: MetricsR
     as_of: new Date(window.end).toISOString(),
     currency: "usd",
     mrr_cents: mrr,
-    arpu_cents: payingCustomers === 0 ? 0 : Math.round(mrr / payingCustomers),
+    arpu_cents: perCustomer(rows.invoicedCents, rows.arpuCustomers),
+    arpu_customers: rows.arpuCustomers,
     paying_customers: payingCustomers,
     paying_by_plan: paying,
     churn_rate: rate(rows.churn.churned, rows.churn.paying_at_start),

@@ -3,7 +3,7 @@ import { PRICE_LOOKUP_KEYS } from "@aigate/shared";
 import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 import { expect, it } from "vitest";
-import { callMark, emulator, stripe } from "./test-support";
+import { callMark, emulator, stripe } from "./test/support";
 
 it("creates the last-aggregated meter, products and prices once, whatever the number of runs", async () => {
   const first = await ensureStripeCatalog(stripe(), env.STRIPE_METER_EVENT_NAME);

@@ -18,7 +18,7 @@ import {
   uniqueId,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 beforeEach(async () => {
   await setupCatalog();

@@ -19,7 +19,7 @@ import {
   setupCatalog,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 const METER_EVENTS = "/v1/billing/meter_events";
 

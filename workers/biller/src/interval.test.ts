@@ -12,7 +12,7 @@ import {
   setupCatalog,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 const withInterval = (seconds: number): Env => ({ ...env, STRIPE_POST_INTERVAL_SECONDS: String(seconds) });
 

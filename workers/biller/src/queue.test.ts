@@ -8,7 +8,7 @@ import {
   setupCatalog,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 /** The test-only producer onto aigate-verdicts, whose consumer is this worker (vitest.config.ts). */
 function verdictsQueue(): Queue<unknown> {

@@ -13,7 +13,7 @@ import {
   stripe,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 beforeEach(async () => {
   await setupCatalog();

@@ -9,7 +9,7 @@ import {
   type PaidCustomer,
   setupCatalog,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 beforeEach(async () => {
   await setupCatalog();

@@ -15,7 +15,7 @@ import {
   setupCatalog,
   usagePeriods,
   verdict,
-} from "./test-support";
+} from "./test/support";
 
 const MIN = 60_000;
 const GRACE = 3600 * 1000; // STRIPE_INVOICE_GRACE_SECONDS in wrangler.jsonc

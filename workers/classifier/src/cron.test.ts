@@ -13,7 +13,7 @@ import {
   T0,
   typicalSession,
   verdictsOf,
-} from "./test-support";
+} from "./test/support";
 
 const MINUTE = 60_000;
 const STALE_MS = 15 * MINUTE; // TEST_VARS.STALE_SESSION_MINUTES

@@ -23,7 +23,7 @@ import {
   sessionRow,
   T0,
   verdictsOf,
-} from "./test-support";
+} from "./test/support";
 
 const SETTLE_MS = 60_000; // TEST_VARS.VERDICT_SETTLE_SECONDS
 const R = T0 + 40_000;

@@ -11,8 +11,8 @@ import {
   type ReceivedEvent,
   verdictInputs,
 } from "./facts";
-import { scenarioArb } from "./test-arbitraries";
-import { ev, T0 } from "./test-support";
+import { scenarioArb } from "./test/arbitraries";
+import { ev, T0 } from "./test/support";
 
 const SETTLE = 60_000;
 const received = (event: TelemetryEvent, receivedAt = T0 + 100_000): ReceivedEvent => ({ event, receivedAt });

@@ -5,7 +5,7 @@
 import { createScheduledController, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import worker from "./index";
-import { ev, eventsMessage, typicalSession } from "./test-support";
+import { ev, eventsMessage, typicalSession } from "./test/support";
 
 async function waitFor<T>(probe: () => Promise<T | null>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;

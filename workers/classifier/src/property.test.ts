@@ -11,7 +11,7 @@ import type { TelemetryEvent, VerdictMessage } from "@aigate/shared";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { sweepDueSessions } from "./cron";
-import { conflictScenarioArb, type Delivery, MIDNIGHT, scenarioArb } from "./test-arbitraries";
+import { conflictScenarioArb, type Delivery, MIDNIGHT, scenarioArb } from "./test/arbitraries";
 import {
   deadLetters,
   deliver,
@@ -21,7 +21,7 @@ import {
   type RollupRow,
   rollups,
   verdictsOf,
-} from "./test-support";
+} from "./test/support";
 
 const START = MIDNIGHT + 3 * 3_600_000; // receipts come after every event time
 const STALE_MS = 15 * 60_000;

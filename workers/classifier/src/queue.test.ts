@@ -17,7 +17,7 @@ import {
   TEST_VARS,
   typicalSession,
   verdictsOf,
-} from "./test-support";
+} from "./test/support";
 
 const SETTLE_MS = 60_000; // TEST_VARS.VERDICT_SETTLE_SECONDS
 const RECEIVED = T0 + 40_000;

@@ -2,7 +2,7 @@ import { EventsMessage } from "@aigate/shared";
 import { describe, expect, it } from "vitest";
 import { eventKey } from "./dedupe";
 import { mismatchDeadLetters, planEvents, type TaggedEvent } from "./telemetry";
-import { ev, T0 } from "./test-support";
+import { ev, T0 } from "./test/support";
 
 const tag = async (event: TaggedEvent["event"], messageId = "m1") => ({
   event,

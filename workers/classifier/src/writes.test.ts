@@ -11,7 +11,7 @@ import {
   T0,
   typicalSession,
   verdictsOf,
-} from "./test-support";
+} from "./test/support";
 
 const RECEIVED = T0 + 40_000;
 const JUDGE_AT = RECEIVED + 61_000;

@@ -1,9 +1,10 @@
 import { env, SELF } from "cloudflare:test";
 import { calendarMonth } from "@aigate/shared";
+import { DEV_ADMIN_KEY } from "@aigate/test-support";
 import fc from "fast-check";
 import { beforeEach, describe, expect, it } from "vitest";
 import { AdmitResponse, explainAdmission, withinLimits } from "./admission";
-import { ADMIN_KEY, dbSnapshot, errorBody, harness, postJson, seedDevKeys } from "./testkit";
+import { dbSnapshot, errorBody, harness, postJson, seedDevKeys } from "./test/support";
 
 const NOW = Date.UTC(2026, 10, 20, 12, 0, 0);
 const MONTH = calendarMonth(NOW);
@@ -425,7 +426,7 @@ const badAdmits: BadAdmit[] = [
   },
   {
     name: "an admin key",
-    init: postJson(admitBody("s"), { key: ADMIN_KEY }),
+    init: postJson(admitBody("s"), { key: DEV_ADMIN_KEY }),
     status: 403,
     code: "forbidden",
   },

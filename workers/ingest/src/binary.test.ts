@@ -5,17 +5,10 @@
  * test/e2e/ingest-http.test.ts sends them with the SDK itself.
  */
 import { EventsMessage } from "@aigate/shared";
+import { DEV_INGEST_KEY } from "@aigate/test-support";
 import { beforeEach, describe, expect, it } from "vitest";
 import { type Attributes, binaryAttributes, isBinaryMode } from "./binary";
-import {
-  cloudEvent,
-  dbSnapshot,
-  errorBody,
-  harness,
-  INGEST_KEY,
-  type RecordingQueue,
-  seedDevKeys,
-} from "./testkit";
+import { cloudEvent, dbSnapshot, errorBody, harness, type RecordingQueue, seedDevKeys } from "./test/support";
 
 const NOW = Date.UTC(2026, 10, 20, 12, 0, 0);
 const MiB = 1024 * 1024;
@@ -39,7 +32,7 @@ interface BinaryOptions {
 function binary(event: Record<string, unknown> = cloudEvent({ time: NOW }), opts: BinaryOptions = {}) {
   const headers: Record<string, string> = {
     "content-type": "application/json; charset=utf-8",
-    authorization: `Bearer ${INGEST_KEY}`,
+    authorization: `Bearer ${DEV_INGEST_KEY}`,
   };
   for (const name of ["id", "time", "type", "source", "specversion", "subject"]) {
     if (!opts.omit?.includes(name)) headers[`ce-${name}`] = String(event[name]);
@@ -95,7 +88,7 @@ describe("POST /v1/events in binary content mode", () => {
     const viaStructured = harness({ now: () => NOW });
     const structured = await viaStructured.fetch("/v1/events", {
       method: "POST",
-      headers: { "content-type": "application/cloudevents+json", authorization: `Bearer ${INGEST_KEY}` },
+      headers: { "content-type": "application/cloudevents+json", authorization: `Bearer ${DEV_INGEST_KEY}` },
       body: JSON.stringify(event),
     });
     expect(structured.status).toBe(202);
@@ -124,7 +117,7 @@ describe("POST /v1/events in binary content mode", () => {
       method: "POST",
       headers: {
         "Content-Type": "application/json",
-        Authorization: `Bearer ${INGEST_KEY}`,
+        Authorization: `Bearer ${DEV_INGEST_KEY}`,
         "CE-SpecVersion": "1.0",
         "CE-ID": "bin%202",
         "Ce-Source": "gw%2Fe%C3%BC",
@@ -147,7 +140,7 @@ describe("POST /v1/events in binary content mode", () => {
       method: "POST",
       headers: {
         "content-type": "application/cloudevents+json",
-        authorization: `Bearer ${INGEST_KEY}`,
+        authorization: `Bearer ${DEV_INGEST_KEY}`,
         "ce-id": "from-header",
         "ce-type": "not.a.type",
       },

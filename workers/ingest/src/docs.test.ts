@@ -6,7 +6,7 @@
 import { LIMITS, parseEventBatch } from "@aigate/shared";
 import { beforeEach, describe, expect, it } from "vitest";
 import doc from "../../../docs/api-gateway.md?raw";
-import { harness, seedDevKeys } from "./testkit";
+import { harness, seedDevKeys } from "./test/support";
 
 beforeEach(seedDevKeys);
 

@@ -1,17 +1,16 @@
 import { env, SELF } from "cloudflare:test";
 import { clearKeyCache, EventsMessage, LIMITS } from "@aigate/shared";
+import { DEV_ADMIN_KEY, DEV_INGEST_KEY } from "@aigate/test-support";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import {
-  ADMIN_KEY,
   cloudEvent,
   dbSnapshot,
   errorBody,
   harness,
-  INGEST_KEY,
   postJson,
   type RecordingQueue,
   seedDevKeys,
-} from "./testkit";
+} from "./test/support";
 
 const MiB = 1024 * 1024;
 const NOW = Date.UTC(2026, 10, 20, 12, 0, 0);
@@ -27,7 +26,7 @@ function queued(rec: RecordingQueue): EventsMessage[] {
   });
 }
 
-function post(body: unknown, contentType: string, key: string | null = INGEST_KEY): RequestInit {
+function post(body: unknown, contentType: string, key: string | null = DEV_INGEST_KEY): RequestInit {
   return postJson(body, { contentType, key });
 }
 
@@ -363,7 +362,7 @@ const badCases: BadCase[] = [
       });
       return {
         method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${INGEST_KEY}` },
+        headers: { "content-type": "application/json", authorization: `Bearer ${DEV_INGEST_KEY}` },
         body,
       };
     },
@@ -377,7 +376,7 @@ const badCases: BadCase[] = [
       headers: {
         "content-type": "application/json",
         "content-length": "4096",
-        authorization: `Bearer ${INGEST_KEY}`,
+        authorization: `Bearer ${DEV_INGEST_KEY}`,
       },
       body: lostConnectionBody(),
     }),
@@ -388,7 +387,7 @@ const badCases: BadCase[] = [
     name: "a chunked body cut off mid-upload",
     init: () => ({
       method: "POST",
-      headers: { "content-type": "application/json", authorization: `Bearer ${INGEST_KEY}` },
+      headers: { "content-type": "application/json", authorization: `Bearer ${DEV_INGEST_KEY}` },
       body: lostConnectionBody(),
     }),
     status: 400,
@@ -401,7 +400,7 @@ const badCases: BadCase[] = [
       headers: {
         "content-type": "application/json",
         "content-length": "-1",
-        authorization: `Bearer ${INGEST_KEY}`,
+        authorization: `Bearer ${DEV_INGEST_KEY}`,
       },
     }),
     status: 400,
@@ -417,7 +416,7 @@ const badCases: BadCase[] = [
     name: "no content type",
     init: () => ({
       method: "POST",
-      headers: { authorization: `Bearer ${INGEST_KEY}` },
+      headers: { authorization: `Bearer ${DEV_INGEST_KEY}` },
       body: JSON.stringify(valid()),
     }),
     status: 415,
@@ -434,7 +433,7 @@ const badCases: BadCase[] = [
     name: "a non-Bearer Authorization header",
     init: () => ({
       method: "POST",
-      headers: { "content-type": "application/json", authorization: `Basic ${btoa(`x:${INGEST_KEY}`)}` },
+      headers: { "content-type": "application/json", authorization: `Basic ${btoa(`x:${DEV_INGEST_KEY}`)}` },
       body: JSON.stringify(valid()),
     }),
     status: 401,
@@ -442,7 +441,7 @@ const badCases: BadCase[] = [
   },
   {
     name: "an admin key (wrong scope)",
-    init: () => post(valid(), "application/json", ADMIN_KEY),
+    init: () => post(valid(), "application/json", DEV_ADMIN_KEY),
     status: 403,
     code: "forbidden",
   },
@@ -474,7 +473,7 @@ describe("POST /v1/events rejects bad input whole and changes nothing", () => {
       const h = harness({ now: () => NOW });
       const res = await h.fetch("/v1/events", {
         method: "POST",
-        headers: { "content-type": "application/json", authorization: `Bearer ${INGEST_KEY}` },
+        headers: { "content-type": "application/json", authorization: `Bearer ${DEV_INGEST_KEY}` },
         body: lostConnectionBody(),
       });
       expect(res.status).toBe(400);

@@ -1,9 +1,9 @@
 import { env } from "cloudflare:test";
+import { newKey, revokeKeySql } from "@aigate/scripts/keys";
 import { KEY_CACHE_TTL_MS, sha256Hex } from "@aigate/shared";
+import { DEV_KEYS } from "@aigate/test-support";
 import { beforeEach, describe, expect, it } from "vitest";
-import devSeedFile from "../../../scripts/dev-seed.sql?raw";
-import { DEV_KEYS, devSeedSql, generateKey, insertKeySql, newKey, revokeKeySql, sqlString } from "./keys";
-import { cloudEvent, errorBody, harness, postJson, seedDevKeys } from "./testkit";
+import { cloudEvent, errorBody, harness, postJson, seedDevKeys } from "./test/support";
 
 const NOW = Date.UTC(2026, 10, 20, 12, 0, 0);
 
@@ -12,29 +12,6 @@ beforeEach(seedDevKeys);
 async function apiKeyRows() {
   return (await env.DB.prepare("SELECT * FROM api_keys ORDER BY id").all<Record<string, unknown>>()).results;
 }
-
-describe("key material", () => {
-  it("generates aig_ keys of 32 base32 characters that never repeat", () => {
-    const keys = Array.from({ length: 200 }, generateKey);
-    for (const key of keys) expect(key).toMatch(/^aig_[a-z2-7]{32}$/);
-    expect(new Set(keys).size).toBe(keys.length);
-  });
-
-  it("quotes SQL strings and refuses names and ids outside their patterns", () => {
-    expect(sqlString("it's")).toBe("'it''s'");
-    const row = {
-      keyHash: "a".repeat(64),
-      id: "key_abc",
-      scope: "ingest" as const,
-      name: "gw 1",
-      createdAt: NOW,
-    };
-    expect(insertKeySql(row)).toContain("'gw 1'");
-    expect(() => insertKeySql({ ...row, name: "x'); DROP TABLE api_keys; --" })).toThrow(/name/);
-    expect(() => insertKeySql({ ...row, keyHash: "not-hex" })).toThrow(/hash/);
-    expect(() => revokeKeySql("key_1' OR '1'='1", NOW)).toThrow(/invalid key id/);
-  });
-});
 
 describe("keys created by the CLI's SQL", () => {
   it("store only the SHA-256 hash, and the key authenticates", async () => {
@@ -85,10 +62,6 @@ describe("keys created by the CLI's SQL", () => {
 });
 
 describe("dev keys", () => {
-  it("scripts/dev-seed.sql is exactly what `tsx scripts/keys.ts dev-seed-sql` prints", async () => {
-    expect(devSeedFile).toBe(await devSeedSql());
-  });
-
   it("seeding is idempotent and yields the documented dev keys with their scopes", async () => {
     await seedDevKeys();
     await seedDevKeys();

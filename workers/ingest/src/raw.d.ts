@@ -1,4 +1,4 @@
-// Vite's `?raw` imports (tests read committed text files: docs, generated SQL).
+// Vite's `?raw` imports (tests read committed text files: the docs).
 declare module "*?raw" {
   const content: string;
   export default content;

@@ -10,7 +10,7 @@ import { createStripe } from "@aigate/shared/stripe";
 import Stripe from "stripe";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
 import { processEvent, UnreadableStripeObject } from "./process";
-import { StripeScenario, webhookRequest } from "./testSupport";
+import { StripeScenario, webhookRequest } from "./test/support";
 
 const scenario = new StripeScenario(env, env.STRIPE_WEBHOOK_SECRET);
 

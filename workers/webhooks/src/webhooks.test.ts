@@ -7,7 +7,7 @@
 import { applyD1Migrations, env, reset, SELF } from "cloudflare:test";
 import { accountStatus, planInForce } from "@aigate/shared";
 import { beforeAll, describe, expect, it, vi } from "vitest";
-import { type Delivery, neighbourSwaps, StripeScenario, webhookRequest } from "./testSupport";
+import { type Delivery, neighbourSwaps, StripeScenario, webhookRequest } from "./test/support";
 
 const scenario = new StripeScenario(env, env.STRIPE_WEBHOOK_SECRET);
 const DAY = 86_400_000;

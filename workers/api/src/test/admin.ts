@@ -1,22 +1,6 @@
-/** Test helpers for the operations features (imported by tests only). */
-import { clearKeyCache, sha256Hex } from "@aigate/shared";
-import type { DeadLetterRow } from "./adminQueries";
-import type { Producers } from "./deadLetters";
-
-export const TEST_ADMIN_KEY = "aig_test_admin";
-export const TEST_INGEST_KEY = "aig_test_ingest";
-
-/** Stores the test admin and ingest keys (as hashes, like `npm run keys`). */
-export async function seedKeys(db: D1Database): Promise<void> {
-  clearKeyCache();
-  const stmt = db.prepare(
-    "INSERT INTO api_keys (key_hash, id, scope, name, created_at) VALUES (?1, ?2, ?3, 'test', 0)",
-  );
-  await db.batch([
-    stmt.bind(await sha256Hex(TEST_ADMIN_KEY), "key_admin", "admin"),
-    stmt.bind(await sha256Hex(TEST_INGEST_KEY), "key_ingest", "ingest"),
-  ]);
-}
+/** Test helpers for the admin area's operations features (imported by tests only). */
+import type { DeadLetterRow } from "../adminQueries";
+import type { Producers } from "../deadLetters";
 
 export function deadLetter(over: Partial<DeadLetterRow> & { id: string }): DeadLetterRow {
   return {

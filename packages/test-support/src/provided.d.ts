@@ -1,7 +1,11 @@
+// Values handed from vitest's global setups (Node) to the tests and the workers' bindings.
 export {};
 
 declare module "vitest" {
   export interface ProvidedContext {
+    /** Base URL of the Stripe emulator started for a worker test run (emulator-global-setup.ts). */
+    stripeApiBase: string;
+    /** The whole stack started for a suite (stack-setup.ts). */
     stackUrl: string;
     stripeUrl: string;
     /** The event names of the plans' meters. */

@@ -11,7 +11,7 @@ import {
   type TelemetryEvent,
   VerdictMessage,
 } from "@aigate/shared";
-import { handleTelemetryBatch } from "./queue";
+import { handleTelemetryBatch } from "../queue";
 
 export const T0 = Date.UTC(2026, 4, 14, 12, 0, 0);
 

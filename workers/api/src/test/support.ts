@@ -1,20 +1,4 @@
-/** Test helpers (imported by tests only): user tokens and D1 fixtures. */
-import { SignJWT } from "jose";
-
-export const TEST_USER_TOKEN_SECRET = "test-user-token-secret";
-
-/** A user token as the app's backend mints it: HS256, sub, exp (default in an hour). */
-export async function userToken(
-  sub: string,
-  opts: { secret?: string; expiresIn?: string | number | null; alg?: "HS256" | "HS512" } = {},
-): Promise<string> {
-  const jwt = new SignJWT({})
-    .setProtectedHeader({ alg: opts.alg ?? "HS256" })
-    .setSubject(sub)
-    .setIssuedAt();
-  if (opts.expiresIn !== null) jwt.setExpirationTime(opts.expiresIn ?? "1h");
-  return jwt.sign(new TextEncoder().encode(opts.secret ?? TEST_USER_TOKEN_SECRET));
-}
+/** Test helpers (imported by tests only): D1 fixtures. */
 
 export interface UsageFixture {
   id: string;

@@ -5,9 +5,10 @@
  */
 import { createStripe } from "@aigate/shared/stripe";
 import { DEFAULT_METER_PREFIX, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
+import { DEV_SECRETS } from "../dev/credentials";
 
 export const EMULATOR_API_BASE = "http://127.0.0.1:12111";
-export const EMULATOR_SECRET_KEY = "sk_test_emulator";
+export const EMULATOR_SECRET_KEY = DEV_SECRETS.STRIPE_SECRET_KEY;
 
 export interface StripeTarget {
   /** Empty for real Stripe. */

@@ -1,7 +1,26 @@
-import { env } from "cloudflare:test";
-import { describe, expect, it } from "vitest";
-import { EMULATOR_API_BASE, resolveStripeTarget, runStripeSetup } from "./stripeSetup";
-import { callMark, emulator, stripe } from "./test-support";
+import { createStripe } from "@aigate/shared/stripe";
+import { DEFAULT_METER_EVENT_NAME } from "@aigate/shared/stripeCatalog";
+import { type StripeEmulator, startStripeEmulator } from "@aigate/stripe-emulator";
+import { EmulatorClient } from "@aigate/stripe-emulator/client";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { EMULATOR_API_BASE, EMULATOR_SECRET_KEY, resolveStripeTarget, runStripeSetup } from "./stripeSetup";
+
+// The CLI's settings against an emulator of its own, as `npm run stripe:setup` runs next to `npm run dev`.
+let server: StripeEmulator;
+const env = {
+  STRIPE_API_BASE: "",
+  STRIPE_SECRET_KEY: EMULATOR_SECRET_KEY,
+  STRIPE_METER_EVENT_NAME: DEFAULT_METER_EVENT_NAME,
+};
+const emulator = () => new EmulatorClient(env.STRIPE_API_BASE);
+const stripe = () => createStripe(env);
+const callMark = async () => (await emulator().calls()).length;
+
+beforeAll(async () => {
+  server = await startStripeEmulator({ port: 0 });
+  env.STRIPE_API_BASE = server.url;
+});
+afterAll(() => server.close());
 
 describe("resolveStripeTarget", () => {
   it("defaults to the local emulator and its key", () => {

@@ -9,7 +9,7 @@ import type { PaidPlanId, VerdictMessage } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
-import worker from "./index";
+import worker from "../index";
 
 export const DAY = 86_400_000;
 

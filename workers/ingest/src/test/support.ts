@@ -1,22 +1,17 @@
 /**
- * Test helpers for the ingest worker (imported by *.test.ts only): dev keys, events, a queue
+ * Test helpers for the ingest worker (imported by *.test.ts only): the dev keys seeded, events, a queue
  * double that records (and can refuse) sends, and a snapshot of the tables a request could touch.
  */
 import { env } from "cloudflare:test";
-import { clearKeyCache, type EventType } from "@aigate/shared";
+import type { EventType } from "@aigate/shared";
+import { DEV_INGEST_KEY, seedKeys } from "@aigate/test-support";
 import { expect } from "vitest";
 import { z } from "zod";
-import { createApp } from "./app";
-import { devSeedSql } from "./keys";
+import { createApp } from "../app";
 
-export const INGEST_KEY = "aig_dev_ingest";
-export const ADMIN_KEY = "aig_dev_admin";
-
-/** Seeds the dev keys with the same SQL as scripts/dev-seed.sql, and forgets cached lookups. */
+/** Seeds the dev keys (scripts/dev-seed.sql) into the test database. */
 export async function seedDevKeys(): Promise<void> {
-  clearKeyCache();
-  const statements = (await devSeedSql()).split("\n").filter((line) => line.startsWith("INSERT"));
-  await env.DB.batch(statements.map((sql) => env.DB.prepare(sql)));
+  await seedKeys(env.DB);
 }
 
 let eventCounter = 0;
@@ -108,7 +103,7 @@ export function postJson(
   opts: { key?: string | null; contentType?: string } = {},
 ): RequestInit {
   const headers: Record<string, string> = { "content-type": opts.contentType ?? "application/json" };
-  const key = opts.key === undefined ? INGEST_KEY : opts.key;
+  const key = opts.key === undefined ? DEV_INGEST_KEY : opts.key;
   if (key !== null) headers.authorization = `Bearer ${key}`;
   return { method: "POST", headers, body: typeof body === "string" ? body : JSON.stringify(body) };
 }

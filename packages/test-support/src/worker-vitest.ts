@@ -7,9 +7,10 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { cloudflareTest, readD1Migrations } from "@cloudflare/vitest-pool-workers";
 import { defineConfig } from "vitest/config";
+import { TEST_SECRETS } from "./credentials";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-export const repoRoot = path.resolve(here, "../..");
+export const repoRoot = path.resolve(here, "../../..");
 
 export interface WorkerTestOptions {
   /** Directory of the worker (holding wrangler.jsonc). */
@@ -25,12 +26,6 @@ export interface WorkerTestOptions {
   /** Queue consumers/producers and other Miniflare options to add. */
   miniflare?: Record<string, unknown>;
 }
-
-export const TEST_SECRETS = {
-  STRIPE_SECRET_KEY: "sk_test_emulator",
-  STRIPE_WEBHOOK_SECRET: "whsec_test",
-  USER_TOKEN_SECRET: "test-user-token-secret",
-} as const;
 
 /**
  * Quiets what every worker test run used to print although nothing was wrong:

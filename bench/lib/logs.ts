@@ -1,0 +1,77 @@
+/**
+ * The workers' structured log lines (one JSON object per line in wrangler's output) and the
+ * counts read from them. A sampled line (`sample_rate` < 1) stands for 1 / sample_rate lines.
+ */
+import { readFileSync } from "node:fs";
+
+export type LogLine = Record<string, unknown>;
+
+/** Structured log lines written after byte `from` of a log file. */
+export function logLines(file: string, from = 0): LogLine[] {
+  const out: LogLine[] = [];
+  for (const raw of readFileSync(file, "utf8").slice(from).split("\n")) {
+    const start = raw.indexOf('{"level"');
+    if (start < 0) continue;
+    try {
+      const parsed: unknown = JSON.parse(raw.slice(start));
+      if (parsed && typeof parsed === "object") out.push(parsed as LogLine);
+    } catch {
+      // not a structured line
+    }
+  }
+  return out;
+}
+
+/** The size of a log file in bytes: where the next lines will start. */
+export function logSize(file: string): number {
+  return readFileSync(file).length;
+}
+
+function weight(l: LogLine): number {
+  return typeof l.sample_rate === "number" && l.sample_rate > 0 ? 1 / l.sample_rate : 1;
+}
+
+/** Sums a numeric field (`*`: counts the lines), each line weighted by its sampling. */
+export function sum(lines: LogLine[], field: string, where: (l: LogLine) => boolean = () => true): number {
+  let total = 0;
+  for (const l of lines) {
+    const v = field === "*" ? 1 : l[field];
+    if (where(l) && typeof v === "number") total += v * weight(l);
+  }
+  return total;
+}
+
+/** The line each worker writes when an invocation (request, queue batch, cron run) is done. */
+export const DONE = new Set(["request done", "batch done", "cron done"]);
+export const isDone = (l: LogLine) => DONE.has(String(l.msg));
+
+/** Ingest's `request done` lines. */
+export const acceptedRequests = (lines: LogLine[]) =>
+  lines.filter((l) => l.worker === "ingest" && l.msg === "request done");
+
+/** Queue messages ingest sent per event it accepted, from its `request done` lines. */
+export function queueMessagesPerEvent(accepted: LogLine[]): number {
+  return sum(accepted, "queue_messages") / Math.max(1, sum(accepted, "events_accepted"));
+}
+
+export interface InvocationLoad {
+  invocations: number;
+  d1_rows_read: number;
+  d1_rows_written: number;
+}
+
+/** Invocations and D1 rows per kind of invocation, keyed `<worker> <done line>`. */
+export function loadByInvocation(lines: LogLine[]): Record<string, InvocationLoad> {
+  const out: Record<string, InvocationLoad> = {};
+  for (const l of lines) {
+    if (!isDone(l)) continue;
+    const key = `${String(l.worker)} ${String(l.msg)}`;
+    const w = out[key] ?? { invocations: 0, d1_rows_read: 0, d1_rows_written: 0 };
+    const n = weight(l);
+    w.invocations += n;
+    w.d1_rows_read += Number(l.d1_rows_read ?? 0) * n;
+    w.d1_rows_written += Number(l.d1_rows_written ?? 0) * n;
+    out[key] = w;
+  }
+  return out;
+}

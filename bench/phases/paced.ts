@@ -1,0 +1,157 @@
+/**
+ * Lag and cost under a steady load: `sessions_per_customer_per_minute` sessions per paying
+ * customer for `paced_seconds`. Lag from `ended` to the verdict and from the verdict to the Stripe
+ * meter; cost per session from the workers' own counts in their log lines and the Stripe calls
+ * the emulator saw. Leaves the window's log lines for later phases (`artifacts.paced`).
+ */
+import { type Cost, cost } from "../lib/cost";
+import { meterEventCalls, pacedSessionsPerUser } from "../lib/customers";
+import { feedPaced, seconds } from "../lib/feed";
+import {
+  acceptedRequests,
+  type InvocationLoad,
+  isDone,
+  loadByInvocation,
+  logLines,
+  logSize,
+  queueMessagesPerEvent,
+  sum,
+} from "../lib/logs";
+import type { Phase } from "../lib/phase";
+import { fmt } from "../lib/report";
+import { percentile } from "../lib/stats";
+import { EVENTS_PER_SESSION, workload } from "../workload";
+
+export interface PacedResult {
+  /** Invocations and D1 rows per kind of invocation (`<worker> <done line>`). */
+  d1_by_worker: Record<string, InvocationLoad>;
+  sessions: number;
+  billed: number;
+  feed_seconds: number;
+  seconds_after_feed_to_meter_total: number;
+  ended_to_verdict_ms: { p50: number | null; p99: number | null };
+  verdict_to_stripe_ms: { p50: number | null; p99: number | null; samples: number };
+  cost: Cost;
+}
+
+const D1_WRITES_TARGET = { op: "<=", bound: 8 } as const;
+
+interface BilledRow {
+  session_id: string;
+  user_id: string;
+  settle_due_at: number;
+  verdict_at: number;
+  recorded_at: number;
+}
+
+export const paced: Phase<"paced", PacedResult> = {
+  key: "paced",
+  uses: ["stack", "customers"],
+  async run(ctx) {
+    const stack = await ctx.use("stack");
+    const customers = await ctx.use("customers");
+    const { emu, meter } = customers;
+    const { paced_seconds, sessions_per_customer_per_minute, settle_seconds } = ctx.settings;
+    await emu.resetCalls();
+    const from = logSize(stack.logFile);
+    const sessions = workload(
+      customers.users,
+      pacedSessionsPerUser(ctx.settings),
+      "paced",
+      Date.now() + 1000,
+    );
+    // billable sessions each customer had on the meter before this phase
+    const before = new Map(customers.billed);
+    customers.expect(sessions);
+    ctx.log(
+      `paced: ${sessions.length} sessions over ${paced_seconds} s (${sessions_per_customer_per_minute}/customer/min)`,
+    );
+    const fed = await feedPaced(stack.url, sessions, paced_seconds);
+    const meteredAt = await customers.untilOnMeter("paced on the meter");
+    const lines = logLines(stack.logFile, from);
+    const calls = await meterEventCalls(emu);
+    const rows = await stack.query<BilledRow>(
+      `SELECT s.session_id, s.user_id, s.settle_due_at, s.verdict_at, u.recorded_at FROM sessions s
+       JOIN session_usage u ON u.id = s.session_id WHERE s.session_id LIKE 'paced-%' AND u.status = 'success'`,
+    );
+    const endedToVerdict = rows.map((r) => r.verdict_at - (r.settle_due_at - settle_seconds * 1000));
+    // On the meter once a counted meter event of its customer, received after the session was
+    // recorded, carries a total at least the session's rank among the customer's sessions.
+    const verdictToStripe: number[] = [];
+    const byUser = new Map<string, BilledRow[]>();
+    for (const r of rows) byUser.set(r.user_id, [...(byUser.get(r.user_id) ?? []), r]);
+    for (const [user, list] of byUser) {
+      const events = (await emu.meterEvents(meter, customers.customerOf.get(user))).filter((e) => e.counted);
+      list.sort((a, b) => a.recorded_at - b.recorded_at);
+      const offset = before.get(user) ?? 0;
+      list.forEach((r, i) => {
+        const posted = events.find((e) => e.value >= offset + i + 1 && e.received_at_ms >= r.recorded_at);
+        if (posted) verdictToStripe.push(posted.received_at_ms - r.verdict_at);
+      });
+    }
+    const billed = sessions.filter((s) => s.billable).length;
+    const accepted = acceptedRequests(lines);
+    ctx.artifacts.paced = { sessions: sessions.length, billed, lines, stateDir: stack.stateDir };
+    return {
+      d1_by_worker: loadByInvocation(lines),
+      sessions: sessions.length,
+      billed,
+      feed_seconds: seconds(fed.started, fed.finished),
+      seconds_after_feed_to_meter_total: seconds(fed.finished, meteredAt),
+      ended_to_verdict_ms: { p50: percentile(endedToVerdict, 50), p99: percentile(endedToVerdict, 99) },
+      verdict_to_stripe_ms: {
+        p50: percentile(verdictToStripe, 50),
+        p99: percentile(verdictToStripe, 99),
+        samples: verdictToStripe.length,
+      },
+      cost: cost({
+        sessions: sessions.length,
+        billed_sessions: billed,
+        events: sessions.length * EVENTS_PER_SESSION,
+        // ingest's event messages, the classifier's settle reminders (one per batch) and verdicts
+        queue_messages:
+          sum(accepted, "queue_messages") +
+          lines.filter((l) => l.msg === "recorded telemetry" && Number(l.reminders) > 0).length +
+          sum(lines, "judged", (l) => l.msg === "judged sessions") +
+          sum(lines, "resent", (l) => l.msg === "judged sessions"),
+        queue_messages_per_event: queueMessagesPerEvent(accepted),
+        d1_rows_read: sum(lines, "d1_rows_read", isDone),
+        d1_rows_written: sum(lines, "d1_rows_written", isDone),
+        stripe_calls: calls.length,
+        worker_invocations: sum(lines, "*", isDone),
+      }),
+    };
+  },
+  rows(r, all, settings) {
+    const naive = all.naive?.cost;
+    return [
+      {
+        label: "paced: ended -> verdict p50 / p99 ms",
+        value: `${fmt(r.ended_to_verdict_ms.p50)} / ${fmt(r.ended_to_verdict_ms.p99)}`,
+        against: `settle ${settings.settle_seconds * 1000}`,
+      },
+      {
+        label: "paced: verdict -> Stripe p50 / p99 ms",
+        value: `${fmt(r.verdict_to_stripe_ms.p50)} / ${fmt(r.verdict_to_stripe_ms.p99)}`,
+        against: `post interval ${settings.stripe_post_interval_seconds * 1000}`,
+      },
+      {
+        label: "D1 rows written per session",
+        value: fmt(r.cost.d1_rows_written_per_session),
+        against: `naive ${fmt(naive?.d1_rows_written_per_session)}`,
+        target: { ...D1_WRITES_TARGET, value: r.cost.d1_rows_written_per_session },
+      },
+      { label: "D1 rows read per session", value: fmt(r.cost.d1_rows_read_per_session) },
+      {
+        label: "Stripe calls per 1000 billed sessions",
+        value: fmt(r.cost.stripe_calls_per_1000_billed),
+        against: `naive ${fmt(naive?.stripe_calls_per_1000_billed)}`,
+      },
+      {
+        label: "USD per 1M sessions (Workers+Queues+D1)",
+        value: fmt(r.cost.usd_per_million_sessions.total),
+        against: `naive ${fmt(naive?.usd_per_million_sessions.total)}`,
+      },
+    ];
+  },
+};
