@@ -138,6 +138,8 @@ interface StatusRow {
   pending_plan: PlanId | null;
   pending_effective_at: number | null;
   billing_mode: string | null;
+  current_period_start: number | null;
+  current_period_end: number | null;
 }
 
 /** What limits apply to a user now, and the window their usage is counted in. */
@@ -151,7 +153,7 @@ export async function accountStatus(
     db
       .prepare(
         `SELECT c.stripe_customer_id, c.plan, s.stripe_subscription_id, s.status, s.past_due_since,
-                s.pending_plan, s.pending_effective_at, s.billing_mode
+                s.pending_plan, s.pending_effective_at, s.billing_mode, s.current_period_start, s.current_period_end
          FROM stripe_customers c
          LEFT JOIN subscriptions s ON s.user_id = c.user_id AND s.plan = c.plan AND s.ended_at IS NULL
          WHERE c.user_id = ?1
@@ -190,7 +192,12 @@ export async function accountStatus(
     pastDueSince: row.past_due_since,
     stripeCustomerId: row.stripe_customer_id,
     subscriptionId: row.stripe_subscription_id,
-    currentPeriod: series ? { start: series.start, end: series.end } : month,
+    // before the webhooks recorded its history, the subscription's own current period
+    currentPeriod: series
+      ? { start: series.start, end: series.end }
+      : row.current_period_start !== null && row.current_period_end !== null
+        ? { start: row.current_period_start, end: row.current_period_end }
+        : month,
     series,
     pendingPlan: row.pending_plan,
     pendingEffectiveAt: row.pending_effective_at,

@@ -38,7 +38,8 @@ export default async function setup(project: TestProject) {
   }
   project.provide("stackUrl", stack.url);
   project.provide("stripeUrl", stack.stripeUrl);
-  project.provide("meterEventName", stack.catalog.meterEventName);
+  project.provide("paygMeter", stack.catalog.meters.payg.eventName);
+  project.provide("proMeter", stack.catalog.meters.pro.eventName);
   project.provide("chaosControlUrl", control.url);
   project.provide("chaosPersistTo", persistTo);
   return async () => {

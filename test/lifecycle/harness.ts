@@ -4,10 +4,11 @@
  * pipeline waited for, periods ended by moving the clock, invoices read from Stripe.
  */
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
+import { DEV_SECRETS } from "@aigate/test-support";
 import { SignJWT } from "jose";
 import Stripe from "stripe";
 import { expect, inject } from "vitest";
-import { DEV_USER_TOKEN_SECRET, eventually, postEvents, sessionEvents, stackUrl } from "../e2e/helpers";
+import { eventually, postEvents, sessionEvents, stackUrl } from "../e2e/helpers";
 
 export const emulator = () => new EmulatorClient(inject("stripeUrl"));
 
@@ -35,7 +36,7 @@ async function tokenFor(userId: string): Promise<string> {
     .setSubject(userId)
     .setIssuedAt(t)
     .setExpirationTime(t + 3600)
-    .sign(new TextEncoder().encode(DEV_USER_TOKEN_SECRET));
+    .sign(new TextEncoder().encode(DEV_SECRETS.USER_TOKEN_SECRET));
 }
 
 export async function asUser(userId: string, path: string, init: RequestInit = {}): Promise<Response> {
