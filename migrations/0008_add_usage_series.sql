@@ -102,6 +102,10 @@ CREATE TABLE invoice_lines (
 ) WITHOUT ROWID;
 CREATE INDEX idx_invoice_lines_subscription ON invoice_lines (stripe_subscription_id, period_start);
 ALTER TABLE invoices ADD COLUMN billing_reason TEXT;
+-- What the customer sees of an invoice: its number and Stripe's hosted page and PDF.
+ALTER TABLE invoices ADD COLUMN number TEXT;
+ALTER TABLE invoices ADD COLUMN hosted_invoice_url TEXT;
+ALTER TABLE invoices ADD COLUMN invoice_pdf TEXT;
 
 -- Users whose plan history or billing periods changed for times already judged: the biller moves
 -- the affected sessions to their series (from_ms on).

@@ -288,6 +288,9 @@ export interface InvoiceRow {
   paid_at: number | null;
   stripe_created: number;
   billing_reason: string | null;
+  number: string | null;
+  hosted_invoice_url: string | null;
+  invoice_pdf: string | null;
 }
 
 /** The invoices row; the usage period is the span of its metered lines. */
@@ -326,6 +329,9 @@ export function invoiceRow(
     paid_at: invoice.status_transitions.paid_at ? ms(invoice.status_transitions.paid_at) : null,
     stripe_created: ms(invoice.created),
     billing_reason: invoice.billing_reason ?? null,
+    number: invoice.number ?? null,
+    hosted_invoice_url: invoice.hosted_invoice_url ?? null,
+    invoice_pdf: invoice.invoice_pdf ?? null,
   };
 }
 

@@ -152,6 +152,7 @@ export const StripeInvoice = z.object({
   amount_paid: z.int(),
   period_start: Seconds,
   period_end: Seconds,
+  number: z.string().nullish(),
   hosted_invoice_url: z.string().nullish(),
   invoice_pdf: z.string().nullish(),
   parent: z.object({ subscription_details: z.object({ subscription: Ref }).nullish() }).nullish(),

@@ -231,8 +231,8 @@ export function upsertInvoice(db: D1Database, r: InvoiceRow, now: number): D1Pre
     .prepare(
       `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
          subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, usage_period_start, usage_period_end,
-         finalized_at, paid_at, stripe_created, updated_at, billing_reason)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
+         finalized_at, paid_at, stripe_created, updated_at, billing_reason, number, hosted_invoice_url, invoice_pdf)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
        ON CONFLICT (stripe_invoice_id) DO UPDATE SET
          status = excluded.status,
          subtotal_cents = excluded.subtotal_cents,
@@ -245,6 +245,9 @@ export function upsertInvoice(db: D1Database, r: InvoiceRow, now: number): D1Pre
          finalized_at = coalesce(excluded.finalized_at, invoices.finalized_at),
          paid_at = coalesce(excluded.paid_at, invoices.paid_at),
          billing_reason = excluded.billing_reason,
+         number = coalesce(excluded.number, invoices.number),
+         hosted_invoice_url = coalesce(excluded.hosted_invoice_url, invoices.hosted_invoice_url),
+         invoice_pdf = coalesce(excluded.invoice_pdf, invoices.invoice_pdf),
          updated_at = excluded.updated_at
        WHERE ${rank("excluded.status")} >= ${rank("invoices.status")}`,
     )
@@ -267,6 +270,9 @@ export function upsertInvoice(db: D1Database, r: InvoiceRow, now: number): D1Pre
       r.stripe_created,
       now,
       r.billing_reason,
+      r.number,
+      r.hosted_invoice_url,
+      r.invoice_pdf,
     );
 }
 

@@ -137,3 +137,61 @@ export async function dailyRollups(
     .all<DailyRollupRow>();
   return results;
 }
+
+export interface InvoiceRow {
+  stripe_invoice_id: string;
+  number: string | null;
+  status: string;
+  billing_reason: string | null;
+  currency: string;
+  total_cents: number;
+  amount_paid_cents: number;
+  period_start: number;
+  period_end: number;
+  stripe_created: number;
+  finalized_at: number | null;
+  paid_at: number | null;
+  hosted_invoice_url: string | null;
+  invoice_pdf: string | null;
+}
+
+/** One page of a user's finalized invoices, newest first, strictly after `after`. */
+export async function invoicesPage(db: D1Database, userId: string, after: Cursor | null, limit: number) {
+  const { results } = await db
+    .prepare(
+      `SELECT stripe_invoice_id, number, status, billing_reason, currency, total_cents, amount_paid_cents, period_start,
+         period_end, stripe_created, finalized_at, paid_at, hosted_invoice_url, invoice_pdf
+       FROM invoices
+       WHERE user_id = ?1 AND status <> 'draft'
+         AND (stripe_created < ?2 OR (stripe_created = ?2 AND stripe_invoice_id < ?3))
+       ORDER BY stripe_created DESC, stripe_invoice_id DESC
+       LIMIT ?4`,
+    )
+    .bind(userId, after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? "", limit)
+    .all<InvoiceRow>();
+  return results;
+}
+
+export interface InvoiceLineRow {
+  stripe_invoice_id: string;
+  description: string;
+  quantity: number;
+  amount_cents: number;
+  plan: string | null;
+  metered: number;
+  period_start: number;
+  period_end: number;
+}
+
+/** The lines of some invoices (what Stripe billed), in Stripe's order. */
+export async function invoiceLines(db: D1Database, invoiceIds: string[]): Promise<InvoiceLineRow[]> {
+  if (invoiceIds.length === 0) return [];
+  const { results } = await db
+    .prepare(
+      `SELECT stripe_invoice_id, description, quantity, amount_cents, plan, metered, period_start, period_end
+       FROM invoice_lines WHERE stripe_invoice_id IN (SELECT value FROM json_each(?1)) ORDER BY stripe_invoice_id, line_id`,
+    )
+    .bind(JSON.stringify(invoiceIds))
+    .all<InvoiceLineRow>();
+  return results;
+}

@@ -20,6 +20,10 @@
  * @typedef {{ day: string, sessions: number, billable: number, not_charged: number,
  *   not_charged_by_reason: Record<string, number> }} DailyEntry
  * @typedef {{ from: string, to: string, days: DailyEntry[] }} DailyUsage
+ * @typedef {{ description: string, quantity: number, amount_cents: number }} InvoiceLine
+ * @typedef {{ id: string, number: string | null, status: string, total_cents: number, created: string,
+ *   hosted_invoice_url: string | null, lines: InvoiceLine[] }} Invoice
+ * @typedef {{ invoices: Invoice[], next_cursor: string | null }} InvoicesPage
  */
 (() => {
   const KEY = "aigate.userToken";
@@ -245,6 +249,36 @@
     }
   }
 
+  /** @param {InvoicesPage} page */
+  function renderInvoices(page) {
+    const body = queryAs(byId("invoices-table"), "tbody", HTMLElement);
+    body.textContent = "";
+    for (const inv of page.invoices) {
+      const what = inv.lines
+        .filter((l) => l.amount_cents !== 0)
+        .map((l) => `${l.description}: ${dollars(l.amount_cents)}`)
+        .join("; ");
+      const name = el("td", "", "mono");
+      if (inv.hosted_invoice_url) {
+        const a = el("a", inv.number ?? inv.id);
+        a.setAttribute("href", inv.hosted_invoice_url);
+        name.appendChild(a);
+      } else {
+        name.textContent = inv.number ?? inv.id;
+      }
+      body.appendChild(
+        row([
+          el("td", dateUtc(inv.created)),
+          name,
+          el("td", what || "nothing charged"),
+          el("td", dollars(inv.total_cents), "num"),
+          el("td", inv.status),
+        ]),
+      );
+    }
+    byId("invoices-empty").hidden = body.children.length > 0;
+  }
+
   /** @param {SessionRow} s */
   function resultText(s) {
     if (!s.billable) return `not charged: ${s.reason}`;
@@ -420,11 +454,12 @@
     const main = byId("main");
     main.setAttribute("aria-busy", "true");
     try {
-      /** @type {[Usage, SessionsPage, DailyUsage]} */
-      const [usage, sessions, daily] = await Promise.all([
+      /** @type {[Usage, SessionsPage, DailyUsage, InvoicesPage]} */
+      const [usage, sessions, daily, invoices] = await Promise.all([
         api("/api/billing/usage"),
         api("/api/billing/sessions?limit=20"),
         api("/api/billing/daily?days=30"),
+        api("/api/billing/invoices?limit=12"),
       ]);
       byId("signin").hidden = true;
       byId("content").hidden = false;
@@ -432,6 +467,7 @@
       renderUsage(usage);
       renderChanges(usage);
       renderSessions(sessions, false);
+      renderInvoices(invoices);
       renderDaily(daily);
       document.body.setAttribute("data-loaded", "true");
       return usage;

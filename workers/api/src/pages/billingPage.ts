@@ -80,6 +80,19 @@ const BODY = html`
     <p class="muted">You only pay for sessions that worked: failed sessions are never charged.</p>
   </section>
 
+  <section aria-labelledby="invoices-h">
+    <h2 id="invoices-h">Invoices</h2>
+    <div class="table-wrap">
+      <table id="invoices-table">
+        <caption class="visually-hidden">Your invoices, newest first</caption>
+        <thead><tr><th scope="col">Date</th><th scope="col">Invoice</th><th scope="col">What</th>
+          <th scope="col" class="num">Amount</th><th scope="col">Status</th></tr></thead>
+        <tbody></tbody>
+      </table>
+    </div>
+    <p id="invoices-empty" class="muted" hidden>No invoices yet.</p>
+  </section>
+
   <section aria-labelledby="chart-h">
     <h2 id="chart-h">Daily usage, last 30 days</h2>
     <div class="legend" aria-hidden="true">

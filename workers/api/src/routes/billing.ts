@@ -1,6 +1,6 @@
 /**
- * The billing API, for end users holding a user token: GET /usage, GET /sessions, POST /checkout,
- * POST /plan, POST /portal under /api/billing.
+ * The billing API, for end users holding a user token: GET /usage, GET /sessions, GET /invoices,
+ * POST /checkout, POST /plan, POST /portal under /api/billing.
  */
 import { ApiError, accountStatus, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
@@ -12,7 +12,15 @@ import type { ApiConfig } from "../config";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
 import { changePlan, PlanChangeBody } from "../planChange";
-import { activeLeases, billableSessions, failedSessions, sessionsPage, stripeCustomerOf } from "../queries";
+import {
+  activeLeases,
+  billableSessions,
+  failedSessions,
+  invoiceLines,
+  invoicesPage,
+  sessionsPage,
+  stripeCustomerOf,
+} from "../queries";
 import { usageBody } from "../usage";
 
 export const billing = new Hono<ApiEnv>();
@@ -80,6 +88,54 @@ billing.get("/sessions", async (c) => {
     })),
     next_cursor:
       rows.length > limit && last ? encodeCursor({ createdAt: last.billed_at, id: last.session_id }) : null,
+  });
+});
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+billing.get("/invoices", async (c) => {
+  const query = parseInput(SessionsQuery, c.req.query());
+  const limit = query.limit ?? 20;
+  const after = query.cursor ? decodeCursor(query.cursor) : null;
+  const rows = await invoicesPage(c.env.DB, c.get("userId"), after, limit + 1);
+  const page = rows.slice(0, limit);
+  const lines = await invoiceLines(
+    c.env.DB,
+    page.map((r) => r.stripe_invoice_id),
+  );
+  const last = page.at(-1);
+  return c.json({
+    invoices: page.map((r) => ({
+      id: r.stripe_invoice_id,
+      number: r.number,
+      status: r.status,
+      billing_reason: r.billing_reason,
+      currency: r.currency,
+      total_cents: r.total_cents,
+      amount_paid_cents: r.amount_paid_cents,
+      period_start: iso(r.period_start),
+      period_end: iso(r.period_end),
+      created: iso(r.stripe_created),
+      finalized_at: iso(r.finalized_at),
+      paid_at: iso(r.paid_at),
+      hosted_invoice_url: r.hosted_invoice_url,
+      invoice_pdf: r.invoice_pdf,
+      lines: lines
+        .filter((l) => l.stripe_invoice_id === r.stripe_invoice_id)
+        .map((l) => ({
+          description: l.description,
+          quantity: l.quantity,
+          amount_cents: l.amount_cents,
+          plan: l.plan,
+          metered: l.metered === 1,
+          period_start: iso(l.period_start),
+          period_end: iso(l.period_end),
+        })),
+    })),
+    next_cursor:
+      rows.length > limit && last
+        ? encodeCursor({ createdAt: last.stripe_created, id: last.stripe_invoice_id })
+        : null,
   });
 });
 
