@@ -13,7 +13,6 @@ import { eventually } from "../e2e/helpers";
 import {
   advance,
   changePlan,
-  emulator,
   endSessions,
   finalizeWithoutGrace,
   invoices,

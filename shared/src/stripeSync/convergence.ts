@@ -161,7 +161,7 @@ export function pendingChange(
 ): PendingChange | null {
   const end = scheduledEnd(sub);
   if (end !== null) return { plan: "free", effectiveAt: end };
-  if (!schedule || schedule.status !== "active") return null;
+  if (schedule?.status !== "active") return null;
   const currentStart = schedule.current_phase?.start_date;
   const next = schedule.phases
     .filter((p) => currentStart === undefined || p.start_date > currentStart)
