@@ -179,6 +179,9 @@ export async function subscribe(plan: PaidPlanId): Promise<PaidCustomer> {
   const item = done.subscription.items.data[0];
   if (!item) throw new Error("subscription without items");
   await syncStripe({ subscriptionId: done.subscription.id, invoiceId: done.invoice.id, userId });
+  // a post's timestamp is a whole second of the window before now: let the first one pass
+  const start = item.current_period_start * 1000;
+  while (Date.now() < start + 1000) await new Promise((resolve) => setTimeout(resolve, 50));
   return {
     userId,
     customerId: customer.id,
@@ -495,10 +498,19 @@ export function failingDb(
     sqlOf.set(stmt, sql);
     const bind = stmt.bind.bind(stmt);
     const run = stmt.run.bind(stmt);
+    const all = stmt.all.bind(stmt);
+    const check = () => {
+      if (pattern.test(sql) && fail()) throw new Error("D1_ERROR: injected failure");
+    };
     stmt.bind = (...values: unknown[]) => tag(bind(...values), sql);
     stmt.run = async <T = Record<string, unknown>>() => {
-      if (pattern.test(sql) && fail()) throw new Error("D1_ERROR: injected failure");
+      check();
       return run<T>();
+    };
+    // (the workers' counting wrapper runs statements through all())
+    stmt.all = async <T = Record<string, unknown>>() => {
+      check();
+      return all<T>();
     };
     return stmt;
   };
