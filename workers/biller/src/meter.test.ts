@@ -3,7 +3,6 @@ import Stripe from "stripe";
 import { describe, expect, it } from "vitest";
 import {
   classifyStripeError,
-  MAX_FUTURE_SECONDS,
   meterIdentifier,
   meterTimestamp,
   nextPostAt,
@@ -14,35 +13,46 @@ import {
 
 const MIN = 60_000;
 const DAY = 86_400_000;
-// A period that starts off a minute boundary, like Stripe's (creation time of the subscription).
+// A window that starts and ends off a minute boundary, like Stripe's periods (the subscription's
+// creation second) and like a window cut by a plan change.
 const start = Date.UTC(2026, 0, 10, 12, 30, 17);
 const end = Date.UTC(2026, 1, 10, 12, 30, 17);
 const startS = start / 1000;
 const endS = end / 1000;
+/** The last whole minute boundary inside the window: every post lies before it. */
+const boundaryS = Math.floor(end / MIN) * 60;
 
 describe("meterTimestamp", () => {
-  it("uses the current second while the period runs", () => {
+  it("uses the second before the current one while the window runs", () => {
     const now = start + 3 * DAY + 1234;
     expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: null })).toBe(
-      Math.floor(now / 1000),
+      Math.floor(now / 1000) - 1,
     );
   });
 
-  it("goes strictly past the last reserved timestamp, even within the same second", () => {
+  it("goes strictly past the last reserved timestamp, and waits rather than go into the future", () => {
     const now = start + 3 * DAY;
-    const first = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: null });
-    const second = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: first });
-    expect(first).not.toBeNull();
-    expect(second).toBe((first ?? 0) + 1);
+    const nowS = Math.floor(now / 1000);
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 5 })).toBe(nowS - 1);
+    // a second post within the same second has no valid timestamp yet: the sweep posts it later
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 1 })).toBeNull();
+    expect(meterTimestamp({ now: now + 1000, periodStart: start, periodEnd: end, lastTs: nowS - 1 })).toBe(
+      nowS,
+    );
   });
 
-  it("skips the period's first partial minute so the next period's summary window never sees it", () => {
-    const now = start + 5_000;
-    const ts = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: null });
-    expect(ts).toBe(Math.ceil(startS / 60) * 60);
+  it("waits for the window's first whole second to be over", () => {
+    expect(meterTimestamp({ now: start + 500, periodStart: start, periodEnd: end, lastTs: null })).toBeNull();
+    expect(meterTimestamp({ now: start + 1000, periodStart: start, periodEnd: end, lastTs: null })).toBe(
+      startS,
+    );
+    // a window starting mid-second starts at its next whole second
+    expect(
+      meterTimestamp({ now: start + 2500, periodStart: start + 300, periodEnd: end, lastTs: null }),
+    ).toBe(startS + 1);
   });
 
-  it("posts into the reserve at the period's end once the period is over, increasing strictly", () => {
+  it("posts into the reserve before the window's last minute boundary once it ended, increasing strictly", () => {
     const now = end + 10 * MIN;
     const first = meterTimestamp({
       now,
@@ -50,75 +60,113 @@ describe("meterTimestamp", () => {
       periodEnd: end,
       lastTs: endS - (3 * DAY) / 1000,
     });
-    expect(first).toBe(endS - POST_END_RESERVE_SECONDS);
+    expect(first).toBe(boundaryS - POST_END_RESERVE_SECONDS);
     const second = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: first });
-    expect(second).toBe(endS - POST_END_RESERVE_SECONDS + 1);
+    expect(second).toBe(boundaryS - POST_END_RESERVE_SECONDS + 1);
+    // also in the window's last partial minute, before it ended
+    expect(meterTimestamp({ now: end - 5000, periodStart: start, periodEnd: end, lastTs: null })).toBe(
+      boundaryS - POST_END_RESERVE_SECONDS,
+    );
   });
 
-  it("falls back to the period's last second when the reserve is used up", () => {
+  it("has no timestamp left once the reserve is used up: the series waits to be frozen and adjusted", () => {
     const now = end + 10 * MIN;
-    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: endS - 1 })).toBe(endS - 1);
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: boundaryS - 2 })).toBe(
+      boundaryS - 1,
+    );
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: boundaryS - 1 })).toBeNull();
   });
 
-  it("refuses a timestamp Stripe would reject as too far in the future", () => {
-    const now = start + 3 * DAY;
-    const nowS = Math.floor(now / 1000);
-    expect(
-      meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS + MAX_FUTURE_SECONDS }),
-    ).toBeNull();
+  it("uses the window's own seconds when it lies inside one minute", () => {
+    const s = Date.UTC(2026, 0, 10, 12, 30, 10);
+    const e = Date.UTC(2026, 0, 10, 12, 30, 40);
+    expect(meterTimestamp({ now: e + DAY, periodStart: s, periodEnd: e, lastTs: null })).toBe(s / 1000);
+    expect(meterTimestamp({ now: e + DAY, periodStart: s, periodEnd: e, lastTs: e / 1000 - 1 })).toBeNull();
   });
 
-  it("always lands inside the period and after the last post unless the period's seconds are used up", () => {
+  it("is never in the future, always inside the window before its last minute boundary, strictly after the last post", () => {
     fc.assert(
       fc.property(
-        fc.integer({ min: -40 * DAY, max: 40 * DAY }),
-        fc.option(fc.integer({ min: -10 * 86_400, max: 40 * 86_400 }), { nil: null }),
-        (offset, lastOffset) => {
-          const now = start + offset;
-          const lastTs = lastOffset === null ? null : startS + lastOffset;
-          const ts = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs });
+        fc.integer({ min: 0, max: 3 * 86_400 }),
+        fc.integer({ min: 1, max: 40 * 86_400 }),
+        fc.integer({ min: -2 * 86_400, max: 45 * 86_400 }),
+        fc.option(fc.integer({ min: -86_400, max: 45 * 86_400 }), { nil: null }),
+        fc.integer({ min: 0, max: 999 }),
+        (startOffsetS, lengthS, nowOffsetS, lastOffsetS, ms) => {
+          // windows are whole seconds (Stripe's periods and plan changes); the clock is not
+          const periodStart = start + startOffsetS * 1000;
+          const periodEnd = periodStart + lengthS * 1000;
+          const now = periodStart + nowOffsetS * 1000 + ms;
+          const lastTs = lastOffsetS === null ? null : Math.floor(periodStart / 1000) + lastOffsetS;
+          const ts = meterTimestamp({ now, periodStart, periodEnd, lastTs });
+          const nowS = Math.floor(now / 1000);
+          const lastBoundary = Math.floor(periodEnd / MIN) * 60;
           if (ts === null) {
-            // only when every valid second is too far ahead: the period has not started yet,
-            // or earlier posts already reserved the seconds up to Stripe's future limit
-            const earliest = Math.max(startS, (lastTs ?? Number.NEGATIVE_INFINITY) + 1);
-            expect(earliest).toBeGreaterThan(Math.floor(now / 1000) + MAX_FUTURE_SECONDS - 60);
+            // only when no second is valid: none before now-1 s after the window's start and the last
+            // post, or none left before the window's end (or its last minute boundary)
+            const earliest = Math.max(
+              Math.ceil(periodStart / 1000),
+              (lastTs ?? Number.NEGATIVE_INFINITY) + 1,
+            );
+            const stop =
+              lastBoundary * 1000 > periodStart ? lastBoundary - 1 : Math.ceil(periodEnd / 1000) - 1;
+            expect(earliest > nowS - 1 || earliest > stop).toBe(true);
             return;
           }
-          expect(ts * 1000).toBeGreaterThanOrEqual(start);
-          expect(ts * 1000).toBeLessThan(end);
-          expect(ts).toBeLessThanOrEqual(Math.floor(now / 1000) + MAX_FUTURE_SECONDS);
-          if (lastTs !== null && lastTs < endS - 1) expect(ts).toBeGreaterThan(lastTs);
+          expect(ts).toBeLessThanOrEqual(nowS - 1);
+          expect(ts * 1000).toBeGreaterThanOrEqual(periodStart);
+          expect(ts * 1000).toBeLessThan(periodEnd);
+          if (lastBoundary * 1000 > periodStart) expect(ts).toBeLessThan(lastBoundary);
+          if (lastTs !== null) expect(ts).toBeGreaterThan(lastTs);
         },
       ),
+      { numRuns: 2000 },
     );
   });
 });
 
 describe("summaryWindow", () => {
-  it("is minute-aligned and covers the whole period", () => {
+  it("is minute-aligned, from the window's start minute to its last minute boundary", () => {
     const w = summaryWindow(start, end);
-    expect(w.start % 60).toBe(0);
-    expect(w.end % 60).toBe(0);
-    expect(w.start).toBeLessThanOrEqual(startS);
-    expect(w.end).toBeGreaterThanOrEqual(endS);
+    expect(w).toEqual({ start: Math.floor(startS / 60) * 60, end: boundaryS });
   });
 
-  it("never contains a post of the next period", () => {
+  it("is null for a window inside one minute (such a series is not reconciled)", () => {
+    const s = Date.UTC(2026, 0, 10, 12, 30, 10);
+    expect(summaryWindow(s, s + 30_000)).toBeNull();
+    expect(summaryWindow(s, Date.UTC(2026, 0, 10, 12, 31, 0))).not.toBeNull();
+  });
+
+  it("holds every post of its series and none of the next series' posts", () => {
     fc.assert(
       fc.property(
-        fc.integer({ min: 0, max: 10 * DAY }),
-        fc.integer({ min: 0, max: 5 * DAY }),
-        (len, offset) => {
-          const pStart = start + (len % 997) * 1000;
-          const pEnd = pStart + MIN + len;
-          const nextEnd = pEnd + 30 * DAY;
-          const ts = meterTimestamp({
-            now: pEnd + (offset % (30 * DAY)),
-            periodStart: pEnd,
-            periodEnd: nextEnd,
+        fc.integer({ min: 0, max: 86_400 }),
+        fc.integer({ min: 1, max: 10 * 86_400 }),
+        fc.integer({ min: 1, max: 30 * 86_400 }),
+        fc.integer({ min: 0, max: 40 * 86_400 }),
+        fc.integer({ min: 0, max: 40 * 86_400 }),
+        (offsetS, lengthS, nextLengthS, postAtS, nextPostAtS) => {
+          const pStart = start + offsetS * 1000;
+          const pEnd = pStart + lengthS * 1000;
+          const w = summaryWindow(pStart, pEnd);
+          if (w === null) return;
+          const own = meterTimestamp({
+            now: pStart + postAtS * 1000,
+            periodStart: pStart,
+            periodEnd: pEnd,
             lastTs: null,
           });
-          if (ts !== null) expect(ts).toBeGreaterThanOrEqual(summaryWindow(pStart, pEnd).end);
+          if (own !== null) {
+            expect(own).toBeGreaterThanOrEqual(w.start);
+            expect(own).toBeLessThan(w.end);
+          }
+          const next = meterTimestamp({
+            now: pEnd + nextPostAtS * 1000,
+            periodStart: pEnd,
+            periodEnd: pEnd + nextLengthS * 1000,
+            lastTs: null,
+          });
+          if (next !== null) expect(next).toBeGreaterThanOrEqual(w.end);
         },
       ),
     );
@@ -126,12 +174,20 @@ describe("summaryWindow", () => {
 });
 
 describe("meterIdentifier", () => {
-  it("names the customer, the period and the absolute total, and marks repairs with their timestamp", () => {
-    expect(meterIdentifier("cus_1", start, 42)).toBe(`cus_1:${start}:42`);
-    expect(meterIdentifier("cus_1", start, 42, 1700000000)).toBe(`cus_1:${start}:42:r1700000000`);
-    expect(meterIdentifier("cus_AbCdEfGhIjKlMn", start, 10_000_000, 1700000000).length).toBeLessThanOrEqual(
-      100,
+  it("names the customer, the series, the absolute total and the post's timestamp", () => {
+    expect(meterIdentifier("cus_1", "payg", start, 42, 1_700_000_000)).toBe(
+      `cus_1:payg:${start}:42:1700000000`,
     );
+    // the same total posted again later (after it went down and up) is a different post
+    expect(meterIdentifier("cus_1", "pro", start, 42, 1_700_000_001)).not.toBe(
+      meterIdentifier("cus_1", "pro", start, 42, 1_700_000_000),
+    );
+    expect(meterIdentifier("cus_1", "payg", start, 42, 1_700_000_000)).not.toBe(
+      meterIdentifier("cus_1", "pro", start, 42, 1_700_000_000),
+    );
+    expect(
+      meterIdentifier("cus_AbCdEfGhIjKlMnOpQrStUv", "payg", start, 10_000_000, 1_700_000_000).length,
+    ).toBeLessThanOrEqual(100);
   });
 });
 
@@ -143,7 +199,7 @@ describe("classifyStripeError", () => {
     const err = generate({
       statusCode: 400,
       type: "invalid_request_error",
-      message: "An event already exists with identifier cus_1:1:5.",
+      message: "An event already exists with identifier cus_1:payg:1:5:1700000000.",
       param: "identifier",
     });
     expect(classifyStripeError(err)).toEqual({ kind: "duplicate" });
@@ -193,7 +249,7 @@ describe("backoff", () => {
     expect([1, 2, 3, 4, 5, 6, 7, 50].map(retryDelaySeconds)).toEqual([10, 20, 40, 80, 160, 320, 600, 600]);
   });
 
-  it("doubles the sweep's wait for a failing period from 1 min up to 1 h", () => {
+  it("doubles the sweep's wait for a failing series from 1 min up to 1 h", () => {
     expect([1, 2, 3, 7, 30].map((n) => nextPostAt(0, n))).toEqual([
       60_000, 120_000, 240_000, 3_600_000, 3_600_000,
     ]);

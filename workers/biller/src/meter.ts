@@ -10,8 +10,6 @@ import { backoff } from "@aigate/shared";
 
 /** Seconds at the end of a period kept for posts made after the period ended (grace window). */
 export const POST_END_RESERVE_SECONDS = 600;
-/** Stripe rejects timestamps more than 5 min in the future; stay under it. */
-export const MAX_FUTURE_SECONDS = 240;
 
 export interface TimestampInput {
   now: number;
@@ -27,9 +25,11 @@ export interface TimestampInput {
  *
  * - inside the series' window and never in the future: while the window runs, the second before
  *   the current one (so a plan change or cancellation made after this post, even within the same
- *   second, still sees it: Stripe bills usage before the change's second); once it ended, the next free second of a 600 s reserve at its end, so several posts after the
- *   end still increase strictly;
- * - strictly after the last post (`last` must never depend on equal timestamps);
+ *   second, still sees it: Stripe bills usage before the change's second); once it ended, the next
+ *   free second of a 600 s reserve at its end, so several posts after the end still increase
+ *   strictly;
+ * - strictly after the last post (`last` must never depend on equal timestamps): a second post
+ *   within the same second waits (null) rather than take a timestamp in the future;
  * - before the window's last whole minute boundary when the window spans one: the minute-aligned
  *   summary window of a series (see `summaryWindow`) then holds its own events only, never the
  *   previous or the next series' (which start at or after the boundary).
@@ -42,7 +42,7 @@ export function meterTimestamp({ now, periodStart, periodEnd, lastTs }: Timestam
   if (stop < startS) return null;
   const base = nowS <= stop ? nowS - 1 : Math.max(startS, stop - POST_END_RESERVE_SECONDS + 1);
   const ts = Math.max(base, startS, (lastTs ?? Number.NEGATIVE_INFINITY) + 1);
-  if (ts > stop || ts > nowS + MAX_FUTURE_SECONDS) return null;
+  if (ts > stop || ts > nowS - 1) return null;
   return ts;
 }
 

@@ -5,7 +5,7 @@
  * Each series (user, plan, window) posts to its plan's meter (the series row names it), with a
  * timestamp inside its window, strictly later than its previous post. Per customer: take the lock
  * and read the series rows (one batch for all customers); pick the oldest series whose total
- * Stripe has not confirmed; reserve its timestamp (written BEFORE the call, so a crash after
+ * Stripe has not confirmed and that has a valid timestamp now; reserve its timestamp (written BEFORE the call, so a crash after
  * Stripe's success can never make a later post reuse an older timestamp); post the current total
  * read under the lock; then record what Stripe acknowledged and release the lock (one batch).
  * A total may go down (sessions re-attributed to another series): the later post wins on `last`.
@@ -113,15 +113,21 @@ export async function postTotals(
       else pending.push(row);
     }
     if (acquired) locked.push(customer);
-    pending
-      .sort((a, b2) => a.period_start - b2.period_start)
-      .forEach((row, index) => {
-        if (!acquired)
-          outcomes.set(refKey(row), { kind: "deferred", reason: "meter lock held by another consumer" });
-        else if (index > 0)
-          outcomes.set(refKey(row), { kind: "deferred", reason: "one Stripe call per customer" });
-        else candidates.push({ customer, row });
-      });
+    // the oldest series that can be posted now: one with no valid timestamp left (it waits to be
+    // frozen) does not hold back the customer's other series
+    let chosen = false;
+    for (const row of pending.sort((a, b2) => a.period_start - b2.period_start)) {
+      if (!acquired)
+        outcomes.set(refKey(row), { kind: "deferred", reason: "meter lock held by another consumer" });
+      else if (chosen)
+        outcomes.set(refKey(row), { kind: "deferred", reason: "one Stripe call per customer" });
+      else if (row.meter_event_name && timestampFor(row, now) === null)
+        outcomes.set(refKey(row), { kind: "deferred", reason: "no valid meter timestamp now" });
+      else {
+        candidates.push({ customer, row });
+        chosen = true;
+      }
+    }
   }
 
   try {
@@ -131,6 +137,15 @@ export async function postTotals(
     await db.batch(locked.map((customer) => releaseLock(db, customer, holder))).catch(() => undefined);
     throw err;
   }
+}
+
+function timestampFor(row: UsagePeriodRow, now: number): number | null {
+  return meterTimestamp({
+    now,
+    periodStart: row.period_start,
+    periodEnd: row.period_end,
+    lastTs: row.last_meter_ts,
+  });
 }
 
 /** An open series whose total went to Stripe less than the posting interval ago waits its turn. */
@@ -165,12 +180,7 @@ async function postLocked(
       });
       continue;
     }
-    const ts = meterTimestamp({
-      now,
-      periodStart: row.period_start,
-      periodEnd: row.period_end,
-      lastTs: row.last_meter_ts,
-    });
+    const ts = timestampFor(row, now);
     if (ts === null) outcomes.set(refKey(row), { kind: "deferred", reason: "no valid meter timestamp now" });
     else reservations.push({ customer, row, eventName: row.meter_event_name, ts });
   }

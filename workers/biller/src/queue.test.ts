@@ -3,11 +3,11 @@ import { beforeEach, expect, it } from "vitest";
 import {
   billableInD1,
   createPaidCustomer,
-  failedVerdict,
+  judge,
   meterUsage,
   setupCatalog,
   usagePeriods,
-  verdict,
+  verdictMessage,
 } from "./test/support";
 
 /** The test-only producer onto aigate-verdicts, whose consumer is this worker (vitest.config.ts). */
@@ -36,18 +36,21 @@ async function waitFor<T>(
   }
 }
 
-it("bills verdicts delivered through the real local queue, duplicates included", async () => {
+it("bills usage messages delivered through the real local queue, duplicates and an old verdict included", async () => {
   const c = await createPaidCustomer({ plan: "pro" });
-  const billable = Array.from({ length: 4 }, () => verdict(c.userId));
+  const first = await judge(c.userId, [{}, {}, { billable: false }]);
+  const second = await judge(c.userId, 2);
   await verdictsQueue().sendBatch(
-    [...billable, billable[0], failedVerdict(c.userId), billable[2]].map((body) => ({ body })),
+    [first.message, second.message, first.message, verdictMessage(first.ids[0] ?? "", c.userId)].map(
+      (body) => ({ body }),
+    ),
   );
-  await verdictsQueue().send(billable[1]);
+  await verdictsQueue().send(second.message);
   const periods = await waitFor(
     () => usagePeriods(c.userId),
     (rows) => rows[0]?.posted_total === 4,
   );
-  expect(periods).toMatchObject([{ billable_sessions: 4, posted_total: 4 }]);
+  expect(periods).toMatchObject([{ plan: "pro", billable_sessions: 4, posted_total: 4 }]);
   expect(await billableInD1(c.userId)).toBe(4);
-  expect((await meterUsage(c.customerId, c.period)).value).toBe(4);
+  expect((await meterUsage(c.customerId, "pro", c.period)).value).toBe(4);
 });

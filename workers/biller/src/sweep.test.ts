@@ -2,6 +2,7 @@ import { createScheduledController, env } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createBiller } from "./config";
 import worker from "./index";
+import { POST_END_RESERVE_SECONDS } from "./meter";
 import { sweep } from "./sweep";
 import {
   billableInD1,
@@ -9,15 +10,18 @@ import {
   consume,
   createPaidCustomer,
   DAY,
-  emulator,
+  judge,
+  MIN,
   meterEventCalls,
+  meterEvents,
+  meteredPriceId,
   meterUsage,
+  type PaidCustomer,
   setupCatalog,
+  tick,
   usagePeriods,
-  verdict,
 } from "./test/support";
 
-const MIN = 60_000;
 const GRACE = 3600 * 1000; // STRIPE_INVOICE_GRACE_SECONDS in wrangler.jsonc
 
 beforeEach(async () => {
@@ -25,121 +29,247 @@ beforeEach(async () => {
 });
 
 /** A customer whose previous period ended `endedAgo` ms ago, and the current one. */
-async function customerAcrossPeriods(endedAgo: number) {
+async function customerAcrossPeriods(endedAgo: number, plan: "payg" | "pro" = "pro") {
   const end = Math.floor((Date.now() - endedAgo) / 1000) * 1000;
   const p1 = { start: end - 30 * DAY, end };
   const p2 = { start: end, end: end + 30 * DAY };
-  const c = await createPaidCustomer({ plan: "pro", periods: [p1, p2] });
+  const c = await createPaidCustomer({ plan, periods: [p1, p2] });
   return { c, p1, p2 };
 }
 
-describe("period close", () => {
-  it("posts a late session into its ended period during Stripe's grace window, then closes the period", async () => {
+/** A finalized invoice of the customer's subscription as the webhooks record it, with its metered line. */
+async function finalizedInvoice(
+  c: PaidCustomer,
+  o: {
+    id?: string;
+    created: number;
+    window: { start: number; end: number };
+    quantity: number;
+    status?: string;
+  },
+) {
+  const id = o.id ?? `in_${c.userId}_${o.window.start}`;
+  await env.DB.batch([
+    env.DB.prepare(
+      `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
+         subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created, updated_at,
+         billing_reason)
+       VALUES (?1, ?2, ?3, ?4, ?5, 'usd', 0, 0, 0, ?6, ?7, ?8, ?9, ?9, 'subscription_cycle')`,
+    ).bind(
+      id,
+      c.userId,
+      c.customerId,
+      c.subscriptionId,
+      o.status ?? "paid",
+      o.window.start,
+      o.window.end,
+      o.status === "draft" ? null : o.created,
+      o.created,
+    ),
+    env.DB.prepare(
+      `INSERT INTO invoice_lines (stripe_invoice_id, line_id, stripe_subscription_id, stripe_price_id, plan, metered,
+         period_start, period_end, quantity, amount_cents)
+       VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)`,
+    ).bind(
+      id,
+      `il_${id}`,
+      c.subscriptionId,
+      meteredPriceId(c.plan),
+      c.plan,
+      o.window.start,
+      o.window.end,
+      o.quantity,
+      c.plan === "payg" ? o.quantity * 10 : 0,
+    ),
+  ]);
+  return id;
+}
+
+describe("ended windows", () => {
+  it("posts a late session into its ended window during Stripe's grace, in the reserve before its last minute", async () => {
     const { c, p1, p2 } = await customerAcrossPeriods(10 * MIN);
-    const early = Array.from({ length: 3 }, () => verdict(c.userId, { created_at: p1.end - 2 * DAY }));
-    await consume(early);
-    // judged 10 min after the period ended (settle window, stale sessions): still the old period
-    await consume([verdict(c.userId, { created_at: p1.end - 30_000 })]);
+    await consume([(await judge(c.userId, 3, { at: p1.end - 2 * DAY })).message]);
+    // judged 10 min after the window ended (settle window, stale sessions): still the old window
+    const late = await judge(c.userId, 1, { at: p1.end - 30_000 });
+    expect(late.series).toEqual([{ user_id: c.userId, plan: "pro", period_start: p1.start }]);
+    expect((await sweep(createBiller(env), tick())).posted).toBe(1);
     expect(await usagePeriods(c.userId)).toMatchObject([
-      { period_start: p1.start, billable_sessions: 4, posted_total: 4, closed_at: null },
+      { period_start: p1.start, billable_sessions: 4, posted_total: 4, frozen_at: null },
     ]);
-    expect((await meterUsage(c.customerId, p1)).value).toBe(4);
+    const events = await meterEvents(c.customerId, "pro");
+    const boundary = Math.floor(p1.end / MIN) * 60;
+    // both posts came after the window ended: the reserve's first seconds, in order
+    expect(events.map((e) => [e.value, e.timestamp])).toEqual([
+      [3, boundary - POST_END_RESERVE_SECONDS],
+      [4, boundary - POST_END_RESERVE_SECONDS + 1],
+    ]);
+    expect((await meterUsage(c.customerId, "pro", p1)).value).toBe(4);
+    expect((await meterUsage(c.customerId, "pro", p2)).events).toBe(0);
+  });
 
-    const b = createBiller(env);
-    // intake is open for the first half of the grace window
-    expect((await sweep(b, p1.end + GRACE / 2 - 1)).closed).toBe(0);
-    const closedAt = p1.end + GRACE / 2;
-    expect((await sweep(b, closedAt)).closed).toBe(1);
-    expect(await usagePeriods(c.userId)).toMatchObject([{ period_start: p1.start, closed_at: closedAt }]);
-
-    // a session of the closed period judged now is recorded as an adjustment of the next one
-    const late = verdict(c.userId, { created_at: p1.end - 10_000 });
-    await consume([late]);
-    const row = await env.DB.prepare(
-      "SELECT period_start, period_end, adjusted_from_period FROM session_usage WHERE id = ?1",
+  it("does not let a series with no valid timestamp left hold back the customer's other series", async () => {
+    const { c, p1, p2 } = await customerAcrossPeriods(10 * MIN, "payg");
+    await consume([(await judge(c.userId, 2, { at: p1.end - DAY })).message]);
+    // the ended window's reserve is used up: its next total waits to be frozen and adjusted
+    const boundary = Math.floor(p1.end / MIN) * 60;
+    await env.DB.prepare(
+      "UPDATE usage_periods SET last_meter_ts = ?2 WHERE user_id = ?1 AND period_start = ?3",
     )
-      .bind(late.session_id)
-      .first();
-    expect(row).toEqual({ period_start: p2.start, period_end: p2.end, adjusted_from_period: p1.start });
-    expect((await meterUsage(c.customerId, p1)).value).toBe(4);
-    expect((await meterUsage(c.customerId, p2)).value).toBe(1);
+      .bind(c.userId, boundary - 1, p1.start)
+      .run();
+    await judge(c.userId, 1, { at: p1.end - DAY });
+    await judge(c.userId, 3, { at: p2.start + MIN });
+    const mark = await callMark();
+    expect((await sweep(createBiller(env), tick())).posted).toBe(1);
+    expect(await meterEventCalls(mark)).toBe(1);
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { period_start: p1.start, billable_sessions: 3, posted_total: 2, last_meter_ts: boundary - 1 },
+      { period_start: p2.start, billable_sessions: 3, posted_total: 3 },
+    ]);
+    expect((await meterUsage(c.customerId, "payg", p2)).value).toBe(3);
   });
 
-  it("sends sessions judged after the invoice's intake window to the next period as adjustments", async () => {
-    const { c, p1, p2 } = await customerAcrossPeriods(GRACE / 2 + MIN);
-    const v = verdict(c.userId, { created_at: p1.end - 5 * MIN });
-    await consume([v]);
-    const rows = await usagePeriods(c.userId);
-    expect(rows).toMatchObject([{ period_start: p2.start, billable_sessions: 1, posted_total: 1 }]);
-    const row = await env.DB.prepare("SELECT adjusted_from_period FROM session_usage WHERE id = ?1")
-      .bind(v.session_id)
-      .first<{ adjusted_from_period: number }>();
-    expect(row?.adjusted_from_period).toBe(p1.start);
-    expect((await meterUsage(c.customerId, p2)).value).toBe(1);
-    expect((await meterUsage(c.customerId, p1)).events).toBe(0);
-  });
-
-  it("keeps an ended period open until its final total is confirmed, posting it before closing", async () => {
-    const { c, p1 } = await customerAcrossPeriods(GRACE / 2 + MIN);
-    // recorded earlier into p1, but Stripe never confirmed it (e.g. an outage)
+  it("counts an ended series still unconfirmed after Stripe's grace as overdue", async () => {
+    const { c, p1 } = await customerAcrossPeriods(GRACE + 10 * MIN);
     await env.DB.prepare(
       "INSERT INTO meter_locks (stripe_customer_id, holder, locked_until) VALUES (?1, 'x', ?2)",
     )
-      .bind(c.customerId, Date.now() + MIN)
+      .bind(c.customerId, Date.now() + 10 * MIN)
       .run();
-    await env.DB.prepare(
-      `INSERT INTO usage_periods (user_id, plan, period_start, period_end, stripe_customer_id, stripe_subscription_id,
-         billable_sessions, posted_total, updated_at) VALUES (?1, 'pro', ?2, ?3, ?4, ?5, 7, 0, 0)`,
-    )
-      .bind(c.userId, p1.start, p1.end, c.customerId, c.subscriptionId)
-      .run();
-    const b = createBiller(env);
-    expect(await sweep(b, Date.now())).toMatchObject({ posted: 0, closed: 0 });
+    await judge(c.userId, 2, { at: p1.end - DAY });
+    expect(await sweep(createBiller(env), tick())).toMatchObject({ posted: 0, overdue: 1 });
     await env.DB.prepare("DELETE FROM meter_locks").run();
-    expect(await sweep(b, Date.now())).toMatchObject({ posted: 1, closed: 1 });
-    expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 7, posted_total: 7 }]);
-    expect((await usagePeriods(c.userId))[0]?.closed_at).not.toBeNull();
-    // the final total lands inside the period, at its end's reserve
-    expect((await meterUsage(c.customerId, p1)).value).toBe(7);
+    // no invoice is recorded yet: it is still posted (Stripe may hold the invoice open longer)
+    expect(await sweep(createBiller(env), tick())).toMatchObject({ posted: 1, overdue: 0 });
   });
 
-  it("backs off a period whose posts keep failing instead of calling Stripe every minute", async () => {
-    const { c } = await customerAcrossPeriods(-10 * DAY);
-    await env.DB.prepare("UPDATE stripe_customers SET stripe_customer_id = 'cus_gone' WHERE user_id = ?1")
+  it("backs off a series whose posts keep failing instead of calling Stripe every minute", async () => {
+    const c = await createPaidCustomer();
+    await env.DB.prepare("UPDATE subscriptions SET stripe_customer_id = 'cus_gone' WHERE user_id = ?1")
       .bind(c.userId)
       .run();
-    await consume([verdict(c.userId)]);
+    await consume([(await judge(c.userId, 1)).message]);
     const mark = await callMark();
     const b = createBiller(env);
-    expect((await sweep(b, Date.now())).attempted).toBe(0);
+    const t = tick();
+    expect((await sweep(b, t)).attempted).toBe(0);
     expect(await meterEventCalls(mark)).toBe(0);
     const [row] = await usagePeriods(c.userId);
     expect(row).toMatchObject({ billable_sessions: 1, posted_total: 0, post_failures: 1 });
     // a minute later it is due again
-    await emulator().advanceClock(61);
-    try {
-      expect((await sweep(b, Date.now() + 61_000)).failed).toBe(1);
-    } finally {
-      await emulator().advanceClock(-61);
-    }
+    expect((await sweep(b, t + 61_000)).failed).toBe(1);
     expect((await usagePeriods(c.userId))[0]?.post_failures).toBe(2);
     expect(await billableInD1(c.userId)).toBe(1);
   });
 });
 
-describe("scheduled handler", () => {
-  it("runs the sweep on the minute cron", async () => {
-    const c = await createPaidCustomer();
-    await env.DB.prepare(
-      "INSERT INTO meter_locks (stripe_customer_id, holder, locked_until) VALUES (?1, 'x', ?2)",
+describe("freezing series Stripe has billed", () => {
+  it("freezes a series once a finalized invoice of its subscription covers its end, with the invoice's quantity", async () => {
+    const { c, p1, p2 } = await customerAcrossPeriods(2 * GRACE, "payg");
+    await consume([(await judge(c.userId, 4, { at: p1.end - DAY })).message]);
+    await judge(c.userId, 1, { at: p2.start + MIN });
+    const invoice = await finalizedInvoice(c, { created: p1.end + GRACE, window: p1, quantity: 4 });
+    const mark = await callMark();
+    const result = await sweep(createBiller(env), tick());
+    expect(result.frozen).toBe(1);
+    expect(result.adjusted).toBe(0);
+    const [billed, open] = await usagePeriods(c.userId);
+    expect(billed).toMatchObject({
+      period_start: p1.start,
+      billable_sessions: 4,
+      stripe_billed: 4,
+      stripe_invoice_id: invoice,
+      adjusted: 0,
+    });
+    expect(billed?.frozen_at).not.toBeNull();
+    // the open window is not frozen and is posted as usual
+    expect(open).toMatchObject({ period_start: p2.start, frozen_at: null, posted_total: 1 });
+    expect(await meterEventCalls(mark)).toBe(1);
+  });
+
+  it("freezes a series created after its invoice was finalized (a session judged late); its difference is adjusted", async () => {
+    const { c, p1 } = await customerAcrossPeriods(2 * GRACE, "pro");
+    // the invoice billed nothing of this plan in the window: no series existed when it was finalized
+    await finalizedInvoice(c, { created: p1.end + GRACE, window: p1, quantity: 0 });
+    await judge(c.userId, 2, { at: p1.end - DAY });
+    const b = createBiller(env);
+    expect((await sweep(b, tick())).frozen).toBe(1);
+    const [series] = await usagePeriods(c.userId);
+    expect(series).toMatchObject({ billable_sessions: 2, stripe_billed: 0, adjusted: 2 });
+    expect(series?.frozen_at).not.toBeNull();
+    // the difference is an adjustment (pro's included sessions: nothing to charge, no Stripe call)
+    const adjustment = await env.DB.prepare(
+      "SELECT sessions, from_seq, to_seq, amount_cents, state FROM usage_adjustments WHERE user_id = ?1",
     )
-      .bind(c.customerId, Date.now() + MIN)
+      .bind(c.userId)
+      .first();
+    expect(adjustment).toEqual({ sessions: 2, from_seq: 0, to_seq: 2, amount_cents: 0, state: "created" });
+    // from then on the series is never posted again
+    await judge(c.userId, 1, { at: p1.end - DAY });
+    const mark = await callMark();
+    expect(await sweep(b, tick())).toMatchObject({ attempted: 0, frozen: 0 });
+    expect(await meterEventCalls(mark)).toBe(0);
+  });
+
+  it("freezes the series of a subscription that ended with no draft invoice left, not before", async () => {
+    const { c, p1 } = await customerAcrossPeriods(2 * DAY, "payg");
+    await consume([(await judge(c.userId, 3, { at: p1.end - DAY })).message]);
+    await env.DB.prepare("UPDATE subscriptions SET ended_at = ?2, status = 'canceled' WHERE user_id = ?1")
+      .bind(c.userId, p1.end)
       .run();
-    await consume([verdict(c.userId), verdict(c.userId)]);
-    await env.DB.prepare("DELETE FROM meter_locks").run();
+    // its final invoice is still a draft: Stripe may yet bill usage
+    const draft = await finalizedInvoice(c, { created: p1.end, window: p1, quantity: 0, status: "draft" });
+    const b = createBiller(env);
+    expect((await sweep(b, tick())).frozen).toBe(0);
+    expect((await usagePeriods(c.userId))[0]?.frozen_at).toBeNull();
+    await env.DB.prepare(
+      "UPDATE invoices SET status = 'paid', finalized_at = ?2 WHERE stripe_invoice_id = ?1",
+    )
+      .bind(draft, p1.end + GRACE)
+      .run();
+    await env.DB.prepare("UPDATE invoice_lines SET quantity = 3 WHERE stripe_invoice_id = ?1")
+      .bind(draft)
+      .run();
+    expect((await sweep(b, tick())).frozen).toBe(1);
+    expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 3, stripe_billed: 3 }]);
+  });
+
+  it("freezes only the window an invoice covers: an immediate plan change leaves the new plan's window open", async () => {
+    // payg -> pro with the billing cycle anchor reset at `change`: Stripe invoiced the payg usage then
+    const change = Math.floor((Date.now() - 2 * GRACE) / 1000) * 1000;
+    const c = await createPaidCustomer({ plan: "payg", periodStart: change - 10 * DAY, periodEnd: change });
+    await env.DB.batch([
+      env.DB.prepare(
+        `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
+           meter_event_name) VALUES (?1, ?2, 'pro', ?3, 0, ?4, 'aigate_pro_sessions')`,
+      ).bind(c.userId, change, c.subscriptionId, meteredPriceId("pro")),
+      env.DB.prepare(
+        "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
+      ).bind(c.subscriptionId, change, change + 30 * DAY),
+    ]);
+    await consume([(await judge(c.userId, 3, { at: change - DAY })).message]);
+    await consume([(await judge(c.userId, 2, { at: change + MIN })).message]);
+    await finalizedInvoice(c, {
+      created: change,
+      window: { start: change - 10 * DAY, end: change },
+      quantity: 3,
+    });
+    expect((await sweep(createBiller(env), tick())).frozen).toBe(1);
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { plan: "payg", period_end: change, stripe_billed: 3, adjusted: 0 },
+      { plan: "pro", period_start: change, frozen_at: null, stripe_billed: null, posted_total: 2 },
+    ]);
+    expect((await usagePeriods(c.userId))[0]?.frozen_at).not.toBeNull();
+  });
+});
+
+describe("scheduled handler", () => {
+  it("runs the sweep on the minute cron: posts what the consumer left", async () => {
+    const c = await createPaidCustomer();
+    await judge(c.userId, 2);
     await worker.scheduled(createScheduledController({ cron: "* * * * *", scheduledTime: Date.now() }), env);
     expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 2, posted_total: 2 }]);
-    expect((await meterUsage(c.customerId, c.period)).value).toBe(2);
+    expect((await meterUsage(c.customerId, "payg", c.period)).value).toBe(2);
   });
 
   it("runs reconciliation on the hourly cron and keeps its report", async () => {
