@@ -375,6 +375,20 @@ export function invoiceLineRows(
   });
 }
 
+/**
+ * Until when (ms) an invoice took its subscription's usage: a renewal (`subscription_cycle`) bills
+ * the period it closes, up to that period's end; any other invoice only what was reported before it
+ * was created. An invoice made by a change that resets the anchor has the new period's end as its
+ * `period_end` (the licensed items it bills in advance): it took none of that period's usage.
+ */
+export function invoiceCoversUntil(
+  invoice: Pick<StripeInvoice, "created" | "period_end" | "billing_reason">,
+): number {
+  return invoice.billing_reason === "subscription_cycle"
+    ? ms(Math.max(invoice.created, invoice.period_end))
+    : ms(invoice.created);
+}
+
 /** Only finalized invoices bill anything (a draft's lines still change). */
 export function isFinal(invoice: Pick<StripeInvoice, "status">): boolean {
   return invoice.status !== "draft";

@@ -299,9 +299,9 @@ const BILLED = `(SELECT coalesce(sum(l.quantity), 0) FROM invoice_lines l
 
 /**
  * Freezes the series Stripe has billed: those of the subscription whose window ended by the time
- * a finalized invoice of it was created or by the end of the period it bills (that invoice took
- * their usage, or their item was gone by then). Their billed quantity is read from the invoice
- * lines, never assumed.
+ * a finalized invoice of it was created, or by the end of the period a renewal closes
+ * (`coversUntilMs`, convergence.ts invoiceCoversUntil): that invoice took their usage, or their
+ * item was gone by then. Their billed quantity is read from the invoice lines, never assumed.
  */
 export function freezeBilledSeries(
   db: D1Database,
@@ -335,6 +335,10 @@ export function freezeEndedSeries(
     .bind(subscriptionId, endedAt, now);
 }
 
+/** invoiceCoversUntil (convergence.ts) of an invoices row aliased `i`. */
+const COVERS_UNTIL = `CASE WHEN i.billing_reason = 'subscription_cycle' THEN max(i.stripe_created, i.period_end)
+  ELSE i.stripe_created END`;
+
 /**
  * Freezes, from what D1 already knows, the series no webhook froze (a series created after its
  * invoice was finalized: a session judged late): covered by a finalized invoice of their
@@ -347,12 +351,12 @@ export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStat
       `UPDATE usage_periods SET frozen_at = ?1, stripe_billed = ${BILLED}, updated_at = ?1,
          stripe_invoice_id = (SELECT i.stripe_invoice_id FROM invoices i
            WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
-             AND max(i.stripe_created, i.period_end) >= usage_periods.period_end
+             AND ${COVERS_UNTIL} >= usage_periods.period_end
            ORDER BY i.stripe_created LIMIT 1)
        WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
          AND (EXISTS (SELECT 1 FROM invoices i
                 WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
-                  AND max(i.stripe_created, i.period_end) >= usage_periods.period_end)
+                  AND ${COVERS_UNTIL} >= usage_periods.period_end)
            OR (EXISTS (SELECT 1 FROM subscriptions s
                  WHERE s.stripe_subscription_id = usage_periods.stripe_subscription_id AND s.ended_at IS NOT NULL
                    AND s.ended_at <= usage_periods.period_end)

@@ -14,6 +14,7 @@ import type { PaidPlanId } from "../plans";
 import {
   billingPeriods,
   failedInvoiceTime,
+  invoiceCoversUntil,
   invoiceLineRows,
   invoiceRow,
   isFinal,
@@ -280,7 +281,7 @@ export async function syncFromStripe(
     if (lines.length > 0) statements.push(upsertInvoiceLines(db, lines));
     const items = lines.flatMap((l) => (l.stripe_invoice_item_id ? [l.stripe_invoice_item_id] : []));
     if (items.length > 0) statements.push(linkAdjustments(db, invoice.id, items));
-    const coversUntilMs = Math.max(invoice.created, invoice.period_end) * 1000;
+    const coversUntilMs = invoiceCoversUntil(invoice);
     statements.push(freezeBilledSeries(db, sub.id, { id: invoice.id, coversUntilMs }, now));
   }
   const ended = subscriptionRow(sub, userId, plan, failedAt, pending, now).ended_at;

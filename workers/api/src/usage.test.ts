@@ -4,7 +4,16 @@ import { usageBody } from "./usage";
 
 const period = calendarMonth(Date.UTC(2026, 10, 15));
 const body = (plan: PlanId, billable: number, limitsPlan: PlanId = plan) =>
-  usageBody({ plan, limitsPlan, period, billableSessions: billable, failedSessions: 3, activeSessions: 2 });
+  usageBody({
+    plan,
+    limitsPlan,
+    period,
+    billableSessions: billable,
+    failedSessions: 3,
+    activeSessions: 2,
+    pendingPlan: null,
+    pendingEffectiveAt: null,
+  });
 
 describe("usage body", () => {
   it("estimates pro at $29 up to 400 sessions, then 7 cents each", () => {
@@ -48,10 +57,41 @@ describe("usage body", () => {
         "warning",
         "active_sessions",
         "concurrent_limit",
+        "pending_plan",
+        "pending_effective_at",
       ].sort(),
     );
     expect([b.period_start, b.period_end]).toEqual(["2026-11-01T00:00:00.000Z", "2026-12-01T00:00:00.000Z"]);
-    expect(b).toMatchObject({ currency: "usd", failed_sessions: 3, active_sessions: 2, concurrent_limit: 5 });
+    expect(b).toMatchObject({
+      currency: "usd",
+      failed_sessions: 3,
+      active_sessions: 2,
+      concurrent_limit: 5,
+      pending_plan: null,
+      pending_effective_at: null,
+    });
+  });
+
+  it("shows what Stripe has scheduled: the plan taking over and when, as RFC 3339", () => {
+    const at = Date.UTC(2026, 11, 1, 10, 30);
+    const scheduled = (pendingPlan: PlanId) =>
+      usageBody({
+        plan: "pro",
+        limitsPlan: "pro",
+        period,
+        billableSessions: 380,
+        failedSessions: 0,
+        activeSessions: 0,
+        pendingPlan,
+        pendingEffectiveAt: at,
+      });
+    expect(scheduled("payg")).toMatchObject({
+      plan: "pro",
+      pending_plan: "payg",
+      pending_effective_at: "2026-12-01T10:30:00.000Z",
+      estimated_cost_cents: 2900,
+    });
+    expect(scheduled("free")).toMatchObject({ plan: "pro", pending_plan: "free", quota: 400 });
   });
 
   it("reports free's concurrency limit for a paid plan whose payment failed beyond the grace period", () => {

@@ -27,10 +27,22 @@ async function writtenRows() {
     customers: await n("stripe_customers"),
     subscriptions: await n("subscriptions"),
     invoices: await n("invoices"),
+    invoiceLines: await n("invoice_lines"),
     planHistory: await n("plan_history"),
+    periods: await n("billing_periods"),
+    reattributions: await n("reattributions"),
   };
 }
-const NOTHING_WRITTEN = { processed: 0, customers: 0, subscriptions: 0, invoices: 0, planHistory: 0 };
+const NOTHING_WRITTEN = {
+  processed: 0,
+  customers: 0,
+  subscriptions: 0,
+  invoices: 0,
+  invoiceLines: 0,
+  planHistory: 0,
+  periods: 0,
+  reattributions: 0,
+};
 
 const now = () => Math.floor(Date.now() / 1000);
 
@@ -166,6 +178,16 @@ describe("authentic events the endpoint cannot use", () => {
       "data.object.id",
     ],
     [
+      "schedule event whose subscription is a number",
+      event("subscription_schedule.updated", { id: "sub_sched_1", subscription: 42 }),
+      "data.object.subscription",
+    ],
+    [
+      "schedule event whose released subscription is an object without id",
+      event("subscription_schedule.released", { id: "sub_sched_1", released_subscription: { object: "x" } }),
+      "data.object.released_subscription",
+    ],
+    [
       "event id of 10,000 characters",
       event("customer.subscription.updated", { id: "sub_1" }, { id: `evt_${"x".repeat(10_000)}` }),
       "id",
@@ -206,6 +228,41 @@ describe("authentic events the endpoint cannot use", () => {
       const res = await deliverSigned(body);
       expect(res.status, body).toBe(200);
       expect(await res.json(), body).toMatchObject({ received: true, status: "ignored" });
+    }
+    expect(await writtenRows()).toEqual(NOTHING_WRITTEN);
+  });
+
+  it("acknowledges a schedule event that names no subscription (nothing of ours to converge) and writes nothing", async () => {
+    const res = await deliverSigned(
+      event("subscription_schedule.canceled", {
+        id: "sub_sched_none",
+        object: "subscription_schedule",
+        subscription: null,
+        released_subscription: null,
+      }),
+    );
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({
+      received: true,
+      status: "ignored",
+      reason: "schedule without subscription",
+    });
+    expect(await writtenRows()).toEqual(NOTHING_WRITTEN);
+  });
+
+  it("acknowledges an event whose object no longer exists in Stripe (a resend cannot bring it back) and writes nothing", async () => {
+    for (const body of [
+      event("invoice.finalized", { id: "in_gone_1" }),
+      event("customer.subscription.updated", { id: "sub_gone_1" }),
+      event("subscription_schedule.updated", { id: "sub_sched_gone", subscription: "sub_gone_2" }),
+    ]) {
+      const res = await deliverSigned(body);
+      expect(res.status, body).toBe(200);
+      expect(await res.json(), body).toEqual({
+        received: true,
+        status: "ignored",
+        reason: "object no longer exists in Stripe",
+      });
     }
     expect(await writtenRows()).toEqual(NOTHING_WRITTEN);
   });

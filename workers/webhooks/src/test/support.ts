@@ -37,13 +37,19 @@ export class StripeScenario {
     return ensureStripeCatalog(this.stripe);
   }
 
-  /** A customer for the user (as the api worker makes it), checked out and completed on `plan`. */
-  async subscribe(userId: string, plan: PaidPlanId) {
-    const customer = await this.stripe.customers.create({ metadata: { user_id: userId } });
-    const { data: prices } = await this.stripe.prices.list({
-      lookup_keys: PLANS[plan].stripeLookupKeys,
-      active: true,
+  /**
+   * A customer for the user (as the api worker makes it), checked out and completed on `plan`:
+   * with the plan's current prices, or `prices` (an older price version), and on a test clock when
+   * `clock` is given (the customer then lives at the clock's time, apart from other tests).
+   */
+  async subscribe(userId: string, plan: PaidPlanId, opts: { clock?: string; prices?: string[] } = {}) {
+    const customer = await this.stripe.customers.create({
+      metadata: { user_id: userId },
+      ...(opts.clock ? { test_clock: opts.clock } : {}),
     });
+    const prices = opts.prices
+      ? await Promise.all(opts.prices.map((id) => this.stripe.prices.retrieve(id)))
+      : (await this.stripe.prices.list({ lookup_keys: PLANS[plan].stripeLookupKeys, active: true })).data;
     const session = await this.stripe.checkout.sessions.create({
       mode: "subscription",
       customer: customer.id,
@@ -51,7 +57,7 @@ export class StripeScenario {
       line_items: prices.map((p) =>
         p.recurring?.usage_type === "metered" ? { price: p.id } : { price: p.id, quantity: 1 },
       ),
-      subscription_data: { metadata: { user_id: userId } },
+      subscription_data: { metadata: { user_id: userId }, billing_mode: { type: "flexible" } },
       success_url: "http://app.test/ok",
       cancel_url: "http://app.test/cancel",
     });
@@ -62,6 +68,30 @@ export class StripeScenario {
       invoice: done.invoice,
       events: await this.eventsById(done.events),
     };
+  }
+
+  /** A test clock frozen at `frozenTime` (unix seconds): its customers move only with it. */
+  async clock(frozenTime: number): Promise<string> {
+    return (await this.stripe.testHelpers.testClocks.create({ frozen_time: frozenTime })).id;
+  }
+
+  /** Moves a test clock to `frozenTime`; Stripe's work that falls due on the way runs (renewals, phases, finalizations). */
+  async advanceClock(clockId: string, frozenTime: number): Promise<void> {
+    await this.stripe.testHelpers.testClocks.advance(clockId, { frozen_time: frozenTime });
+  }
+
+  /** A mark in the emulator's event log: eventsSince(mark, ...) returns what was emitted after it. */
+  async mark(): Promise<number> {
+    return (await this.emulator.events()).length;
+  }
+
+  /** The events emitted after `mark` about this customer (its subscriptions, invoices, schedules), in order. */
+  async eventsSince(mark: number, customerId: string): Promise<Delivery[]> {
+    const all = await this.emulator.events();
+    return all
+      .slice(mark)
+      .filter((e) => JSON.stringify(e.data.object).includes(`"${customerId}"`))
+      .map((e) => ({ id: e.id, type: e.type, payload: JSON.stringify(e) }));
   }
 
   /** The emitted events with these ids, in emission order. */
