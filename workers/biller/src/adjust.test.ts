@@ -112,7 +112,8 @@ describe("adjustments", () => {
       id: row?.stripe_invoice_item_id,
       amount: 20,
       currency: "usd",
-      subscription: c.subscriptionId,
+      // since 2025-03-31.basil an item's subscription is `parent.subscription_details.subscription`
+      parent: { type: "subscription_details", subscription_details: { subscription: c.subscriptionId } },
       invoice: null,
       metadata: { aigate_adjustment: row?.id, plan: "payg", sessions: "2", from_seq: "3", to_seq: "5" },
     });
@@ -162,7 +163,7 @@ describe("adjustments", () => {
     const [row] = await adjustments(c.userId);
     expect(row).toMatchObject({ sessions: -2, from_seq: 3, to_seq: 3, amount_cents: -20, state: "created" });
     const [item] = await invoiceItems(c.customerId);
-    expect(item).toMatchObject({ amount: -20, subscription: c.subscriptionId });
+    expect(item).toMatchObject({ amount: -20, parent: { subscription_details: { subscription: c.subscriptionId } } });
     expect(item?.description).toMatch(/credit for 2 session/);
     expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 3, stripe_billed: 5, adjusted: -2 }]);
   });
@@ -196,7 +197,7 @@ describe("adjustments", () => {
     expect(row).toMatchObject({ sessions: 4, amount_cents: 40, state: "created" });
     // no live subscription: the item belongs to none, and a one-off invoice takes it now
     const [item] = await invoiceItems(c.customerId);
-    expect(item).toMatchObject({ amount: 40, subscription: null });
+    expect(item).toMatchObject({ amount: 40, parent: null });
     expect(item?.invoice).toEqual(expect.any(String));
     const invoice = await stripe().invoices.retrieve(String(item?.invoice));
     expect(invoice).toMatchObject({
@@ -233,7 +234,7 @@ describe("adjustments", () => {
     // 30 sessions beyond the 400 included, at $0.07
     expect(row).toMatchObject({ sessions: 430, amount_cents: 210, state: "created" });
     const [item] = await invoiceItems(c.customerId);
-    expect(item).toMatchObject({ amount: 210, subscription: c.subscriptionId });
+    expect(item).toMatchObject({ amount: 210, parent: { subscription_details: { subscription: c.subscriptionId } } });
     const invoice = await stripe().invoices.retrieve(String(item?.invoice));
     expect(invoice).toMatchObject({ billing_reason: "manual", metadata: { aigate_adjustment: row?.id } });
     expect(invoice.lines.data.map((l) => l.amount)).toEqual([210]);
@@ -291,7 +292,7 @@ describe("adjustments across failures", () => {
     const [first] = await invoiceItems(c.customerId);
     // the idempotency key is forgotten: the item is found by its metadata
     await emulator().advanceClock(48 * 3600, { process: false });
-    await adjust(createBiller(env), tick());
+    await adjust(createBiller(env), tick() + 48 * 3600_000);
     expect(await adjustments(c.userId)).toMatchObject([{ state: "created", stripe_invoice_item_id: first?.id }]);
     expect((await invoiceItems(c.customerId)).map((i) => i.id)).toEqual([first?.id]);
   });

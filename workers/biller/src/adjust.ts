@@ -102,6 +102,9 @@ function describe(a: PendingAdjustment): string {
     : `AI Gate ${plan}: credit for ${-a.sessions} session(s) of ${period} invoiced beyond the sessions recorded`;
 }
 
+/** Stripe keeps an idempotency key for at least 24 hours; past that, an earlier attempt's item is looked up. */
+const IDEMPOTENCY_KEY_LIFE_MS = 23 * 3600_000;
+
 /** Finds an invoice item created by an earlier attempt (after the idempotency key's 24 h). */
 async function existingItem(stripe: Stripe, a: PendingAdjustment): Promise<string | null> {
   for await (const item of stripe.invoiceItems.list({ customer: a.stripe_customer_id, limit: 100 })) {
@@ -113,7 +116,10 @@ async function existingItem(stripe: Stripe, a: PendingAdjustment): Promise<strin
 async function bill(b: Biller, a: PendingAdjustment, now: number): Promise<boolean> {
   const key = `adjustment:${a.id}`;
   try {
-    let itemId = a.attempts > 0 ? await existingItem(b.stripe, a) : null;
+    // an earlier attempt may have created the item and died before recording anything (not even
+    // its failure): within the key's life the key answers with that item, later only a lookup does
+    const keyForgotten = now - a.created_at > IDEMPOTENCY_KEY_LIFE_MS;
+    let itemId = a.attempts > 0 || keyForgotten ? await existingItem(b.stripe, a) : null;
     if (a.amount_cents === 0) {
       // sessions that cost nothing (pro's included ones): nothing to bill
       await markAdjustmentCreated(b.db, a.id, "none", now).run();

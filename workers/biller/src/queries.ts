@@ -354,6 +354,8 @@ export function reserveAdjustment(
 export interface PendingAdjustment extends AdjustmentReservation {
   period_end: number;
   attempts: number;
+  /** When the adjustment was reserved. */
+  created_at: number;
   /** The customer's live subscription, if any, and its plan. */
   live_subscription_id: string | null;
   live_plan: PlanId | null;
@@ -367,7 +369,7 @@ export async function pendingAdjustments(
   const { results } = await db
     .prepare(
       `SELECT a.id, a.user_id, a.plan, a.period_start, a.stripe_customer_id, a.sessions, a.from_seq, a.to_seq,
-         a.amount_cents, a.currency, a.attempts, coalesce(p.period_end, a.period_start) AS period_end,
+         a.amount_cents, a.currency, a.attempts, a.created_at, coalesce(p.period_end, a.period_start) AS period_end,
          (SELECT s.stripe_subscription_id FROM subscriptions s
           WHERE s.stripe_customer_id = a.stripe_customer_id AND s.ended_at IS NULL
           ORDER BY s.started_at DESC LIMIT 1) AS live_subscription_id,
