@@ -14,7 +14,7 @@ import {
   webhookRequest,
 } from "@aigate/webhooks/test";
 import { beforeAll, describe, expect, it } from "vitest";
-import { insertSessionUsage } from "./test/support";
+import { insertAdjustment, insertFrozenSeries, insertJudged } from "./test/support";
 
 const webhooks = createWebhooksApp();
 const WEBHOOK_SECRET = "whsec_api_e2e";
@@ -105,12 +105,12 @@ describe("GET /api/billing/usage", () => {
     const month = calendarMonth(now);
     await setBillable(user, "free", month.start, 86);
     await setBillable(other, "free", month.start, 3);
-    await insertSessionUsage(env.DB, [
-      { id: "f1", user, createdAt: month.start + 1000, status: "failed", reason: "turn_failed" },
-      { id: "f2", user, createdAt: now - 1000, status: "failed", reason: "too_short" },
-      { id: "f3", user, createdAt: month.start - 1000, status: "failed" }, // last month
-      { id: "s1", user, createdAt: now - 2000, status: "success" },
-      { id: "f4", user: other, createdAt: now - 1000, status: "failed" },
+    await insertJudged(env.DB, [
+      { id: "f1", user, billedAt: month.start + 1000, status: "failed", reason: "turn_failed" },
+      { id: "f2", user, billedAt: now - 1000, status: "failed", reason: "too_short" },
+      { id: "f3", user, billedAt: month.start - 1000, status: "failed" }, // last month
+      { id: "s1", user, billedAt: now - 2000, status: "success" },
+      { id: "f4", user: other, billedAt: now - 1000, status: "failed" },
     ]);
     await insertSession(user, "live1");
     await insertSession(user, "live2", { admitted_at: now - 60 * 60_000, last_seen_at: now - 30_000 });
@@ -132,6 +132,8 @@ describe("GET /api/billing/usage", () => {
       warning: true,
       active_sessions: 2,
       concurrent_limit: 5,
+      pending_plan: null,
+      pending_effective_at: null,
     });
   });
 
@@ -171,24 +173,54 @@ describe("GET /api/billing/usage", () => {
 describe("GET /api/billing/sessions", () => {
   const t0 = Date.UTC(2026, 10, 20, 12);
 
-  it("lists the user's sessions newest first with reasons, charged and invoice, page by page", async () => {
+  it("lists the user's sessions newest first with reasons, plan, charged and invoice, page by page", async () => {
     const user = newUser("list");
     const other = newUser("other");
-    await insertSessionUsage(env.DB, [
+    const p = t0 - DAY;
+    // a payg series of 3 sessions: Stripe's invoice in_1 billed 2 of them, an adjustment on in_2 the third
+    await insertFrozenSeries(env.DB, {
+      user,
+      plan: "payg",
+      periodStart: p,
+      billable: 3,
+      stripeBilled: 2,
+      invoiceId: "in_1",
+    });
+    await insertAdjustment(env.DB, { user, plan: "payg", periodStart: p, from: 2, to: 3, invoiceId: "in_2" });
+    await insertJudged(env.DB, [
+      { id: "a1", user, billedAt: t0 + 1, plan: "payg", periodStart: p, seq: 1 },
       {
-        id: "a1",
+        id: "a2",
         user,
-        createdAt: t0 + 1,
-        status: "success",
+        billedAt: t0 + 2,
+        status: "failed",
+        reason: "slow_connect",
         plan: "payg",
-        charged: true,
-        invoiceId: "in_1",
+        periodStart: p,
       },
-      { id: "a2", user, createdAt: t0 + 2, status: "failed", reason: "slow_connect" },
-      { id: "a3", user, createdAt: t0 + 2, status: "failed", reason: "turn_failed" },
-      { id: "a4", user, createdAt: t0 + 2, status: "success" }, // a page boundary falls inside this tie
-      { id: "a5", user, createdAt: t0 + 4, status: "failed", reason: "upstream_error" },
-      { id: "b1", user: other, createdAt: t0 + 5, status: "success" },
+      {
+        id: "a3",
+        user,
+        billedAt: t0 + 2,
+        status: "failed",
+        reason: "turn_failed",
+        plan: "payg",
+        periodStart: p,
+      },
+      // a page boundary falls inside this tie
+      { id: "a4", user, billedAt: t0 + 2, plan: "payg", periodStart: p, seq: 3 },
+      {
+        id: "a5",
+        user,
+        billedAt: t0 + 4,
+        status: "failed",
+        reason: "upstream_error",
+        plan: "payg",
+        periodStart: p,
+      },
+      { id: "a6", user, billedAt: t0 + 5, plan: "payg", periodStart: p, seq: 2 },
+      { id: "a7", user, billedAt: t0 + 6, plan: "free", periodStart: 0 },
+      { id: "b1", user: other, billedAt: t0 + 5 },
     ]);
     const pages = [];
     let cursor: unknown = null;
@@ -197,35 +229,41 @@ describe("GET /api/billing/sessions", () => {
       pages.push(page);
       cursor = page.next_cursor;
     } while (cursor && pages.length < 10);
-    expect(pages).toHaveLength(3);
+    expect(pages).toHaveLength(4);
     const sessions = pages.flatMap((p) => p.sessions as Record<string, unknown>[]);
-    expect(sessions.map((s) => s.session_id)).toEqual(["a5", "a4", "a3", "a2", "a1"]);
-    expect(sessions[4]).toEqual({
+    expect(sessions.map((s) => s.session_id)).toEqual(["a7", "a6", "a5", "a4", "a3", "a2", "a1"]);
+    expect(sessions[6]).toEqual({
       session_id: "a1",
       project_id: "proj_1",
       created_at: new Date(t0 + 1).toISOString(),
       billable: true,
       reason: "success",
       audio_ms: 6000,
+      plan: "payg",
       charged: true,
       invoice_id: "in_1",
     });
-    expect(sessions[0]).toMatchObject({
-      billable: false,
-      reason: "upstream_error",
-      charged: false,
-      invoice_id: null,
-    });
-    expect((await getJson(user, "/api/billing/sessions")).sessions).toHaveLength(5);
+    // ranks beyond what Stripe billed are charged by the adjustment's invoice
+    expect(sessions.map((s) => [s.session_id, s.charged, s.invoice_id])).toEqual([
+      ["a7", false, null], // free: never charged
+      ["a6", true, "in_1"],
+      ["a5", false, null],
+      ["a4", true, "in_2"],
+      ["a3", false, null],
+      ["a2", false, null],
+      ["a1", true, "in_1"],
+    ]);
+    expect(sessions[2]).toMatchObject({ billable: false, reason: "upstream_error", plan: "payg" });
+    expect((await getJson(user, "/api/billing/sessions")).sessions).toHaveLength(7);
   });
 
   it("never lists another user's sessions, even when given that user's cursor", async () => {
     const alice = newUser("alice");
     const bob = newUser("bob");
-    await insertSessionUsage(env.DB, [
-      { id: "bob1", user: bob, createdAt: t0 + 10 },
-      { id: "bob2", user: bob, createdAt: t0 + 9 },
-      { id: "ali1", user: alice, createdAt: t0 + 1 },
+    await insertJudged(env.DB, [
+      { id: "bob1", user: bob, billedAt: t0 + 10 },
+      { id: "bob2", user: bob, billedAt: t0 + 9 },
+      { id: "ali1", user: alice, billedAt: t0 + 1 },
     ]);
     const bobsPage = await getJson(bob, "/api/billing/sessions?limit=1");
     expect(bobsPage.next_cursor).toEqual(expect.any(String));
