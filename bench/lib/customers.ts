@@ -29,8 +29,8 @@ export async function meterEventCalls(emu: EmulatorClient) {
 export interface Customers {
   users: string[];
   emu: EmulatorClient;
-  /** The meter's event name. */
-  meter: string;
+  /** The event name of each user's meter (one meter per plan). */
+  meterOf: Map<string, string>;
   /** Stripe customer id per user. */
   customerOf: Map<string, string>;
   /** Billable sessions sent to the stack so far, per user: what each meter total must reach. */
@@ -52,16 +52,18 @@ function userToken(user: string): Promise<string> {
 /** Subscribes the run's paying users on the stack, half payg and half pro. */
 export async function subscribeCustomers(stack: Stack, settings: Settings): Promise<Customers> {
   const emu = new EmulatorClient(stack.stripeUrl);
-  const meter = stack.catalog.meterEventName;
   const users = payingUsers(settings);
+  const meterOf = new Map<string, string>();
   log(`subscribing ${users.length} customers (half payg, half pro)`);
   const customerOf = new Map<string, string>();
   for (const [i, user] of users.entries()) {
     const token = await userToken(user);
+    const plan = i % 2 === 0 ? "payg" : "pro";
+    meterOf.set(user, stack.catalog.meters[plan].eventName);
     const res = await fetch(`${stack.url}/api/billing/checkout`, {
       method: "POST",
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: JSON.stringify({ plan: i % 2 === 0 ? "payg" : "pro" }),
+      body: JSON.stringify({ plan }),
     });
     if (res.status !== 200) throw new Error(`checkout: ${res.status} ${await res.text()}`);
     const { id } = (await res.json()) as { id: string };
@@ -83,17 +85,19 @@ export async function subscribeCustomers(stack: Stack, settings: Settings): Prom
   const billed = new Map<string, number>();
   /** Customers whose meter total is not (yet) what was sent. */
   const behind = async () => {
-    const usage = await emu.meterUsageByCustomer(meter);
+    const usage = new Map<string, Awaited<ReturnType<typeof emu.meterUsageByCustomer>>>();
+    for (const meter of new Set(meterOf.values())) usage.set(meter, await emu.meterUsageByCustomer(meter));
     let n = 0;
     for (const [user, customer] of customerOf) {
-      if ((usage.customers[customer]?.value ?? 0) !== (billed.get(user) ?? 0)) n += 1;
+      const onMeter = usage.get(meterOf.get(user) ?? "")?.customers[customer]?.value ?? 0;
+      if (onMeter !== (billed.get(user) ?? 0)) n += 1;
     }
     return n;
   };
   return {
     users,
     emu,
-    meter,
+    meterOf,
     customerOf,
     billed,
     expect(sessions) {

@@ -37,7 +37,7 @@ export const burst: Phase<"burst", BurstResult> = {
     const recordedAt = await until(
       async () => {
         const r = await stack.query<{ n: number }>(
-          "SELECT count(*) AS n FROM session_usage WHERE id LIKE 'burst-%'",
+          "SELECT count(*) AS n FROM sessions WHERE session_id LIKE 'burst-%' AND verdict_at IS NOT NULL",
         );
         return (r[0]?.n ?? 0) === sessions.length ? Date.now() : 0;
       },

@@ -50,7 +50,7 @@ export const paced: Phase<"paced", PacedResult> = {
   async run(ctx) {
     const stack = await ctx.use("stack");
     const customers = await ctx.use("customers");
-    const { emu, meter } = customers;
+    const { emu, meterOf } = customers;
     const { paced_seconds, sessions_per_customer_per_minute, settle_seconds } = ctx.settings;
     await emu.resetCalls();
     const from = logSize(stack.logFile);
@@ -71,8 +71,9 @@ export const paced: Phase<"paced", PacedResult> = {
     const lines = logLines(stack.logFile, from);
     const calls = await meterEventCalls(emu);
     const rows = await stack.query<BilledRow>(
-      `SELECT s.session_id, s.user_id, s.settle_due_at, s.verdict_at, u.recorded_at FROM sessions s
-       JOIN session_usage u ON u.id = s.session_id WHERE s.session_id LIKE 'paced-%' AND u.status = 'success'`,
+      // a session's usage is recorded with its verdict (in the same transaction)
+      `SELECT session_id, user_id, settle_due_at, verdict_at, verdict_at AS recorded_at FROM sessions
+       WHERE session_id LIKE 'paced-%' AND billable = 1`,
     );
     const endedToVerdict = rows.map((r) => r.verdict_at - (r.settle_due_at - settle_seconds * 1000));
     // On the meter once a counted meter event of its customer, received after the session was
@@ -81,7 +82,9 @@ export const paced: Phase<"paced", PacedResult> = {
     const byUser = new Map<string, BilledRow[]>();
     for (const r of rows) byUser.set(r.user_id, [...(byUser.get(r.user_id) ?? []), r]);
     for (const [user, list] of byUser) {
-      const events = (await emu.meterEvents(meter, customers.customerOf.get(user))).filter((e) => e.counted);
+      const events = (await emu.meterEvents(meterOf.get(user) ?? "", customers.customerOf.get(user))).filter(
+        (e) => e.counted,
+      );
       list.sort((a, b) => a.recorded_at - b.recorded_at);
       const offset = before.get(user) ?? 0;
       list.forEach((r, i) => {
