@@ -1,6 +1,7 @@
 /**
- * `npm run stripe:setup`: the Billing Meter (`last` aggregation), the products and the prices
- * of the paid plans, created by lookup key if missing; safe to run any number of times.
+ * `npm run stripe:setup`: one Billing Meter per paid plan (`last` aggregation), the products and
+ * the prices of the paid plans (by lookup key) and the Customer Portal configuration, created if
+ * missing; safe to run any number of times.
  *
  *   npm run stripe:setup                                   # the local emulator (127.0.0.1:$STRIPE_EMULATOR_PORT)
  *   STRIPE_SECRET_KEY=sk_live_... STRIPE_API_BASE= npm run stripe:setup   # real Stripe

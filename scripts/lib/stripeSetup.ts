@@ -1,7 +1,8 @@
 /**
- * `npm run stripe:setup` (scripts/stripe-setup.ts): creates the Billing Meter, the products and
- * the prices by lookup key (idempotent, ensureStripeCatalog) against the emulator or real
- * Stripe, and prints what the workers must be configured with. Logic here, so it is tested.
+ * `npm run stripe:setup` (scripts/stripe-setup.ts): creates the Billing Meters (one per paid plan),
+ * the products, the prices by lookup key and the Customer Portal configuration (idempotent,
+ * ensureStripeCatalog) against the emulator or real Stripe, and prints what the workers must be
+ * configured with. Logic here, so it is tested.
  */
 import { createStripe } from "@aigate/shared/stripe";
 import { DEFAULT_METER_PREFIX, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";

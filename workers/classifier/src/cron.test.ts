@@ -8,11 +8,14 @@ import {
   eventsMessage,
   harness,
   judgesOf,
+  MAY,
+  paidAccount,
   rollups,
+  seriesRows,
   sessionRow,
   T0,
   typicalSession,
-  verdictsOf,
+  usageOf,
 } from "./test/support";
 
 const MINUTE = 60_000;
@@ -53,12 +56,19 @@ describe("cron sweep", () => {
       seen,
     );
     expect((await cronThenConsume(h, seen + STALE_MS - 1)).swept.due).toBe(0);
-    expect(h.verdicts.sent).toEqual([]);
+    expect((await sessionRow("s1"))?.verdict_at).toBeNull();
 
     await cronThenConsume(h, seen + STALE_MS);
-    expect(verdictsOf(h.verdicts)).toMatchObject([
-      { session_id: "s1", billable: false, reason: "too_short", audio_ms: 4999, created_at: T0 },
-    ]);
+    expect(await sessionRow("s1")).toMatchObject({
+      verdict_at: seen + STALE_MS,
+      billable: 0,
+      reason: "too_short",
+      audio_ms: 4999,
+      billed_at: T0,
+      plan: "free",
+      seq: null,
+    });
+    expect(h.verdicts.sent).toEqual([]); // unbillable: no series grew
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "too_short", sessions: 1, audio_ms: 4999 },
     ]);
@@ -77,15 +87,26 @@ describe("cron sweep", () => {
     expect((await sessionRow("s1"))?.verdict_at).toBeNull();
   });
 
-  it("judges a settled session whose reminder was lost", async () => {
+  it("judges a settled session whose reminder was lost, and tells the biller about its paid series", async () => {
     const h = harness();
+    const period = { start: Date.UTC(2026, 4, 3), end: Date.UTC(2026, 5, 3) };
+    await paidAccount("user-1", { periods: [period] });
     await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), T0 + 40_000) }], T0 + 40_000);
     h.telemetry.drain(); // the reminder is lost
     await cronThenConsume(h, T0 + 40_000 + MINUTE);
-    expect(verdictsOf(h.verdicts)).toMatchObject([{ session_id: "s1", billable: true, reason: "success" }]);
+    expect(await sessionRow("s1")).toMatchObject({ billable: 1, reason: "success", plan: "payg", seq: 1 });
+    expect(usageOf(h.verdicts)).toEqual([
+      {
+        v: 2,
+        kind: "usage",
+        series: [{ user_id: "user-1", plan: "payg", period_start: period.start }],
+        judged: 1,
+        judged_at: T0 + 40_000 + MINUTE,
+      },
+    ]);
   });
 
-  it("judges an admitted session that never sent telemetry, dated by its admission", async () => {
+  it("judges an admitted session that never sent telemetry, billed at its admission", async () => {
     const h = harness();
     await env.DB.prepare(
       `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, admitted_at, admitted_plan, open)
@@ -94,10 +115,19 @@ describe("cron sweep", () => {
       .bind(T0)
       .run();
     await cronThenConsume(h, T0 + STALE_MS);
-    expect(verdictsOf(h.verdicts)).toMatchObject([
-      { session_id: "ghost", billable: false, reason: "not_connected", created_at: T0, audio_ms: 0 },
+    expect(await sessionRow("ghost")).toMatchObject({
+      open: 0,
+      billable: 0,
+      reason: "not_connected",
+      audio_ms: 0,
+      billed_at: T0,
+      plan: "free",
+      period_start: MAY.start,
+    });
+    expect(h.verdicts.sent).toEqual([]);
+    expect(await rollups()).toEqual([
+      { user_id: "user-1", day: "2026-05-14", reason: "not_connected", sessions: 1, audio_ms: 0 },
     ]);
-    expect(await sessionRow("ghost")).toMatchObject({ open: 0, reason: "not_connected" });
   });
 
   it("hands over at most `limit` sessions per run, oldest first, in JudgeMessages of at most 100 ids", async () => {
@@ -115,9 +145,12 @@ describe("cron sweep", () => {
   it("does not hand over judged sessions again", async () => {
     const h = harness();
     await deliver(h, [{ body: eventsMessage([ev("created", { session: "s1", time: T0 })], T0) }], T0);
-    await cronThenConsume(h, T0 + STALE_MS);
-    expect(verdictsOf(h.verdicts)).toHaveLength(1);
+    expect((await cronThenConsume(h, T0 + STALE_MS)).swept.due).toBe(1);
+    expect((await sessionRow("s1"))?.verdict_at).toBe(T0 + STALE_MS);
     expect((await cronThenConsume(h, T0 + 2 * STALE_MS)).swept.due).toBe(0);
+    expect((await sessionRow("s1"))?.verdict_at).toBe(T0 + STALE_MS);
+    expect((await seriesRows()).map((r) => [r.plan, r.billable_sessions])).toEqual([["free", 0]]);
+    expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
   });
 
   it("finds due sessions through the partial index idx_sessions_pending", async () => {

@@ -1,8 +1,9 @@
 /**
  * The minute cron: finds sessions due for a verdict whose reminder never came (lost, or never
  * sent after a crash) and stale sessions (no `ended`, no telemetry for STALE_SESSION_MINUTES),
- * and hands them to the queue consumer as JudgeMessages. Judging there, not here, keeps the
- * verdict send retryable: a crash after the verdict commits is redelivered and re-sent.
+ * and hands them to the queue consumer as JudgeMessages. Judging there, not here, keeps judging
+ * retryable with backoff; usage recorded by a run that crashed before telling the biller reaches it
+ * through its series rows (the biller's minute sweep posts them).
  */
 import { chunkBySize, createLogger, type JudgeMessage } from "@aigate/shared";
 import { readConfig } from "./config";

@@ -14,16 +14,7 @@ import {
   MAX_DIGEST_ENTRIES,
   parseDigest,
 } from "./dedupe";
-import {
-  deliver,
-  ev,
-  eventsMessage,
-  harness,
-  judgeMessage,
-  sessionRow,
-  T0,
-  verdictsOf,
-} from "./test/support";
+import { deliver, ev, eventsMessage, harness, judgeMessage, sessionRow, T0 } from "./test/support";
 
 const SETTLE_MS = 60_000; // TEST_VARS.VERDICT_SETTLE_SECONDS
 const R = T0 + 40_000;
@@ -39,9 +30,12 @@ function opening(session = "s1"): TelemetryEvent[] {
 const hb1 = (audio: number, session = "s1") =>
   ev("heartbeat", { session, id: "hb1", time: T0 + 10_000, audio });
 
+/** Judges the session at `at` and returns its row (with the verdict recorded). */
 async function judgeNow(h: ReturnType<typeof harness>, session: string, at: number) {
   await deliver(h, [{ body: judgeMessage([session], at - 1) }], at);
-  return verdictsOf(h.verdicts).filter((v) => v.session_id === session);
+  const row = await sessionRow(session);
+  expect(row?.verdict_at).toBe(at);
+  return row;
 }
 
 function warnings(spy: MockInstance): Record<string, unknown>[] {
@@ -151,9 +145,8 @@ describe("an event id resent with another payload", () => {
     const ended = ev("ended", { session: "s1", id: "e1", time: T0 + 20_000, audio: 3000 });
     await deliver(h, [{ body: eventsMessage([ended], R + 2000, "req-3") }], R + 2000);
 
-    const verdicts = await judgeNow(h, "s1", R + 2000 + SETTLE_MS + 1);
-    expect(verdicts.map((v) => [v.reason, v.audio_ms])).toEqual([["too_short", 3000]]);
-    expect(await sessionRow("s1")).toMatchObject({ audio_ms: 3000, conflicting_events: 1 });
+    const judged = await judgeNow(h, "s1", R + 2000 + SETTLE_MS + 1);
+    expect(judged).toMatchObject({ reason: "too_short", billable: 0, audio_ms: 3000, conflicting_events: 1 });
     expect(warnings(warn)).toEqual([
       expect.objectContaining({
         msg: "ignored event copies whose payload differs from the first copy",

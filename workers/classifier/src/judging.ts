@@ -21,7 +21,6 @@ import {
   type SessionFacts,
   seriesToEnsure,
   type UsageMessage,
-  VerdictMessage,
 } from "@aigate/shared";
 import type { ClassifierConfig } from "./config";
 import {
@@ -93,23 +92,6 @@ export function verdictToRecord(
   };
 }
 
-/** A judged session's verdict in the version 1 shape (tests and tools read it). */
-export function verdictMessage(row: JudgedRow | JudgeRow): VerdictMessage {
-  return VerdictMessage.parse({
-    v: 1,
-    kind: "verdict",
-    session_id: row.session_id,
-    user_id: row.user_id,
-    project_id: row.project_id,
-    created_at: row.created_at,
-    billable: row.billable === 1,
-    reason: row.reason,
-    rule_version: row.rule_version,
-    audio_ms: row.audio_ms,
-    judged_at: row.verdict_at,
-  });
-}
-
 /** Upper bound on re-reads when facts change between the read and the guarded verdict update. */
 const MAX_PASSES = 4;
 /** Sessions per verdict statement (keeps the JSON parameter small). */
@@ -119,9 +101,10 @@ const MAX_IDS_PER_REMINDER = 250;
 const MAX_SERIES_PER_MESSAGE = 200;
 
 /**
- * Judges the listed sessions that are due, re-sends the verdicts of those already judged, and
- * reminds again for those still settling. Throws on D1 or queue failure; a retry is safe (a new
- * judge token matches no row twice in the rollups; verdicts already recorded are re-sent).
+ * Judges the listed sessions that are due (those already judged are left alone), tells the biller
+ * which paid series grew, and reminds again for those still settling. Throws on D1 or queue
+ * failure; a retry is safe (a new judge token matches no row twice in the series and rollups; a
+ * lost usage message is made up for by the biller's sweep, which posts every unposted series).
  */
 export async function judgeSessions(
   db: D1Database,

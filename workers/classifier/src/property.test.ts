@@ -2,12 +2,14 @@
  * The claim "any order, any duplicates, any split: same result" on the real handler and real D1:
  * random sessions delivered once in order, and again duplicated, shuffled and split over messages
  * and batches (with settle reminders arriving early in between), must give the same facts,
- * verdicts and daily rollups. And "the first payload of an event id wins": conflicting copies
- * received after their original change nothing but the count of conflicting events.
+ * verdicts, series and daily rollups, with every billable session ranked once (1..n in its
+ * series) and the biller told only about the paid series. And "the first payload of an event id
+ * wins": conflicting copies received after their original change nothing but the count of
+ * conflicting events.
  */
 
 import { env } from "cloudflare:test";
-import type { TelemetryEvent, VerdictMessage } from "@aigate/shared";
+import type { TelemetryEvent } from "@aigate/shared";
 import fc from "fast-check";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { sweepDueSessions } from "./cron";
@@ -15,24 +17,36 @@ import { conflictScenarioArb, type Delivery, MIDNIGHT, scenarioArb } from "./tes
 import {
   deadLetters,
   deliver,
+  dense,
   eventsMessage,
   harness,
   judgesOf,
+  paidAccount,
   type RollupRow,
+  ranksBySeries,
+  reattributions,
   rollups,
-  verdictsOf,
+  seriesRows,
+  usageOf,
 } from "./test/support";
 
 const START = MIDNIGHT + 3 * 3_600_000; // receipts come after every event time
 const STALE_MS = 15 * 60_000;
 
+/** The user with a paid plan (payg); u1 and u2 are free. */
+const PAID_USER = "u3";
+const PAID_PERIOD = { start: MIDNIGHT - 10 * 86_400_000, end: MIDNIGHT + 20 * 86_400_000 };
+
+// Verdicts and series included; not the receipt times, the billing time derived from them (the
+// deliveries differ in when they were received) nor the ranks (they follow the recording order).
 const CONTENT_COLUMNS = `session_id, user_id, project_id, source, created_at, first_event_at, last_event_at,
   connected, connect_latency_ms, turn_failed, upstream_error, upstream_status, upstream_code, audio_ms,
-  ended_at, end_reason, late_events, conflicting_events, open, billable, reason, rule_version`;
+  ended_at, end_reason, late_events, conflicting_events, open, billable, reason, rule_version, plan, period_start`;
 
 interface Outcome {
   facts: Record<string, unknown>[];
-  verdicts: Map<string, Omit<VerdictMessage, "judged_at">>;
+  /** (user, plan, window, billable sessions) */
+  series: [string, string, number, number][];
   rollups: RollupRow[];
 }
 
@@ -41,7 +55,14 @@ async function clear() {
     env.DB.prepare("DELETE FROM sessions"),
     env.DB.prepare("DELETE FROM daily_rollups"),
     env.DB.prepare("DELETE FROM dead_letters"),
+    env.DB.prepare("DELETE FROM usage_periods"),
+    env.DB.prepare("DELETE FROM reattributions"),
+    env.DB.prepare("DELETE FROM stripe_customers"),
+    env.DB.prepare("DELETE FROM subscriptions"),
+    env.DB.prepare("DELETE FROM plan_history"),
+    env.DB.prepare("DELETE FROM billing_periods"),
   ]);
+  await paidAccount(PAID_USER, { periods: [PAID_PERIOD] });
 }
 
 /**
@@ -89,17 +110,43 @@ async function run(delivery: Delivery): Promise<Outcome> {
     );
   expect(h.telemetry.sent).toEqual([]);
 
-  const verdicts = new Map<string, Omit<VerdictMessage, "judged_at">>();
-  for (const { judged_at: _, ...v } of verdictsOf(h.verdicts)) {
-    const seen = verdicts.get(v.session_id);
-    if (seen) expect(v).toEqual(seen); // a re-send repeats the stored verdict
-    verdicts.set(v.session_id, v);
-  }
   const { results: facts } = await env.DB.prepare(
     `SELECT ${CONTENT_COLUMNS} FROM sessions ORDER BY session_id`,
   ).all<Record<string, unknown>>();
   expect(await deadLetters()).toEqual([]);
-  return { facts, verdicts, rollups: await rollups() };
+  expect(await reattributions()).toEqual([]);
+
+  // every session judged, in its user's series; every billable one ranked once, 1..n per series
+  for (const f of facts) {
+    expect(f.reason).not.toBeNull();
+    expect(f.plan).toBe(f.user_id === PAID_USER ? "payg" : "free");
+  }
+  const series = await seriesRows();
+  const ranks = await ranksBySeries();
+  for (const r of series) {
+    const billable = facts.filter(
+      (f) => f.user_id === r.user_id && f.period_start === r.period_start && f.billable === 1,
+    ).length;
+    expect([r.billable_sessions, r.seq_top]).toEqual([billable, billable]);
+    expect(ranks.get(`${r.user_id}|${r.plan}|${r.period_start}`) ?? []).toEqual(dense(billable));
+  }
+  expect(series.reduce((n, r) => n + r.billable_sessions, 0)).toBe(
+    facts.filter((f) => f.billable === 1).length,
+  );
+
+  // the biller hears of the paid series only, once per run that grew it
+  const paidBillable = facts.filter((f) => f.user_id === PAID_USER && f.billable === 1).length;
+  const messages = usageOf(h.verdicts);
+  expect(messages.length > 0).toBe(paidBillable > 0);
+  for (const m of messages)
+    expect(m.series).toEqual([{ user_id: PAID_USER, plan: "payg", period_start: PAID_PERIOD.start }]);
+  expect(messages.reduce((n, m) => n + m.judged, 0)).toBeLessThanOrEqual(facts.length);
+
+  return {
+    facts,
+    series: series.map((r) => [r.user_id, r.plan, r.period_start, r.billable_sessions]),
+    rollups: await rollups(),
+  };
 }
 
 const ordered = (sessions: TelemetryEvent[][]): Delivery => [[sessions.flat()]];
@@ -118,9 +165,9 @@ describe("any order, duplicates and splits give the verdicts and rollups of one 
       fc.asyncProperty(scenarioArb(5), async ({ sessions, scrambled }) => {
         const a = await run(ordered(sessions));
         const b = await run(scrambled);
-        expect(a.verdicts.size).toBe(sessions.length);
+        expect(a.facts).toHaveLength(sessions.length);
         expect(b.facts).toEqual(a.facts);
-        expect(b.verdicts).toEqual(a.verdicts);
+        expect(b.series).toEqual(a.series);
         expect(b.rollups).toEqual(a.rollups);
         expect(a.rollups.reduce((n, r) => n + r.sessions, 0)).toBe(sessions.length);
       }),
@@ -137,7 +184,7 @@ describe("any order, duplicates and splits give the verdicts and rollups of one 
         const b = await run(delivery);
         expect(withoutCount(b.facts)).toEqual(withoutCount(a.facts));
         expect(b.facts.reduce((n, r) => n + Number(r.conflicting_events), 0)).toBe(conflicting);
-        expect(b.verdicts).toEqual(a.verdicts);
+        expect(b.series).toEqual(a.series);
         expect(b.rollups).toEqual(a.rollups);
       }),
       { numRuns: 100 },

@@ -37,7 +37,7 @@ export interface FactsToMerge {
   conflicting: number;
 }
 
-/** Everything judging a session needs, and the verdict message of a judged one. */
+/** Everything judging a session needs (and, once judged, its stored verdict). */
 export interface JudgeRow {
   session_id: string;
   user_id: string;

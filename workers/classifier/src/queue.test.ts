@@ -5,23 +5,38 @@ import { judgeSessions } from "./judging";
 import {
   deadLetters,
   deliver,
+  dense,
   ev,
   eventsMessage,
   harness,
   judgeMessage,
   judgesOf,
+  MAY,
+  paidAccount,
   RecordingQueue,
+  ranksBySeries,
+  reattributions,
   rollups,
+  seriesRows,
   sessionRow,
+  storeSessions,
   T0,
   TEST_VARS,
   typicalSession,
-  verdictsOf,
+  usageOf,
 } from "./test/support";
 
 const SETTLE_MS = 60_000; // TEST_VARS.VERDICT_SETTLE_SECONDS
 const RECEIVED = T0 + 40_000;
+const STALE = 15 * 60_000; // TEST_VARS.STALE_SESSION_MINUTES
 const AFTER_SETTLE = RECEIVED + SETTLE_MS + 1;
+/** The paid accounts' billing period containing T0 (paidAccount's default). */
+const PERIOD = { start: Date.UTC(2026, 4, 3), end: Date.UTC(2026, 5, 3) };
+const payg = (user: string, start = PERIOD.start) => ({
+  user_id: user,
+  plan: "payg" as const,
+  period_start: start,
+});
 
 describe("recording telemetry", () => {
   it("acks an events message once its facts are stored", async () => {
@@ -217,34 +232,253 @@ describe("judging", () => {
     return judgesOf(h.telemetry.drain());
   }
 
-  it("judges a settled session, records the verdict and its rollup, and sends it to the biller", async () => {
+  it("judges a settled session: verdict, billing time and series in its row, the series' count, the rollup, one usage message", async () => {
     const h = harness();
+    const account = await paidAccount("user-1");
     const [reminder] = await recordTypical(h);
     const r = await deliver(h, [{ id: "j1", body: reminder?.body }], AFTER_SETTLE);
     expect(r.acked).toEqual(["j1"]);
-    expect(verdictsOf(h.verdicts)).toEqual([
-      {
-        v: 1,
-        kind: "verdict",
-        session_id: "s1",
-        user_id: "user-1",
-        project_id: "proj-1",
-        created_at: T0,
-        billable: true,
-        reason: "success",
-        rule_version: 1,
-        audio_ms: 33_000,
-        judged_at: AFTER_SETTLE,
-      },
-    ]);
-    expect(await rollups()).toEqual([
-      { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 1, audio_ms: 33_000 },
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 1, judged_at: AFTER_SETTLE },
     ]);
     expect(await sessionRow("s1")).toMatchObject({
       verdict_at: AFTER_SETTLE,
       billable: 1,
       reason: "success",
+      rule_version: 1,
+      billed_at: T0,
+      plan: "payg",
+      period_start: PERIOD.start,
+      seq: 1,
+      open: 0,
+      event_digest: null,
     });
+    expect(await seriesRows()).toEqual([
+      {
+        user_id: "user-1",
+        plan: "payg",
+        period_start: PERIOD.start,
+        period_end: PERIOD.end,
+        stripe_customer_id: account.customerId,
+        stripe_subscription_id: account.subscriptionId,
+        stripe_price_id: account.priceId,
+        meter_event_name: "aigate_payg_sessions",
+        billable_sessions: 1,
+        seq_top: 1,
+        posted_total: 0,
+      },
+    ]);
+    expect(await rollups()).toEqual([
+      { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 1, audio_ms: 33_000 },
+    ]);
+  });
+
+  it("counts a free user's session in its calendar-month series and tells the biller nothing", async () => {
+    const h = harness();
+    const [reminder] = await recordTypical(h);
+    const r = await deliver(h, [{ id: "j1", body: reminder?.body }], AFTER_SETTLE);
+    expect(r.acked).toEqual(["j1"]);
+    expect(h.verdicts.sent).toEqual([]);
+    expect(await sessionRow("s1")).toMatchObject({
+      billable: 1,
+      plan: "free",
+      period_start: MAY.start,
+      seq: 1,
+      billed_at: T0,
+    });
+    expect(await seriesRows()).toMatchObject([
+      {
+        user_id: "user-1",
+        plan: "free",
+        period_start: MAY.start,
+        period_end: MAY.end,
+        stripe_customer_id: null,
+        meter_event_name: null,
+        billable_sessions: 1,
+        seq_top: 1,
+      },
+    ]);
+    expect(await reattributions()).toEqual([]);
+  });
+
+  it("sends one message per run naming each paid series that grew, and only those", async () => {
+    const h = harness();
+    const previous = { start: Date.UTC(2026, 3, 3), end: PERIOD.start };
+    await paidAccount("u-payg", { periods: [previous, PERIOD] });
+    await paidAccount("u-pro", { plan: "pro" });
+    await paidAccount("u-idle");
+    const now = T0 + 3_600_000;
+    await storeSessions([
+      { id: "payg-1", user: "u-payg", firstSeen: T0 },
+      { id: "payg-2", user: "u-payg", firstSeen: T0 + 1 },
+      // billed in the previous period (received then, judged only now)
+      { id: "payg-old", user: "u-payg", firstSeen: previous.end - 60_000 },
+      { id: "pro-1", user: "u-pro", firstSeen: T0 },
+      { id: "pro-bad", user: "u-pro", firstSeen: T0, success: false },
+      { id: "idle-bad", user: "u-idle", firstSeen: T0, success: false },
+      { id: "free-1", user: "u-free", firstSeen: T0 },
+    ]);
+    const outcome = await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["payg-1", "payg-2", "payg-old", "pro-1", "pro-bad", "idle-bad", "free-1"],
+      now,
+      readConfig(TEST_VARS),
+    );
+    expect(outcome).toMatchObject({ judged: 7, resent: 0, unattributed: 0, skipped: 0 });
+    const messages = usageOf(h.verdicts);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toMatchObject({ v: 2, kind: "usage", judged: 7, judged_at: now });
+    const key = (r: { user_id: string; plan: string; period_start: number }) =>
+      `${r.user_id}|${r.plan}|${r.period_start}`;
+    expect(messages[0]?.series.map(key).sort()).toEqual(
+      [
+        key(payg("u-payg")),
+        key(payg("u-payg", previous.start)),
+        key({ user_id: "u-pro", plan: "pro", period_start: PERIOD.start }),
+      ].sort(),
+    );
+    expect(
+      (await seriesRows()).map((r) => [key(r), r.meter_event_name, r.billable_sessions, r.seq_top]),
+    ).toEqual([
+      [key({ user_id: "u-free", plan: "free", period_start: MAY.start }), null, 1, 1],
+      [key(payg("u-idle")), "aigate_payg_sessions", 0, 0],
+      [key(payg("u-payg", previous.start)), "aigate_payg_sessions", 1, 1],
+      [key(payg("u-payg")), "aigate_payg_sessions", 2, 2],
+      [key({ user_id: "u-pro", plan: "pro", period_start: PERIOD.start }), "aigate_pro_sessions", 1, 1],
+    ]);
+    expect(await sessionRow("payg-old")).toMatchObject({ period_start: previous.start, seq: 1 });
+    // an unbillable session has its series but no rank
+    expect(await sessionRow("pro-bad")).toMatchObject({ billable: 0, plan: "pro", seq: null });
+  });
+
+  it("bills a session at its reported creation, bounded by its first receipt and admission minus 5 minutes", async () => {
+    const h = harness();
+    // the current period began 10 minutes before T0; the previous one ended then
+    const boundary = T0 - 10 * 60_000;
+    const periods = [
+      { start: Date.UTC(2026, 3, 14, 12), end: boundary },
+      { start: boundary, end: Date.UTC(2026, 5, 14, 12) },
+    ];
+    await paidAccount("user-1", { periods });
+    const minutes = (n: number) => n * 60_000;
+    await storeSessions([
+      // backdated by a day: billed 5 minutes before its first receipt, still in the current period
+      { id: "backdated", created: T0 - 86_400_000, firstSeen: T0 },
+      // created within the skew before its receipt: billed when created, in the previous period
+      { id: "skewed", created: boundary - 1000, firstSeen: boundary + minutes(3) },
+      // reported after its first receipt (clock ahead): billed at the receipt
+      { id: "ahead", created: T0 + minutes(30), firstSeen: T0 },
+      // admitted well before its first telemetry: the admission bounds it
+      { id: "admitted", created: T0 - minutes(60), firstSeen: T0, admitted: T0 - minutes(20) },
+      // admission only, never any telemetry: billed at its admission
+      { id: "ghost", created: null, firstSeen: T0, admitted: T0, success: false },
+    ]);
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["backdated", "skewed", "ahead", "admitted", "ghost"],
+      T0 + STALE,
+      readConfig(TEST_VARS),
+    );
+    const billed = async (id: string) => {
+      const row = await sessionRow(id);
+      return [row?.billed_at, row?.period_start];
+    };
+    expect(await billed("backdated")).toEqual([T0 - minutes(5), boundary]);
+    expect(await billed("skewed")).toEqual([boundary - 1000, periods[0]?.start]);
+    expect(await billed("ahead")).toEqual([T0, boundary]);
+    expect(await billed("admitted")).toEqual([T0 - minutes(25), periods[0]?.start]);
+    expect(await billed("ghost")).toEqual([T0, boundary]);
+  });
+
+  it("rolls a session up on the UTC day of its billing time", async () => {
+    const h = harness();
+    const midnight = Date.UTC(2026, 4, 15);
+    await storeSessions([
+      // created 30 s before midnight, received 10 s after: the day it was created
+      { id: "before", created: midnight - 30_000, firstSeen: midnight + 10_000 },
+      // reported 2 hours before its receipt just after midnight: billed 5 minutes before, the day before
+      { id: "backdated", created: midnight - 7_200_000, firstSeen: midnight + 60_000 },
+      // reported created after midnight though received before it: billed at the receipt
+      { id: "ahead", created: midnight + 60_000, firstSeen: midnight - 1000 },
+      { id: "after", created: midnight + 360_000, firstSeen: midnight + 400_000 },
+    ]);
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["before", "backdated", "ahead", "after"],
+      midnight + STALE,
+      readConfig(TEST_VARS),
+    );
+    expect(await rollups()).toEqual([
+      { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 3, audio_ms: 27_000 },
+      { user_id: "user-1", day: "2026-05-15", reason: "success", sessions: 1, audio_ms: 9000 },
+    ]);
+  });
+
+  it("records an unattributable paid session without a series, asks for re-attribution, and sends nothing", async () => {
+    const h = harness();
+    // Checkout completed: the plan history names a subscription whose webhook has not arrived yet
+    await paidAccount("user-1", { effectiveFrom: T0 - 3_600_000, subscription: false });
+    await storeSessions([
+      { id: "early", firstSeen: T0 },
+      { id: "late", firstSeen: T0 + 5000 },
+      { id: "bad", firstSeen: T0 + 6000, success: false },
+    ]);
+    const now = T0 + STALE;
+    const outcome = await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["late", "early", "bad"],
+      now,
+      readConfig(TEST_VARS),
+    );
+    expect(outcome).toMatchObject({ judged: 3, unattributed: 3 });
+    for (const [id, billable, at] of [
+      ["early", 1, T0],
+      ["late", 1, T0 + 5000],
+      ["bad", 0, T0 + 6000],
+    ] as const) {
+      expect(await sessionRow(id)).toMatchObject({
+        verdict_at: now,
+        billable,
+        billed_at: at,
+        plan: null,
+        period_start: null,
+        seq: null,
+      });
+    }
+    expect(await seriesRows()).toEqual([]);
+    expect(await reattributions()).toEqual([{ user_id: "user-1", from_ms: T0, requested_at: now }]);
+    expect(h.verdicts.sent).toEqual([]);
+    // the rollups count them at once; a later request keeps the earliest time
+    expect((await rollups()).map((r) => [r.reason, r.sessions])).toEqual([
+      ["not_connected", 1],
+      ["success", 2],
+    ]);
+    await storeSessions([
+      { id: "earlier", firstSeen: T0 - 60_000 },
+      { id: "later", firstSeen: T0 + 60_000 },
+    ]);
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["later"],
+      now + 1,
+      readConfig(TEST_VARS),
+    );
+    expect(await reattributions()).toEqual([{ user_id: "user-1", from_ms: T0, requested_at: now + 1 }]);
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["earlier"],
+      now + 2,
+      readConfig(TEST_VARS),
+    );
+    expect(await reattributions()).toEqual([
+      { user_id: "user-1", from_ms: T0 - 60_000, requested_at: now + 2 },
+    ]);
   });
 
   it("re-delays a reminder that arrives before the settle window is over, without judging", async () => {
@@ -258,6 +492,7 @@ describe("judging", () => {
       { body: judgeMessage(["s1"], RECEIVED + SETTLE_MS), delaySeconds: 40 },
     ]);
     expect((await sessionRow("s1"))?.verdict_at).toBeNull();
+    expect(await seriesRows()).toEqual([]);
   });
 
   it("ignores reminders for unknown sessions and for live sessions without `ended`", async () => {
@@ -280,6 +515,7 @@ describe("judging", () => {
 
   it("never flips a verdict: later telemetry is counted as late and sends nothing", async () => {
     const h = harness();
+    await paidAccount("user-1");
     const s = "s1";
     await deliver(
       h,
@@ -294,8 +530,9 @@ describe("judging", () => {
       RECEIVED,
     );
     await deliver(h, [{ body: judgeMessage([s], RECEIVED + SETTLE_MS) }], AFTER_SETTLE);
-    expect(verdictsOf(h.verdicts).map((v) => v.reason)).toEqual(["not_connected"]);
-    h.verdicts.drain();
+    expect(await sessionRow(s)).toMatchObject({ reason: "not_connected", plan: "payg", seq: null });
+    // an unbillable verdict grows no series: nothing for the biller
+    expect(h.verdicts.sent).toEqual([]);
     h.telemetry.drain();
     const late = [
       ev("connected", { session: s, time: T0 + 1, latency: 100 }),
@@ -315,48 +552,86 @@ describe("judging", () => {
       reason: "not_connected",
       billable: 0,
       verdict_at: AFTER_SETTLE,
+      seq: null,
     });
+    // a reminder for it changes nothing either
+    await deliver(h, [{ body: judgeMessage([s], AFTER_SETTLE + 5) }], AFTER_SETTLE + 10);
     expect(h.telemetry.sent).toEqual([]);
     expect(h.verdicts.sent).toEqual([]);
+    expect((await seriesRows()).map((r) => [r.plan, r.billable_sessions, r.seq_top])).toEqual([
+      ["payg", 0, 0],
+    ]);
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "not_connected", sessions: 1, audio_ms: 0 },
     ]);
   });
 
-  it("counts the rollup once when the verdict batch committed but the worker crashed, and sends on redelivery", async () => {
+  it("retries with backoff when D1 fails before the verdict batch, and judges once on redelivery", async () => {
     const h = harness();
+    await paidAccount("user-1");
+    const [reminder] = await recordTypical(h);
+    h.d1.failBeforeBatch = 1;
+    const first = await deliver(h, [{ id: "j1", body: reminder?.body }], AFTER_SETTLE);
+    expect(first.retryDelays).toEqual([{ id: "j1", delaySeconds: 5 }]);
+    expect((await sessionRow("s1"))?.verdict_at).toBeNull();
+    expect(await seriesRows()).toEqual([]);
+    expect(h.verdicts.sent).toEqual([]);
+
+    const again = await deliver(h, [{ id: "j1", body: reminder?.body, attempts: 2 }], AFTER_SETTLE + 5000);
+    expect(again.acked).toEqual(["j1"]);
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 1, judged_at: AFTER_SETTLE + 5000 },
+    ]);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[1, 1]]);
+  });
+
+  it("counts the series and the rollup once when the verdict batch committed but the worker crashed; the series waits for the sweep", async () => {
+    const h = harness();
+    await paidAccount("user-1");
     const [reminder] = await recordTypical(h);
     h.d1.failAfterBatch = 1;
     const first = await deliver(h, [{ id: "j1", body: reminder?.body }], AFTER_SETTLE);
     expect(first.retried).toEqual(["j1"]);
     expect(h.verdicts.sent).toEqual([]);
     expect((await sessionRow("s1"))?.verdict_at).toBe(AFTER_SETTLE); // committed
+    const token = (await sessionRow("s1"))?.verdict_token;
 
     const again = await deliver(h, [{ id: "j1", body: reminder?.body, attempts: 2 }], AFTER_SETTLE + 5000);
     expect(again.acked).toEqual(["j1"]);
-    expect(verdictsOf(h.verdicts)).toMatchObject([
-      { session_id: "s1", reason: "success", judged_at: AFTER_SETTLE },
+    // Nothing is judged again, so nothing grew: no message. The series row is the outbox: its
+    // total is not posted yet, which is what the biller's minute sweep posts.
+    expect(h.verdicts.sent).toEqual([]);
+    expect(await sessionRow("s1")).toMatchObject({ verdict_at: AFTER_SETTLE, verdict_token: token, seq: 1 });
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top, r.posted_total])).toEqual([
+      [1, 1, 0],
     ]);
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 1, audio_ms: 33_000 },
     ]);
   });
 
-  it("re-sends the stored verdict when sending to the biller failed, without judging twice", async () => {
+  it("retries when the usage message cannot be sent, without judging twice on redelivery", async () => {
     const h = harness();
+    await paidAccount("user-1");
     const [reminder] = await recordTypical(h);
     h.verdicts.failNext = 1;
     const first = await deliver(h, [{ id: "j1", body: reminder?.body }], AFTER_SETTLE);
     expect(first.retryDelays).toEqual([{ id: "j1", delaySeconds: 5 }]);
     const token = (await sessionRow("s1"))?.verdict_token;
-    await deliver(h, [{ id: "j1", body: reminder?.body, attempts: 2 }], AFTER_SETTLE + 9000);
-    expect(verdictsOf(h.verdicts)).toMatchObject([{ session_id: "s1", judged_at: AFTER_SETTLE }]);
+    expect(token).toEqual(expect.any(String));
+    const again = await deliver(h, [{ id: "j1", body: reminder?.body, attempts: 2 }], AFTER_SETTLE + 9000);
+    expect(again.acked).toEqual(["j1"]);
+    expect(h.verdicts.sent).toEqual([]); // the sweep posts the series (its total is in D1)
     expect((await sessionRow("s1"))?.verdict_token).toBe(token);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top, r.posted_total])).toEqual([
+      [1, 1, 0],
+    ]);
     expect((await rollups())[0]?.sessions).toBe(1);
   });
 
   it("judges on the facts as they are when telemetry lands between the read and the verdict update", async () => {
     const h = harness();
+    await paidAccount("user-1");
     await deliver(
       h,
       [
@@ -378,14 +653,19 @@ describe("judging", () => {
       await env.DB.prepare("UPDATE sessions SET audio_ms = 8000 WHERE session_id = 's1'").run();
     };
     await deliver(h, [{ body: judgeMessage(["s1"], RECEIVED + SETTLE_MS) }], AFTER_SETTLE);
-    expect(verdictsOf(h.verdicts)).toMatchObject([{ reason: "success", billable: true, audio_ms: 8000 }]);
+    expect(await sessionRow("s1")).toMatchObject({ reason: "success", billable: 1, audio_ms: 8000, seq: 1 });
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 1, judged_at: AFTER_SETTLE },
+    ]);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[1, 1]]);
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 1, audio_ms: 8000 },
     ]);
   });
 
-  it("counts a session once in the rollups when another run judges it between the read and the batch", async () => {
+  it("counts a session once when another run judges it between the read and the batch", async () => {
     const h = harness();
+    await paidAccount("user-1");
     await recordTypical(h, "s1");
     await recordTypical(h, "s2");
     const rival = new RecordingQueue();
@@ -407,36 +687,77 @@ describe("judging", () => {
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 2, audio_ms: 66_000 },
     ]);
-    // s1 keeps the rival's verdict, which this run re-sends as stored
-    expect(
-      verdictsOf(h.verdicts)
-        .map((v) => [v.session_id, v.judged_at])
-        .sort(),
-    ).toEqual([
-      ["s1", AFTER_SETTLE],
-      ["s2", AFTER_SETTLE + 1],
+    // each run reports what it judged, once: s1 the rival's, s2 this run's
+    expect(usageOf(rival)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 1, judged_at: AFTER_SETTLE },
+    ]);
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 1, judged_at: AFTER_SETTLE + 1 },
+    ]);
+    expect(await sessionRow("s1")).toMatchObject({ verdict_at: AFTER_SETTLE, seq: 1 });
+    expect(await sessionRow("s2")).toMatchObject({ verdict_at: AFTER_SETTLE + 1, seq: 2 });
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[2, 2]]);
+  });
+
+  it("gives each session one verdict and one dense rank when two runs judge the same sessions concurrently", async () => {
+    await paidAccount("user-1");
+    const ids = Array.from({ length: 30 }, (_, i) => `s${String(i).padStart(2, "0")}`);
+    await storeSessions(ids.map((id, i) => ({ id, firstSeen: T0 + i, success: i % 3 !== 0 })));
+    const queues = [new RecordingQueue(), new RecordingQueue(), new RecordingQueue()];
+    const outcomes = await Promise.all(
+      queues.map((q, k) =>
+        judgeSessions(
+          env.DB,
+          { verdicts: q, telemetry: q },
+          k === 1 ? [...ids].reverse() : ids,
+          T0 + STALE + k,
+          readConfig(TEST_VARS),
+        ),
+      ),
+    );
+    expect(outcomes.reduce((n, o) => n + o.judged, 0)).toBe(30);
+    expect(outcomes.reduce((n, o) => n + o.judged + o.resent, 0)).toBe(90);
+    const messages = queues.flatMap((q) => usageOf(q));
+    // one message per run that judged a billable session, each naming the one series
+    expect(messages.length).toBe(outcomes.filter((o) => o.judged > 0).length);
+    for (const m of messages) expect(m.series).toEqual([payg("user-1")]);
+    expect(messages.reduce((n, m) => n + m.judged, 0)).toBe(30);
+    expect([...(await ranksBySeries()).values()]).toEqual([dense(20)]);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[20, 20]]);
+    expect((await rollups()).map((r) => [r.reason, r.sessions])).toEqual([
+      ["not_connected", 10],
+      ["success", 20],
     ]);
   });
 
-  it("clears `open` with an unbillable verdict and leaves it to the biller for a billable one", async () => {
+  it("ends the admission lease (`open`) with every verdict: a billable session counts through its series from then on", async () => {
     const h = harness();
+    await paidAccount("user-1");
     for (const id of ["good", "bad"]) {
       await env.DB.prepare(
         `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, admitted_at, admitted_plan, open)
-         VALUES (?1, 'user-1', 'proj-1', ?2, ?2, ?2, 'free', 1)`,
+         VALUES (?1, 'user-1', 'proj-1', ?2, ?2, ?2, 'payg', 1)`,
       )
         .bind(id, T0)
         .run();
     }
     const bad = [ev("created", { session: "bad", time: T0 }), ev("ended", { session: "bad", time: T0 + 1 })];
     await deliver(h, [{ body: eventsMessage([...typicalSession("good", T0), ...bad], RECEIVED) }], RECEIVED);
+    expect((await sessionRow("good"))?.open).toBe(1);
     await deliver(h, [{ body: judgeMessage(["good", "bad"], RECEIVED + SETTLE_MS) }], AFTER_SETTLE);
-    expect(await sessionRow("good")).toMatchObject({ billable: 1, open: 1 });
-    expect(await sessionRow("bad")).toMatchObject({ billable: 0, reason: "not_connected", open: 0 });
+    expect(await sessionRow("good")).toMatchObject({ billable: 1, open: 0, plan: "payg", seq: 1 });
+    expect(await sessionRow("bad")).toMatchObject({
+      billable: 0,
+      reason: "not_connected",
+      open: 0,
+      seq: null,
+    });
+    expect((await seriesRows()).map((r) => r.billable_sessions)).toEqual([1]);
   });
 
-  it("adds many verdicts of the same user, day and reason to one rollup row", async () => {
+  it("adds many verdicts of the same user, day and reason to one rollup row, ranking them 1..n in recording order", async () => {
     const h = harness();
+    await paidAccount("user-1");
     const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
     await deliver(
       h,
@@ -450,13 +771,42 @@ describe("judging", () => {
       ],
       RECEIVED,
     );
-    await deliver(h, [{ body: judgeMessage(ids.slice(0, 4), RECEIVED + SETTLE_MS) }], AFTER_SETTLE);
+    await deliver(h, [{ body: judgeMessage(ids.slice(6), RECEIVED + SETTLE_MS) }], AFTER_SETTLE);
     await deliver(h, [{ body: judgeMessage(ids, RECEIVED + SETTLE_MS) }], AFTER_SETTLE + 1);
     expect(await rollups()).toEqual([
       { user_id: "user-1", day: "2026-05-14", reason: "success", sessions: 10, audio_ms: 330_000 },
     ]);
-    // the second reminder re-sends the 4 verdicts already taken (the biller dedupes on session id)
-    expect(verdictsOf(h.verdicts)).toHaveLength(14);
-    expect(new Set(verdictsOf(h.verdicts).map((v) => v.session_id)).size).toBe(10);
+    // one message per run; the second run reports only the 6 it judged (nothing is re-sent)
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 4, judged_at: AFTER_SETTLE },
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 6, judged_at: AFTER_SETTLE + 1 },
+    ]);
+    const seqs = await Promise.all(ids.map(async (id) => (await sessionRow(id))?.seq));
+    expect(seqs).toEqual([5, 6, 7, 8, 9, 10, 1, 2, 3, 4]);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[10, 10]]);
+  });
+
+  it("ranks a run larger than one verdict statement densely across its statements", async () => {
+    const h = harness();
+    await paidAccount("user-1");
+    const ids = Array.from({ length: 2500 }, (_, i) => `s${String(i).padStart(4, "0")}`);
+    await storeSessions(ids.map((id, i) => ({ id, firstSeen: T0 + i, success: i % 5 !== 4 })));
+    const outcome = await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ids,
+      T0 + STALE + 10_000,
+      readConfig(TEST_VARS),
+    );
+    expect(outcome.judged).toBe(2500);
+    expect(usageOf(h.verdicts)).toEqual([
+      { v: 2, kind: "usage", series: [payg("user-1")], judged: 2500, judged_at: T0 + STALE + 10_000 },
+    ]);
+    expect([...(await ranksBySeries()).values()]).toEqual([dense(2000)]);
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[2000, 2000]]);
+    expect((await rollups()).map((r) => [r.reason, r.sessions])).toEqual([
+      ["not_connected", 500],
+      ["success", 2000],
+    ]);
   });
 });

@@ -1,7 +1,7 @@
 /**
  * fast-check generators for the "any order, any duplicates, same result" tests: random sessions
- * (values clustered on the rule boundaries, times around a UTC midnight so rollup days differ,
- * text that JS and SQLite order differently), and a scrambled delivery of their events:
+ * (values clustered on the rule boundaries, creation times around a UTC midnight, text that JS and
+ * SQLite order differently), and a scrambled delivery of their events:
  * duplicated, shuffled, split into messages and queue batches.
  */
 import type { EventType, TelemetryEvent } from "@aigate/shared";

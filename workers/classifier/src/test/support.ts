@@ -1,6 +1,7 @@
 /**
  * Test helpers (imported by *.test.ts only): event builders, recording queue doubles, a counting
- * D1 wrapper, and a way to run the real queue handler on a batch at a chosen time.
+ * D1 wrapper, a way to run the real queue handler on a batch at a chosen time, paid accounts as
+ * the webhooks worker records them, and readers of the rows judging writes.
  */
 
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
@@ -8,9 +9,11 @@ import {
   type EventsMessage,
   type EventType,
   JudgeMessage,
+  type PaidPlanId,
   type TelemetryEvent,
-  VerdictMessage,
+  UsageMessage,
 } from "@aigate/shared";
+import { meterEventName } from "@aigate/shared/stripeCatalog";
 import { handleTelemetryBatch } from "../queue";
 
 export const T0 = Date.UTC(2026, 4, 14, 12, 0, 0);
@@ -60,17 +63,23 @@ export class RecordingQueue implements Queue {
   }
 }
 
-/** Wraps a D1Database: sums rows_written of every statement run, and can fail a batch on purpose. */
+const WRITE_SQL = /^\s*(INSERT|UPDATE|DELETE|REPLACE)\b/i;
+
+/**
+ * Wraps a D1Database: sums rows_written of every statement run, and can fail a batch on purpose.
+ * The injected faults and interleavings apply to the next batch that writes (the telemetry upsert,
+ * the verdict batch); read-only batches (loading accounts) pass through untouched.
+ */
 export class MeteredD1 {
   rowsWritten = 0;
   statements = 0;
   /** Every statement run: its first words and the rows it wrote. */
   log: { statement: string; rowsWritten: number }[] = [];
-  /** Fail the next N batches before they run (nothing written). */
+  /** Fail the next N writing batches before they run (nothing written). */
   failBeforeBatch = 0;
-  /** Fail the next N batches after they committed (written, but the caller sees an error). */
+  /** Fail the next N writing batches after they committed (written, but the caller sees an error). */
   failAfterBatch = 0;
-  /** Runs once just before the next batch: another writer getting in between a read and a write. */
+  /** Runs once just before the next writing batch: another writer getting in between a read and a write. */
   beforeNextBatch: (() => Promise<void>) | null = null;
   readonly db: D1Database;
 
@@ -107,6 +116,14 @@ export class MeteredD1 {
     this.db = {
       prepare: (sql: string) => wrapStatement(inner.prepare(sql), sql),
       async batch<T>(statements: D1PreparedStatement[]): Promise<D1Result<T>[]> {
+        const writes = statements.some((st) => WRITE_SQL.test(sqlOf.get(st) ?? ""));
+        if (!writes) {
+          const results = await inner.batch<T>(statements);
+          results.forEach((r, i) => {
+            count(r.meta, statements[i]);
+          });
+          return results;
+        }
         if (self.failBeforeBatch > 0) {
           self.failBeforeBatch -= 1;
           throw new Error("injected D1 failure before the batch");
@@ -291,8 +308,9 @@ export function typicalSession(session: string, start: number, user = "user-1"):
   ];
 }
 
-export function verdictsOf(q: RecordingQueue): VerdictMessage[] {
-  return q.sent.map((s) => VerdictMessage.parse(s.body));
+/** The usage messages sent to the biller (anything else on that queue fails the parse). */
+export function usageOf(q: RecordingQueue): UsageMessage[] {
+  return q.sent.map((s) => UsageMessage.parse(s.body));
 }
 
 export function judgesOf(sent: Sent[]): { body: JudgeMessage; delaySeconds: number }[] {
@@ -328,6 +346,10 @@ export interface SessionRow {
   reason: string | null;
   rule_version: number | null;
   verdict_token: string | null;
+  billed_at: number | null;
+  plan: string | null;
+  period_start: number | null;
+  seq: number | null;
 }
 
 export async function sessionRow(id: string): Promise<SessionRow | null> {
@@ -363,4 +385,170 @@ export async function deadLetters(): Promise<DeadLetterRow[]> {
     "SELECT id, queue, message_id, body, error, attempts FROM dead_letters ORDER BY id",
   ).all<DeadLetterRow>();
   return results;
+}
+
+/** The calendar month of T0 (May 2026): the free series of sessions billed in it. */
+export const MAY = { start: Date.UTC(2026, 4, 1), end: Date.UTC(2026, 5, 1) };
+
+export interface PaidAccount {
+  userId: string;
+  plan: PaidPlanId;
+  customerId: string;
+  subscriptionId: string;
+  priceId: string;
+  meter: string;
+}
+
+/**
+ * A paid account as the webhooks worker records one: stripe_customers, subscriptions, the
+ * plan-history row (with the plan's metered price and meter) and the reported billing periods.
+ * `subscription: false` leaves the subscription and its periods out (Checkout completed, its
+ * webhook still on the way): the plan history names a subscription D1 does not know yet.
+ */
+export async function paidAccount(
+  userId: string,
+  opts: {
+    plan?: PaidPlanId;
+    effectiveFrom?: number;
+    periods?: { start: number; end: number }[];
+    subscription?: boolean;
+  } = {},
+): Promise<PaidAccount> {
+  const plan = opts.plan ?? "payg";
+  const periods = opts.periods ?? [{ start: Date.UTC(2026, 4, 3), end: Date.UTC(2026, 5, 3) }];
+  const first = periods[0];
+  if (first === undefined) throw new Error("a paid account needs a billing period");
+  const account: PaidAccount = {
+    userId,
+    plan,
+    customerId: `cus_${userId}`,
+    subscriptionId: `sub_${userId}`,
+    priceId: `price_${plan}_metered`,
+    meter: meterEventName(plan),
+  };
+  const statements = [
+    env.DB.prepare(
+      `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
+       VALUES (?1, ?2, '', ?3, ?4, ?4)`,
+    ).bind(userId, account.customerId, plan, first.start),
+    env.DB.prepare(
+      `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
+         meter_event_name)
+       VALUES (?1, ?2, ?3, ?4, ?2, ?5, ?6)`,
+    ).bind(
+      userId,
+      opts.effectiveFrom ?? first.start,
+      plan,
+      account.subscriptionId,
+      account.priceId,
+      account.meter,
+    ),
+  ];
+  if (opts.subscription !== false) {
+    const last = periods[periods.length - 1] ?? first;
+    statements.push(
+      env.DB.prepare(
+        `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
+           current_period_start, current_period_end, started_at, updated_at, billing_mode)
+         VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7, 'flexible')`,
+      ).bind(account.subscriptionId, userId, account.customerId, plan, last.start, last.end, first.start),
+      ...periods.map((p) =>
+        env.DB.prepare(
+          "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
+        ).bind(account.subscriptionId, p.start, p.end),
+      ),
+    );
+  }
+  await env.DB.batch(statements);
+  return account;
+}
+
+export interface SeriesRow {
+  user_id: string;
+  plan: string;
+  period_start: number;
+  period_end: number;
+  stripe_customer_id: string | null;
+  stripe_subscription_id: string | null;
+  stripe_price_id: string | null;
+  meter_event_name: string | null;
+  billable_sessions: number;
+  seq_top: number;
+  posted_total: number;
+}
+
+/** The usage series (usage_periods rows), by user, plan and window. */
+export async function seriesRows(): Promise<SeriesRow[]> {
+  const { results } = await env.DB.prepare(
+    `SELECT user_id, plan, period_start, period_end, stripe_customer_id, stripe_subscription_id, stripe_price_id,
+       meter_event_name, billable_sessions, seq_top, posted_total
+     FROM usage_periods ORDER BY user_id, plan, period_start`,
+  ).all<SeriesRow>();
+  return results;
+}
+
+/** The ranks given in each series: "<user>|<plan>|<period_start>" -> the sorted seq of its sessions. */
+export async function ranksBySeries(): Promise<Map<string, number[]>> {
+  const { results } = await env.DB.prepare(
+    `SELECT user_id, plan, period_start, seq FROM sessions WHERE seq IS NOT NULL ORDER BY seq`,
+  ).all<{ user_id: string; plan: string; period_start: number; seq: number }>();
+  const ranks = new Map<string, number[]>();
+  for (const r of results) {
+    const key = `${r.user_id}|${r.plan}|${r.period_start}`;
+    ranks.set(key, [...(ranks.get(key) ?? []), r.seq]);
+  }
+  return ranks;
+}
+
+/** 1..n */
+export function dense(n: number): number[] {
+  return Array.from({ length: n }, (_, i) => i + 1);
+}
+
+export async function reattributions(): Promise<
+  { user_id: string; from_ms: number; requested_at: number }[]
+> {
+  const { results } = await env.DB.prepare(
+    "SELECT user_id, from_ms, requested_at FROM reattributions ORDER BY user_id",
+  ).all<{ user_id: string; from_ms: number; requested_at: number }>();
+  return results;
+}
+
+export interface StoredSession {
+  id: string;
+  user?: string;
+  /** The creation time the gateway reported (null: admission only, no telemetry). */
+  created?: number | null;
+  /** Ingest's first receipt of its telemetry (or its admission). */
+  firstSeen: number;
+  admitted?: number | null;
+  /** A success (connected fast, 9 s of audio) or not_connected. */
+  success?: boolean;
+}
+
+/**
+ * Sessions written straight into D1 with their facts complete and their settle window over at
+ * `firstSeen` (due for a verdict from then on): many sessions, or times telemetry cannot produce.
+ */
+export async function storeSessions(list: StoredSession[]): Promise<void> {
+  const rows = list.map((s) => ({
+    session_id: s.id,
+    user_id: s.user ?? "user-1",
+    created_at: s.created === undefined ? s.firstSeen : s.created,
+    first_seen_at: s.firstSeen,
+    admitted_at: s.admitted ?? null,
+    connected: s.success === false ? 0 : 1,
+    connect_latency_ms: s.success === false ? null : 300,
+    audio_ms: s.success === false ? 0 : 9000,
+  }));
+  await env.DB.prepare(
+    `INSERT INTO sessions (session_id, user_id, project_id, created_at, first_event_at, first_seen_at, last_seen_at,
+       settle_due_at, admitted_at, connected, connect_latency_ms, audio_ms)
+     SELECT value->>'$.session_id', value->>'$.user_id', 'proj-1', value->>'$.created_at', value->>'$.created_at',
+       value->>'$.first_seen_at', value->>'$.first_seen_at', value->>'$.first_seen_at', value->>'$.admitted_at',
+       value->>'$.connected', value->>'$.connect_latency_ms', value->>'$.audio_ms'
+     FROM json_each(?1)`,
+  )
+    .bind(JSON.stringify(rows))
+    .run();
 }
