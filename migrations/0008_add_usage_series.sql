@@ -114,3 +114,11 @@ CREATE TABLE reattributions (
   from_ms INTEGER NOT NULL,
   requested_at INTEGER NOT NULL
 ) WITHOUT ROWID;
+-- How often a user's plan history or billing periods changed in a way that asked for a
+-- re-attribution. The classifier reads it with the accounts it attributes by and, in its verdict
+-- batch, asks for a re-attribution itself if it moved meanwhile: a change that lands between its
+-- read and its write (and whose own re-attribution ran before the verdicts existed) is never lost.
+CREATE TABLE attribution_epochs (
+  user_id TEXT PRIMARY KEY,
+  epoch INTEGER NOT NULL
+) WITHOUT ROWID;

@@ -57,6 +57,11 @@ export function accountStatements(db: D1Database, userIds: readonly string[]): D
          FROM subscriptions WHERE user_id IN (SELECT value FROM json_each(?1))`,
       )
       .bind(users),
+    db
+      .prepare(
+        "SELECT user_id, epoch FROM attribution_epochs WHERE user_id IN (SELECT value FROM json_each(?1))",
+      )
+      .bind(users),
   ];
 }
 
@@ -66,7 +71,8 @@ export function accountsFrom(
   results: readonly (D1Result<Record<string, unknown>> | undefined)[],
 ): Map<string, AccountHistory> {
   const accounts = new Map<string, AccountHistory>();
-  for (const id of userIds) accounts.set(id, { history: [], periods: new Map(), subscriptions: new Map() });
+  for (const id of userIds)
+    accounts.set(id, { history: [], periods: new Map(), subscriptions: new Map(), epoch: 0 });
   const periods = new Map<string, BillingPeriodEntry[]>();
   for (const row of rowsOf<PeriodRow>(results[1])) {
     const list = periods.get(row.stripe_subscription_id) ?? [];
@@ -83,6 +89,10 @@ export function accountsFrom(
     const { user_id: _user, ...sub } = row;
     account.subscriptions.set(sub.stripe_subscription_id, sub);
     account.periods.set(sub.stripe_subscription_id, periods.get(sub.stripe_subscription_id) ?? []);
+  }
+  for (const row of rowsOf<{ user_id: string; epoch: number }>(results[3])) {
+    const account = accounts.get(row.user_id);
+    if (account) account.epoch = row.epoch;
   }
   return accounts;
 }

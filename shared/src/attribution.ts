@@ -44,6 +44,8 @@ export interface AccountHistory {
   /** Reported periods per subscription, ascending by period_start. */
   periods: Map<string, BillingPeriodEntry[]>;
   subscriptions: Map<string, SubscriptionEntry>;
+  /** The user's attribution epoch when this was read (attribution_epochs; 0 before any change). */
+  epoch?: number;
 }
 
 export interface Series {

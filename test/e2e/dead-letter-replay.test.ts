@@ -2,7 +2,8 @@
  * Acceptance (issue 7): a parked message replayed after its cause is fixed is billed exactly once.
  *
  * The cause: the Stripe meter was deactivated, so the biller's meter post for a pay-as-you-go
- * user's session is rejected (archived_meter) and the verdict is parked in dead_letters. The
+ * user's session is rejected (archived_meter) and the usage message naming the user's series is
+ * parked in dead_letters. The
  * operator reactivates the meter and replays the dead letter with `npm run dlq` (the real CLI,
  * through the admin API, onto the real local queue), then replays it again (skipped) and forces a
  * third replay (re-sent): the meter and the invoice count the session once.
@@ -115,10 +116,10 @@ describe("dead letter replay", () => {
             "/admin/dead-letters?queue=aigate-verdicts&state=pending",
           )
         ).dead_letters,
-      (rows) => rows.some((r) => r.summary.includes(sessionId)),
+      (rows) => rows.some((r) => r.summary.includes(`user ${userId} payg`)),
       60_000,
     );
-    const letter = parked.find((r) => r.summary.includes(sessionId));
+    const letter = parked.find((r) => r.summary.includes(`user ${userId} payg`));
     if (!letter) throw new Error("not parked");
     expect(letter.error).toContain("Stripe rejected the meter post");
     expect(letter.error).toContain("archived_meter");
@@ -144,11 +145,11 @@ describe("dead letter replay", () => {
     expect(await meterValue(subscription.customer)).toBe(1);
     const usage = (await (await asUser(userId, "/api/billing/usage")).json()) as Usage;
     expect(usage).toMatchObject({ plan: "payg", sessions_this_month: 1, estimated_cost_cents: 10 });
-    // Nothing new was parked for this session by the replays.
+    // Nothing new was parked for this user by the replays.
     const pending = await admin<{ dead_letters: DeadLetter[] }>(
       "/admin/dead-letters?queue=aigate-verdicts&state=pending",
     );
-    expect(pending.dead_letters.filter((r) => r.summary.includes(sessionId))).toEqual([]);
+    expect(pending.dead_letters.filter((r) => r.summary.includes(`user ${userId} `))).toEqual([]);
 
     // Stripe invoices the period: one session at $0.10.
     const closed = await fetch(stripeUrl(`/_emulator/subscriptions/${subscription.id}/close_period`), {

@@ -144,21 +144,31 @@ export function upsertPlanHistory(
 
 /**
  * Asks the biller to re-attribute the user's sessions billed from `fromMs` on, if the statement
- * just before this one in the same batch changed anything (SQLite's changes()).
+ * just before these in the same batch changed anything (SQLite's changes()), and moves the user's
+ * attribution epoch on (the classifier's guard against attributing by accounts read before the
+ * change). Two statements, in this order: the second sees the first's changes().
  */
 export function reattributeIfChanged(
   db: D1Database,
   userId: string,
   fromMs: number,
   now: number,
-): D1PreparedStatement {
-  return db
-    .prepare(
-      `INSERT INTO reattributions (user_id, from_ms, requested_at) SELECT ?1, ?2, ?3 WHERE changes() > 0
-       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
-         requested_at = excluded.requested_at`,
-    )
-    .bind(userId, fromMs, now);
+): D1PreparedStatement[] {
+  return [
+    db
+      .prepare(
+        `INSERT INTO reattributions (user_id, from_ms, requested_at) SELECT ?1, ?2, ?3 WHERE changes() > 0
+         ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
+           requested_at = excluded.requested_at`,
+      )
+      .bind(userId, fromMs, now),
+    db
+      .prepare(
+        `INSERT INTO attribution_epochs (user_id, epoch) SELECT ?1, 1 WHERE changes() > 0
+         ON CONFLICT (user_id) DO UPDATE SET epoch = attribution_epochs.epoch + 1`,
+      )
+      .bind(userId),
+  ];
 }
 
 /** A billing period; if Stripe closed it early (an anchor reset, a cancellation), the shorter end wins. */

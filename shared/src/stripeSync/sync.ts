@@ -248,9 +248,9 @@ export async function syncFromStripe(
   for (const row of planHistoryRows(sub, plan, meter)) {
     statements.push(
       upsertPlanHistory(db, userId, row, now),
-      reattributeIfChanged(db, userId, row.effective_from, now),
+      ...reattributeIfChanged(db, userId, row.effective_from, now),
       endSeriesAt(db, sub.id, row.effective_from),
-      reattributeIfChanged(db, userId, row.effective_from, now),
+      ...reattributeIfChanged(db, userId, row.effective_from, now),
     );
   }
   const periods = billingPeriods(sub);
@@ -271,9 +271,9 @@ export async function syncFromStripe(
   for (const p of periods) {
     statements.push(
       upsertBillingPeriod(db, sub.id, p),
-      reattributeIfChanged(db, userId, p.start, now),
+      ...reattributeIfChanged(db, userId, p.start, now),
       shortenSeries(db, sub.id, p),
-      reattributeIfChanged(db, userId, p.end, now),
+      ...reattributeIfChanged(db, userId, p.end, now),
     );
   }
   statements.push(refreshCustomerPlan(db, userId, now));

@@ -67,6 +67,16 @@ describe("pure decisions", () => {
     expect(describeBody("aigate-verdicts", JSON.stringify(verdictBody("s1")))).toBe(
       "verdict for session s1 of user u1: billable",
     );
+    const usage = {
+      v: 2,
+      kind: "usage",
+      series: [{ user_id: "u1", plan: "payg", period_start: Date.UTC(2026, 10, 3) }],
+      judged: 4,
+      judged_at: 1,
+    };
+    expect(describeBody("aigate-verdicts", JSON.stringify(usage))).toBe(
+      "usage of 1 series (user u1 payg from 2026-11-03T00:00:00.000Z) after 4 session(s) judged",
+    );
     const events = {
       v: 1,
       kind: "events",

@@ -22,6 +22,7 @@ import {
   QUEUE_LIMITS,
   QUEUES,
   TelemetryMessage,
+  UsageMessage,
   VerdictMessage,
 } from "@aigate/shared";
 import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./adminQueries";
@@ -250,6 +251,15 @@ export function describeBody(queue: string, bodyText: string): string {
   const body = parseBody(bodyText);
   if (body === undefined) return "body is not JSON";
   if (queue === QUEUES.verdicts) {
+    const u = UsageMessage.safeParse(body);
+    if (u.success) {
+      const { series, judged } = u.data;
+      const shown = series
+        .slice(0, 3)
+        .map((s) => `user ${s.user_id} ${s.plan} from ${new Date(s.period_start).toISOString()}`)
+        .join(", ");
+      return `usage of ${series.length} series (${shown}${series.length > 3 ? ", ..." : ""}) after ${judged} session(s) judged`;
+    }
     const v = VerdictMessage.safeParse(body);
     if (v.success) {
       const d = v.data;

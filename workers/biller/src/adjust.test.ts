@@ -84,7 +84,12 @@ describe("adjustments", () => {
     const invoice = await invoicePeriod(c);
     expect(invoice.status).not.toBe("draft");
     const [series] = await usagePeriods(c.userId);
-    expect(series).toMatchObject({ plan: "payg", billable_sessions: 3, stripe_billed: 3, stripe_invoice_id: invoice.id });
+    expect(series).toMatchObject({
+      plan: "payg",
+      billable_sessions: 3,
+      stripe_billed: 3,
+      stripe_invoice_id: invoice.id,
+    });
     expect(series?.frozen_at).not.toBeNull();
 
     // two sessions of that period judged late: the series is frozen, so they are never posted
@@ -105,7 +110,9 @@ describe("adjustments", () => {
       state: "created",
       attempts: 0,
     });
-    expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 5, stripe_billed: 3, adjusted: 2, billed_seq: 3 }]);
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { billable_sessions: 5, stripe_billed: 3, adjusted: 2, billed_seq: 3 },
+    ]);
     // the customer stays on payg: the item waits on the subscription for its next invoice
     const [item] = await invoiceItems(c.customerId);
     expect(item).toMatchObject({
@@ -127,9 +134,9 @@ describe("adjustments", () => {
     // the next invoice carries it; the webhook links it to the adjustment
     const next = await invoicePeriod(c);
     const lines = (await stripe().invoices.listLineItems(next.id)).data;
-    expect(lines.filter((l) => l.parent?.invoice_item_details?.invoice_item === item?.id).map((l) => l.amount)).toEqual([
-      20,
-    ]);
+    expect(
+      lines.filter((l) => l.parent?.invoice_item_details?.invoice_item === item?.id).map((l) => l.amount),
+    ).toEqual([20]);
     expect((await adjustments(c.userId))[0]?.stripe_invoice_id).toBe(next.id);
   });
 
@@ -163,9 +170,14 @@ describe("adjustments", () => {
     const [row] = await adjustments(c.userId);
     expect(row).toMatchObject({ sessions: -2, from_seq: 3, to_seq: 3, amount_cents: -20, state: "created" });
     const [item] = await invoiceItems(c.customerId);
-    expect(item).toMatchObject({ amount: -20, parent: { subscription_details: { subscription: c.subscriptionId } } });
+    expect(item).toMatchObject({
+      amount: -20,
+      parent: { subscription_details: { subscription: c.subscriptionId } },
+    });
     expect(item?.description).toMatch(/credit for 2 session/);
-    expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 3, stripe_billed: 5, adjusted: -2 }]);
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { billable_sessions: 3, stripe_billed: 5, adjusted: -2 },
+    ]);
   });
 
   it("records an adjustment that costs nothing without a Stripe call", async () => {
@@ -176,7 +188,14 @@ describe("adjustments", () => {
     const mark = await callMark();
     await sweep(createBiller(env), tick());
     expect(await adjustments(c.userId)).toMatchObject([
-      { sessions: 3, from_seq: 2, to_seq: 5, amount_cents: 0, state: "created", stripe_invoice_item_id: "none" },
+      {
+        sessions: 3,
+        from_seq: 2,
+        to_seq: 5,
+        amount_cents: 0,
+        state: "created",
+        stripe_invoice_item_id: "none",
+      },
     ]);
     expect(await stripeCalls(mark, "POST", "/v1/invoiceitems")).toEqual([]);
     expect(await invoiceItems(c.customerId)).toEqual([]);
@@ -234,7 +253,10 @@ describe("adjustments", () => {
     // 30 sessions beyond the 400 included, at $0.07
     expect(row).toMatchObject({ sessions: 430, amount_cents: 210, state: "created" });
     const [item] = await invoiceItems(c.customerId);
-    expect(item).toMatchObject({ amount: 210, parent: { subscription_details: { subscription: c.subscriptionId } } });
+    expect(item).toMatchObject({
+      amount: 210,
+      parent: { subscription_details: { subscription: c.subscriptionId } },
+    });
     const invoice = await stripe().invoices.retrieve(String(item?.invoice));
     expect(invoice).toMatchObject({ billing_reason: "manual", metadata: { aigate_adjustment: row?.id } });
     expect(invoice.lines.data.map((l) => l.amount)).toEqual([210]);
@@ -262,7 +284,9 @@ describe("adjustments across failures", () => {
     expect(await adjust(b, t + 1000)).toMatchObject({ reserved: 0, created: 0, failed: 0 });
     expect(await adjust(b, t + 61_000)).toMatchObject({ reserved: 0, created: 1 });
     expect((await invoiceItems(c.customerId)).map((i) => i.amount)).toEqual([10]);
-    expect(await usagePeriods(c.userId)).toMatchObject([{ billable_sessions: 2, stripe_billed: 1, adjusted: 1 }]);
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { billable_sessions: 2, stripe_billed: 1, adjusted: 1 },
+    ]);
   });
 
   it("reserves once when the reservation races itself", async () => {
@@ -293,7 +317,9 @@ describe("adjustments across failures", () => {
     // the idempotency key is forgotten: the item is found by its metadata
     await emulator().advanceClock(48 * 3600, { process: false });
     await adjust(createBiller(env), tick() + 48 * 3600_000);
-    expect(await adjustments(c.userId)).toMatchObject([{ state: "created", stripe_invoice_item_id: first?.id }]);
+    expect(await adjustments(c.userId)).toMatchObject([
+      { state: "created", stripe_invoice_item_id: first?.id },
+    ]);
     expect((await invoiceItems(c.customerId)).map((i) => i.id)).toEqual([first?.id]);
   });
 });

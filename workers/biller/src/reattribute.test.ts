@@ -101,7 +101,7 @@ async function changePlanAt(c: PaidCustomer, change: number, to: "payg" | "pro")
       },
       now,
     ),
-    reattributeIfChanged(db, c.userId, change, now),
+    ...reattributeIfChanged(db, c.userId, change, now),
     endSeriesAt(db, c.subscriptionId, change),
   ]);
 }
@@ -157,7 +157,7 @@ describe("re-attribution", () => {
     if (!period) throw new Error("no period");
     await env.DB.batch([
       upsertBillingPeriod(env.DB, c.subscriptionId, { start: period.period_start, end: period.period_end }),
-      reattributeIfChanged(env.DB, c.userId, period.period_start, Date.now()),
+      ...reattributeIfChanged(env.DB, c.userId, period.period_start, Date.now()),
     ]);
     const mark = await callMark();
     expect((await reattribute(createBiller(env), tick())).moved).toBe(2);

@@ -29,6 +29,7 @@ import {
   type JudgedRow,
   type JudgeRow,
   readJudgeRows,
+  reattributeIfAccountsMoved,
   recordVerdicts,
   requestAttribution,
   type VerdictToRecord,
@@ -147,6 +148,22 @@ export async function judgeSessions(
 
     const token = crypto.randomUUID();
     const statements: D1PreparedStatement[] = [];
+    const earliest = new Map<string, number>();
+    for (const p of planned) {
+      const at = earliest.get(p.row.user_id);
+      if (at === undefined || p.record.billed_at < at) earliest.set(p.row.user_id, p.record.billed_at);
+    }
+    statements.push(
+      reattributeIfAccountsMoved(
+        db,
+        [...earliest].map(([user_id, from_ms]) => ({
+          user_id,
+          from_ms,
+          epoch: accounts.get(user_id)?.epoch ?? 0,
+        })),
+        now,
+      ),
+    );
     if (series.size > 0) statements.push(ensureSeries(db, [...series.values()], now));
     const verdictStatements: number[] = [];
     for (const chunk of chunkBySize(planned, MAX_SESSIONS_PER_STATEMENT, Number.MAX_SAFE_INTEGER, () => 1)) {

@@ -345,6 +345,31 @@ export function requestAttribution(
 }
 
 /**
+ * The guard against attributing by stale accounts: for each user whose attribution epoch is no
+ * longer the one read with the accounts, asks for a re-attribution from the earliest billing time
+ * judged in this run. In the verdict batch (one transaction with the verdicts): a plan or period
+ * change that committed after the accounts were read, and whose own re-attribution may have run
+ * before these verdicts existed, is applied to them. Writes nothing in the usual case.
+ */
+export function reattributeIfAccountsMoved(
+  db: D1Database,
+  users: { user_id: string; from_ms: number; epoch: number }[],
+  now: number,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO reattributions (user_id, from_ms, requested_at)
+       SELECT j.value->>'$.user_id', min(j.value->>'$.from_ms'), ?2 FROM json_each(?1) j
+       WHERE coalesce((SELECT e.epoch FROM attribution_epochs e WHERE e.user_id = j.value->>'$.user_id'), 0)
+         != j.value->>'$.epoch'
+       GROUP BY 1
+       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
+         requested_at = excluded.requested_at`,
+    )
+    .bind(JSON.stringify(users), now);
+}
+
+/**
  * Adds the verdicts of one judge run (`verdict_token`) to the daily rollups. In the same batch as
  * recordVerdicts: a retried run has a new token and matches no row twice.
  */

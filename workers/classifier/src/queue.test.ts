@@ -1,4 +1,5 @@
 import { env } from "cloudflare:test";
+import { reattributeIfChanged, upsertPlanHistory } from "@aigate/shared/stripeSync/queries";
 import { describe, expect, it } from "vitest";
 import { readConfig } from "./config";
 import { judgeSessions } from "./judging";
@@ -479,6 +480,59 @@ describe("judging", () => {
     expect(await reattributions()).toEqual([
       { user_id: "user-1", from_ms: T0 - 60_000, requested_at: now + 2 },
     ]);
+  });
+
+  it("asks for re-attribution when a plan change commits between reading the accounts and recording the verdicts", async () => {
+    const h = harness();
+    const payg = await paidAccount("user-1", { effectiveFrom: T0 - 3_600_000 });
+    await storeSessions([{ id: "raced", firstSeen: T0 }]);
+    const now = T0 + STALE;
+    // after the accounts were read: the webhooks record an upgrade from T0 - 1 min (asking for a
+    // re-attribution), and the biller's re-attribution runs and finishes before the verdict exists
+    h.d1.beforeNextBatch = async () => {
+      await env.DB.batch([
+        upsertPlanHistory(
+          env.DB,
+          "user-1",
+          {
+            effective_from: T0 - 60_000,
+            plan: "pro",
+            stripe_subscription_id: payg.subscriptionId,
+            stripe_price_id: "price_pro_metered",
+            meter_event_name: "aigate_pro_sessions",
+          },
+          now,
+        ),
+        ...reattributeIfChanged(env.DB, "user-1", T0 - 60_000, now),
+      ]);
+      expect(await reattributions()).toEqual([
+        { user_id: "user-1", from_ms: T0 - 60_000, requested_at: now },
+      ]);
+      await env.DB.prepare("DELETE FROM reattributions").run();
+    };
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["raced"],
+      now,
+      readConfig(TEST_VARS),
+    );
+    // judged by the accounts as read (payg), and the move to pro asked for in the same batch
+    expect(await sessionRow("raced")).toMatchObject({ plan: "payg", billed_at: T0 });
+    expect(await reattributions()).toEqual([{ user_id: "user-1", from_ms: T0, requested_at: now }]);
+
+    // without a change in between, judging asks for nothing
+    await env.DB.prepare("DELETE FROM reattributions").run();
+    await storeSessions([{ id: "calm", firstSeen: T0 + 1000 }]);
+    await judgeSessions(
+      h.env.DB,
+      { verdicts: h.verdicts, telemetry: h.telemetry },
+      ["calm"],
+      now + 1,
+      readConfig(TEST_VARS),
+    );
+    expect(await sessionRow("calm")).toMatchObject({ plan: "pro" });
+    expect(await reattributions()).toEqual([]);
   });
 
   it("re-delays a reminder that arrives before the settle window is over, without judging", async () => {
