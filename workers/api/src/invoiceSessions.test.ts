@@ -468,6 +468,64 @@ describe("GET /api/billing/invoices/{id}/sessions", () => {
     ]);
   });
 
+  it("after a credit, lists the recorded sessions on the series' invoice, none on the credit's, later ones on their adjustment's", async () => {
+    const user = newUser("credit");
+    const p = T0 + 6 * DAY;
+    // Stripe billed 5 sessions where 3 were recorded: a credit of 2 (ranks (3, 3]), then one more
+    // session recorded and billed by an adjustment of ranks (3, 4]
+    for (const id of ["series", "credit", "late"]) await insertInvoice(user, `in_${id}_${user}`);
+    await insertSeries({
+      user,
+      plan: "payg",
+      periodStart: p,
+      billable: 4,
+      stripeBilled: 5,
+      billedSeq: 3,
+      adjusted: -1,
+      invoiceId: `in_series_${user}`,
+    });
+    await insertAdjustment({
+      user,
+      plan: "payg",
+      periodStart: p,
+      sessions: -2,
+      from: 3,
+      to: 3,
+      invoiceId: `in_credit_${user}`,
+    });
+    await insertAdjustment({
+      user,
+      plan: "payg",
+      periodStart: p,
+      sessions: 1,
+      from: 3,
+      to: 4,
+      invoiceId: `in_late_${user}`,
+    });
+    await insertSessions(
+      [1, 2, 3, 4].map((seq) => ({
+        id: `${user}-${seq}`,
+        user,
+        billedAt: p + seq,
+        plan: "payg" as const,
+        periodStart: p,
+        seq,
+      })),
+    );
+    const ids = async (invoice: string) =>
+      (await getJson(user, `/api/billing/invoices/in_${invoice}_${user}/sessions`)).sessions.map((s) => [
+        s.session_id,
+        s.price_cents,
+      ]);
+    expect(await ids("series")).toEqual([1, 2, 3].map((seq) => [`${user}-${seq}`, 10]));
+    expect(await ids("credit")).toEqual([]);
+    expect(await ids("late")).toEqual([[`${user}-4`, 10]]);
+    const listed = await (await call(user, "/api/billing/sessions")).json<{
+      sessions: { session_id: string; invoice_id: string }[];
+    }>();
+    expect(listed.sessions.find((s) => s.session_id === `${user}-4`)?.invoice_id).toBe(`in_late_${user}`);
+  });
+
   it("answers 404 invoice_not_found alike for an unknown invoice, another user's and a draft", async () => {
     const alice = newUser("alice");
     const bob = newUser("bob");

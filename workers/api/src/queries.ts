@@ -60,9 +60,11 @@ export interface SessionRow {
 /**
  * Where a billable session of a paid series is charged: the series' invoice when Stripe billed it
  * (its rank within what Stripe billed), else the adjustment whose ranks hold it. Null until then.
+ * Once an adjustment was reserved, billed_seq is the last rank on the series' invoice (after a
+ * credit, the last rank recorded then: sessions recorded after the credit are its adjustments').
  */
 const CHARGING_INVOICE = `CASE WHEN s.billable = 1 AND s.seq IS NOT NULL AND p.frozen_at IS NOT NULL THEN
-    CASE WHEN p.billable_sessions <= coalesce(p.stripe_billed, 0)
+    CASE WHEN (p.billed_seq IS NULL AND p.billable_sessions <= coalesce(p.stripe_billed, 0))
            OR s.seq <= coalesce(p.billed_seq, p.stripe_billed, 0) THEN p.stripe_invoice_id
          ELSE (SELECT a.stripe_invoice_id FROM usage_adjustments a
                WHERE a.user_id = s.user_id AND a.plan = s.plan AND a.period_start = s.period_start
