@@ -2,8 +2,11 @@
  * Changing plans from the billing page, in a real headless Chromium against the whole stack and
  * the Stripe emulator: a pay-as-you-go user with sessions upgrades to pro at once (each button
  * says what it will cost), sees the invoice with the $29 fee and their pay-as-you-go sessions,
+ * downloads that invoice's sessions as CSV (12 at $0.10, its metered line to the cent),
  * then schedules a downgrade for the period end, sees it scheduled, and takes it back.
  */
+import { readFile } from "node:fs/promises";
+import { parse } from "csv-parse/sync";
 import type { Browser, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { asUser, eventually, stackUrl, userToken } from "../e2e/helpers";
@@ -99,6 +102,29 @@ describe.skipIf(PLAN.kind === "skip")("changing plans on the billing page", () =
     expect(what).toContain("AI Gate Pro");
     expect(what).toContain("12 × AI Gate Pay-as-you-go");
     await screenshot(page, "plan-change-upgraded");
+
+    // its sessions, downloaded as the user does: 12 payg sessions adding up to its metered line
+    const link = invoice.getByRole("link", { name: /^Download the sessions of invoice .+ \(CSV\)$/ });
+    const [download] = await Promise.all([page.waitForEvent("download"), link.click()]);
+    expect(download.suggestedFilename()).toMatch(/^invoice-[A-Za-z0-9_-]+-sessions\.csv$/);
+    const [header, ...rows] = parse(await readFile(await download.path())) as string[][];
+    expect(header).toEqual([
+      "session_id",
+      "project_id",
+      "created_at",
+      "duration_ms",
+      "audio_ms",
+      "price_cents",
+    ]);
+    expect(rows.map((r) => r[0]).sort()).toEqual(
+      Array.from({ length: 12 }, (_, i) => `${user}-s${i}`).sort(),
+    );
+    expect(rows.map((r) => r[5])).toEqual(Array(12).fill("10"));
+    const listed = (await (await asUser(user, "/api/billing/invoices")).json()) as {
+      invoices: { lines: { metered: boolean; plan: string; amount_cents: number }[] }[];
+    };
+    const metered = listed.invoices[0]?.lines.filter((l) => l.metered && l.plan === "payg") ?? [];
+    expect(metered.map((l) => l.amount_cents)).toEqual([rows.reduce((sum, r) => sum + Number(r[5]), 0)]);
     expect(problems).toEqual([]);
   });
 

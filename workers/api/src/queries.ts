@@ -2,7 +2,7 @@
  * SQL of the api worker's billing routes. Every statement filters by the authenticated user's
  * id: a user can only ever read or change their own rows.
  */
-import type { PlanId } from "@aigate/shared";
+import type { PaidPlanId, PlanId } from "@aigate/shared";
 import type { Cursor } from "./cursor";
 
 /** Billable sessions of one usage series (usage_periods, counted with each verdict). */
@@ -60,9 +60,11 @@ export interface SessionRow {
 /**
  * Where a billable session of a paid series is charged: the series' invoice when Stripe billed it
  * (its rank within what Stripe billed), else the adjustment whose ranks hold it. Null until then.
+ * Once an adjustment was reserved, billed_seq is the last rank on the series' invoice (after a
+ * credit, the last rank recorded then: sessions recorded after the credit are its adjustments').
  */
 const CHARGING_INVOICE = `CASE WHEN s.billable = 1 AND s.seq IS NOT NULL AND p.frozen_at IS NOT NULL THEN
-    CASE WHEN p.billable_sessions <= coalesce(p.stripe_billed, 0)
+    CASE WHEN (p.billed_seq IS NULL AND p.billable_sessions <= coalesce(p.stripe_billed, 0))
            OR s.seq <= coalesce(p.billed_seq, p.stripe_billed, 0) THEN p.stripe_invoice_id
          ELSE (SELECT a.stripe_invoice_id FROM usage_adjustments a
                WHERE a.user_id = s.user_id AND a.plan = s.plan AND a.period_start = s.period_start
@@ -193,5 +195,81 @@ export async function invoiceLines(db: D1Database, invoiceIds: string[]): Promis
     )
     .bind(JSON.stringify(invoiceIds))
     .all<InvoiceLineRow>();
+  return results;
+}
+
+/** A user's invoice (not a draft): null when it does not exist or is another user's. */
+export async function userInvoice(db: D1Database, userId: string, invoiceId: string) {
+  return db
+    .prepare(
+      "SELECT stripe_invoice_id, number FROM invoices WHERE user_id = ?1 AND stripe_invoice_id = ?2 AND status <> 'draft'",
+    )
+    .bind(userId, invoiceId)
+    .first<{ stripe_invoice_id: string; number: string | null }>();
+}
+
+export interface InvoiceSessionRow {
+  session_id: string;
+  project_id: string;
+  billed_at: number;
+  created_at: number | null;
+  first_event_at: number | null;
+  ended_at: number | null;
+  last_event_at: number | null;
+  audio_ms: number;
+  plan: PaidPlanId;
+  period_start: number;
+  stripe_price_id: string | null;
+  /** Its position (1-based) among its series' billable sessions, by rank: what prices it. */
+  position: number;
+  /** The first and last positions of its series that the invoice charges. */
+  first_position: number;
+  last_position: number;
+}
+
+/**
+ * One page of the sessions an invoice charges (the same rule as the sessions list's `invoice_id`,
+ * CHARGING_INVOICE), oldest first, strictly after `after`. Only the series the invoice billed or
+ * adjusted are read (by the user's billing time index); positions are counted over the whole series.
+ */
+export async function invoiceSessionsPage(
+  db: D1Database,
+  userId: string,
+  invoiceId: string,
+  after: Cursor | null,
+  limit: number,
+) {
+  const { results } = await db
+    .prepare(
+      `WITH series AS (
+         SELECT plan, period_start FROM usage_periods WHERE user_id = ?1 AND stripe_invoice_id = ?2
+         UNION
+         SELECT plan, period_start FROM usage_adjustments WHERE user_id = ?1 AND stripe_invoice_id = ?2
+       ),
+       ranked AS (
+         SELECT s.session_id, s.user_id, s.project_id, s.billed_at, s.created_at, s.first_event_at, s.ended_at,
+           s.last_event_at, s.audio_ms, s.billable, s.plan, s.period_start, s.seq,
+           row_number() OVER (PARTITION BY s.plan, s.period_start ORDER BY s.seq) AS position
+         FROM series x JOIN sessions s
+           ON s.user_id = ?1 AND s.billed_at IS NOT NULL AND s.billed_at >= x.period_start
+             AND s.plan = x.plan AND s.period_start = x.period_start
+         WHERE s.billable = 1 AND s.seq IS NOT NULL
+       ),
+       charged AS (
+         SELECT s.session_id, s.project_id, s.billed_at, s.created_at, s.first_event_at, s.ended_at, s.last_event_at,
+           s.audio_ms, s.plan, s.period_start, p.stripe_price_id, s.position,
+           min(s.position) OVER w AS first_position, max(s.position) OVER w AS last_position
+         FROM ranked s
+         JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
+         WHERE (${CHARGING_INVOICE}) = ?2
+         WINDOW w AS (PARTITION BY s.plan, s.period_start)
+       )
+       SELECT * FROM charged
+       WHERE billed_at > ?3 OR (billed_at = ?3 AND session_id > ?4)
+       ORDER BY billed_at, session_id
+       LIMIT ?5`,
+    )
+    .bind(userId, invoiceId, after?.createdAt ?? -1, after?.id ?? "", limit)
+    .all<InvoiceSessionRow>();
   return results;
 }

@@ -2,9 +2,10 @@
 /**
  * The billing page's browser script (run after layout.browser.js). It takes the user token from
  * the URL fragment `#token=...` (then keeps it in sessionStorage and clears the fragment) or from
- * the paste box, and shows the billing API's usage, sessions and daily usage; its buttons open
- * checkout and the billing portal, and change the plan of a subscriber (POST /api/billing/plan),
- * each saying what it will cost.
+ * the paste box, and shows the billing API's usage, sessions, daily usage and invoices (each with
+ * a link downloading the sessions it charges as CSV); its buttons open checkout and the billing
+ * portal, and change the plan of a subscriber (POST /api/billing/plan), each saying what it will
+ * cost.
  *
  * The parts of the billing API's answers it reads (docs/api-billing.md):
  * @typedef {{ name: string, perSessionCents: number, includedSessions: number,
@@ -266,6 +267,18 @@
       } else {
         name.textContent = inv.number ?? inv.id;
       }
+      const label = inv.number ?? inv.id;
+      const csv = el("a", "download sessions");
+      csv.setAttribute("href", `/api/billing/invoices/${encodeURIComponent(inv.id)}/sessions?format=csv`);
+      csv.setAttribute("download", `invoice-${label.replace(/[^A-Za-z0-9_-]/g, "_")}-sessions.csv`);
+      csv.setAttribute("aria-label", `Download the sessions of invoice ${label} (CSV)`);
+      csv.className = "download-sessions";
+      csv.addEventListener("click", (ev) => {
+        ev.preventDefault();
+        downloadCsv(/** @type {HTMLAnchorElement} */ (csv)).catch(handleError);
+      });
+      const sessionsCell = el("td", "");
+      sessionsCell.appendChild(csv);
       body.appendChild(
         row([
           el("td", dateUtc(inv.created)),
@@ -273,10 +286,39 @@
           el("td", what || "nothing charged"),
           el("td", dollars(inv.total_cents), "num"),
           el("td", inv.status),
+          sessionsCell,
         ]),
       );
     }
     byId("invoices-empty").hidden = body.children.length > 0;
+  }
+
+  /**
+   * Downloads a link's CSV: the API needs the token in a header, which a plain link cannot send,
+   * so the file is fetched with it and saved under the link's `download` name.
+   * @param {HTMLAnchorElement} link
+   */
+  async function downloadCsv(link) {
+    const token = sessionStorage.getItem(KEY);
+    if (!token) throw new AuthError("");
+    const res = await fetch(link.href, { headers: { authorization: `Bearer ${token}` } });
+    if (res.status === 401) {
+      sessionStorage.removeItem(KEY);
+      throw new AuthError("");
+    }
+    if (!res.ok) {
+      const data = await res.json().catch(() => null);
+      throw new Error(data?.error?.message ?? `download failed (${res.status})`);
+    }
+    const url = URL.createObjectURL(await res.blob());
+    const save = el("a", "");
+    save.setAttribute("href", url);
+    save.setAttribute("download", link.getAttribute("download") ?? "sessions.csv");
+    save.hidden = true;
+    document.body.appendChild(save);
+    save.click();
+    save.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
   }
 
   /** @param {SessionRow} s */

@@ -1,8 +1,8 @@
 /**
  * `/`: a user's billing page. Static HTML (nothing user-specific is rendered on the server);
  * its browser script (billingPage.browser.js) takes the user token from the URL fragment
- * `#token=...` or from a paste box and calls the billing API: usage, sessions, daily, checkout,
- * plan changes and portal.
+ * `#token=...` or from a paste box and calls the billing API: usage, sessions, daily, invoices
+ * (each with its sessions as a CSV download), checkout, plan changes and portal.
  */
 import { centsToDollars, PLANS, PlanId } from "@aigate/shared";
 import { html, raw } from "hono/html";
@@ -86,7 +86,7 @@ const BODY = html`
       <table id="invoices-table">
         <caption class="visually-hidden">Your invoices, newest first</caption>
         <thead><tr><th scope="col">Date</th><th scope="col">Invoice</th><th scope="col">What</th>
-          <th scope="col" class="num">Amount</th><th scope="col">Status</th></tr></thead>
+          <th scope="col" class="num">Amount</th><th scope="col">Status</th><th scope="col">Sessions</th></tr></thead>
         <tbody></tbody>
       </table>
     </div>

@@ -1,6 +1,6 @@
 /**
  * The billing API, for end users holding a user token: GET /usage, GET /sessions, GET /invoices,
- * POST /checkout, POST /plan, POST /portal under /api/billing.
+ * GET /invoices/{id}/sessions, POST /checkout, POST /plan, POST /portal under /api/billing.
  */
 import { ApiError, accountStatus, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
@@ -11,15 +11,19 @@ import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout"
 import type { ApiConfig } from "../config";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
+import { invoiceSession, seriesPrices, sessionsCsv } from "../invoiceSessions";
 import { changePlan, PlanChangeBody } from "../planChange";
 import {
   activeLeases,
   billableSessions,
   failedSessions,
+  type InvoiceSessionRow,
   invoiceLines,
+  invoiceSessionsPage,
   invoicesPage,
   sessionsPage,
   stripeCustomerOf,
+  userInvoice,
 } from "../queries";
 import { usageBody } from "../usage";
 
@@ -136,6 +140,58 @@ billing.get("/invoices", async (c) => {
       rows.length > limit && last
         ? encodeCursor({ createdAt: last.stripe_created, id: last.stripe_invoice_id })
         : null,
+  });
+});
+
+const InvoiceSessionsQuery = SessionsQuery.extend({ format: z.enum(["json", "csv"]).optional() }).refine(
+  (q) => q.format !== "csv" || (q.limit === undefined && q.cursor === undefined),
+  { message: "the CSV holds all the sessions: limit and cursor do not apply to it", path: ["format"] },
+);
+
+/** Rows read per statement while gathering all of an invoice's sessions for the CSV. */
+const CSV_CHUNK = 5000;
+
+/**
+ * The sessions an invoice charges, each priced at its position in its series (invoiceSessions.ts):
+ * a JSON page, or all of them as a CSV download. Another user's invoice is not found, like an
+ * unknown one.
+ */
+billing.get("/invoices/:id/sessions", async (c) => {
+  const query = parseInput(InvoiceSessionsQuery, c.req.query());
+  const userId = c.get("userId");
+  const invoice = await userInvoice(c.env.DB, userId, c.req.param("id"));
+  if (!invoice) throw new ApiError(404, "invoice_not_found", "no such invoice");
+  const invoiceId = invoice.stripe_invoice_id;
+  const stripe = () => createStripe(c.var.config.stripe);
+
+  if (query.format === "csv") {
+    const rows: InvoiceSessionRow[] = [];
+    for (;;) {
+      const last = rows.at(-1);
+      const after = last ? { createdAt: last.billed_at, id: last.session_id } : null;
+      const chunk = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, CSV_CHUNK);
+      rows.push(...chunk);
+      if (chunk.length < CSV_CHUNK) break;
+    }
+    const priceOf = await seriesPrices(stripe, rows);
+    const name = (invoice.number ?? invoiceId).replace(/[^A-Za-z0-9_-]/g, "_");
+    return c.body(sessionsCsv(rows.map((r) => invoiceSession(r, priceOf(r)))), 200, {
+      "content-type": "text/csv; charset=utf-8; header=present",
+      "content-disposition": `attachment; filename="invoice-${name}-sessions.csv"`,
+    });
+  }
+
+  const limit = query.limit ?? 20;
+  const after = query.cursor ? decodeCursor(query.cursor) : null;
+  const rows = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, limit + 1);
+  const page = rows.slice(0, limit);
+  const priceOf = await seriesPrices(stripe, page);
+  const last = page.at(-1);
+  return c.json({
+    invoice_id: invoiceId,
+    sessions: page.map((r) => invoiceSession(r, priceOf(r))),
+    next_cursor:
+      rows.length > limit && last ? encodeCursor({ createdAt: last.billed_at, id: last.session_id }) : null,
   });
 });
 
