@@ -4,6 +4,7 @@
  */
 import type {
   CallView,
+  CheckoutDetailsRequest,
   ClockMoveResult,
   ClockView,
   ClosePeriodRequest,
@@ -18,6 +19,7 @@ import type {
   MeterUsageByCustomer,
   PayInvoiceResult,
   StripeEventView,
+  TaxRatesView,
   WebhookConfigRequest,
   WebhookDeliveryView,
 } from "./protocol";
@@ -76,8 +78,18 @@ export class EmulatorClient {
     return this.call("POST", "/reset");
   }
 
-  completeCheckout(sessionId: string): Promise<CompleteCheckoutResult> {
-    return this.call("POST", `/checkout/sessions/${encodeURIComponent(sessionId)}/complete`);
+  /** Completes a session as the customer would; `details` is what they enter (billing address, tax ID). */
+  completeCheckout(sessionId: string, details?: CheckoutDetailsRequest): Promise<CompleteCheckoutResult> {
+    return this.call("POST", `/checkout/sessions/${encodeURIComponent(sessionId)}/complete`, details);
+  }
+
+  taxRates(): Promise<TaxRatesView> {
+    return this.call("GET", "/tax_rates");
+  }
+
+  /** Replaces the flat tax rate (percent) per country the emulator's Stripe Tax applies. */
+  setTaxRates(rates: Record<string, number>): Promise<TaxRatesView> {
+    return this.call("POST", "/tax_rates", { rates });
   }
 
   failNextPayment(customerId: string): Promise<{ customer: string; fail_next_payment: true }> {

@@ -8,7 +8,7 @@ import type { Ctx } from "./context";
 import { diff } from "./diff";
 import { invalidRequest } from "./errors";
 import { aggregate } from "./meters";
-import { amountDue, amountFor, formatMoney, linesTotal } from "./pricing";
+import { amountFor, formatMoney } from "./pricing";
 import {
   type BillingReason,
   type CollectionMethod,
@@ -23,6 +23,7 @@ import {
   type SubscriptionRec,
   type UsageWindow,
 } from "./state";
+import { amountDueOf, invoiceTotals, taxFor } from "./tax";
 import { invoiceItemView, invoiceView, subscriptionView } from "./views";
 import type { RequestInfo } from "./webhooks";
 
@@ -247,6 +248,8 @@ export interface NewInvoice {
   description?: string | null;
   dueDate?: number | null;
   metadata?: Metadata;
+  /** `automatic_tax[enabled]`; a subscription's invoices follow the subscription's setting. */
+  automaticTax?: boolean;
 }
 
 /** A draft invoice (no events yet: see `announce`). */
@@ -275,6 +278,9 @@ export function createInvoice(ctx: Ctx, spec: NewInvoice): InvoiceRec {
     paidAt: null,
     nextPaymentAttempt: null,
     metadata: { ...(spec.metadata ?? {}) },
+    automaticTax: spec.automaticTax ?? spec.subscription?.automaticTax ?? false,
+    tax: null,
+    taxDisabledReason: null,
   };
   for (const ii of spec.items ?? []) addItemToInvoice(ctx, inv, ii);
   ctx.state.invoices.set(inv.id, inv);
@@ -324,8 +330,15 @@ export function finalizeInvoice(ctx: Ctx, inv: InvoiceRec, em: Emission): void {
     line.description = describe(ctx, price, quantity);
   }
   const customer = state.customers.get(inv.customer);
+  if (inv.automaticTax) {
+    // "Stripe calculates the tax at the published rate at the time of invoice finalization";
+    // without a customer location there is nothing to compute it from.
+    const country = customer?.address?.country;
+    if (country) inv.tax = taxFor(state, country);
+    else inv.taxDisabledReason = "finalization_requires_location_inputs";
+  }
   const balance = customer?.balance ?? 0;
-  const net = linesTotal(inv.lines) + balance;
+  const net = invoiceTotals(state, inv).total + balance;
   inv.startingBalance = balance;
   inv.endingBalance = Math.min(0, net);
   if (customer) customer.balance = Math.min(0, net);
@@ -338,7 +351,7 @@ export function finalizeInvoice(ctx: Ctx, inv: InvoiceRec, em: Emission): void {
   }
   em.emit("invoice.finalized", invoiceView(state, inv));
   if (inv.autoAdvance && inv.collectionMethod === "charge_automatically") attemptPayment(ctx, inv, em);
-  else if (amountDue(inv) === 0) markPaid(ctx, inv, em);
+  else if (amountDueOf(state, inv) === 0) markPaid(ctx, inv, em);
 }
 
 /** Finalizes and pays at once (invoice.created, invoice.finalized, payment). */
@@ -377,7 +390,7 @@ export function attemptPayment(ctx: Ctx, inv: InvoiceRec, em: Emission): boolean
   const { state } = ctx;
   const customer = state.customers.get(inv.customer);
   const sub = inv.subscription ? state.subscriptions.get(inv.subscription) : undefined;
-  const due = amountDue(inv);
+  const due = amountDueOf(state, inv);
   if (due > 0) inv.attemptCount += 1;
   if (due > 0 && customer?.failNextPayment) {
     customer.failNextPayment = false;

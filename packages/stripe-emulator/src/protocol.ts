@@ -14,6 +14,29 @@ export interface CompleteCheckoutResult {
   events: string[];
 }
 
+/** What the customer enters on the Checkout page (all optional). */
+export interface CheckoutDetailsRequest {
+  /** The billing address; `country` is a two-letter code. Without it, a session that collects an address gets country US. */
+  address?: {
+    country: string;
+    line1?: string;
+    line2?: string;
+    city?: string;
+    postal_code?: string;
+    state?: string;
+  };
+  name?: string;
+  /** With a tax ID: the business it belongs to (saved as the customer's name). */
+  business_name?: string;
+  /** Only when the session has `tax_id_collection[enabled]=true`. */
+  tax_id?: { type: string; value: string };
+}
+
+/** The flat tax rates (percent) per country the emulator's Stripe Tax applies. */
+export interface TaxRatesView {
+  rates: Record<string, number>;
+}
+
 export interface ClosePeriodRequest {
   /** Close the period at this time instead of at its scheduled end (start < at <= end). */
   at?: number;

@@ -25,6 +25,7 @@ import { scheduleRoutes } from "./routes/schedules";
 import { subscriptionRoutes } from "./routes/subscriptions";
 import { testClockRoutes } from "./routes/testclocks";
 import { EmulatorState } from "./state";
+import { parseTaxRates } from "./tax";
 import { Webhooks } from "./webhooks";
 
 export interface StripeEmulatorOptions {
@@ -37,6 +38,11 @@ export interface StripeEmulatorOptions {
   webhookSecret?: string;
   /** Log one line per request and per webhook delivery. */
   log?: boolean;
+  /**
+   * The flat tax rate (percent) per country its Stripe Tax applies, replacing the defaults
+   * (DE 19, FR 20, GB 20, IE 23, NL 21); kept by `reset()`.
+   */
+  taxRates?: Record<string, number | string>;
 }
 
 export interface StripeEmulator {
@@ -101,10 +107,13 @@ export async function startStripeEmulator(opts: StripeEmulatorOptions = {}): Pro
   );
   let url = "";
   const ctx: Ctx = { state, webhooks, baseUrl: () => url };
+  const taxRates = opts.taxRates ? parseTaxRates(opts.taxRates) : null;
   const reset = () => {
     webhooks.stop();
     state.reset();
+    if (taxRates) state.taxRates = new Map(taxRates);
   };
+  if (taxRates) state.taxRates = new Map(taxRates);
   const app = createApp(ctx, reset, log);
   const server = createAdaptorServer({ fetch: app.fetch, hostname: host });
   await new Promise<void>((resolve, reject) => {

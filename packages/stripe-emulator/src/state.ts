@@ -16,6 +16,22 @@ export interface BillingModeRec {
   prorationDiscounts: "included" | "itemized" | null;
 }
 
+/** A postal address as Stripe holds it (`customer.address`, `customer_details.address`). */
+export interface AddressRec {
+  city: string | null;
+  country: string | null;
+  line1: string | null;
+  line2: string | null;
+  postal_code: string | null;
+  state: string | null;
+}
+
+/** A customer tax ID collected by Checkout (`customer_details.tax_ids`). */
+export interface TaxIdRec {
+  type: string;
+  value: string;
+}
+
 export interface CustomerRec {
   id: string;
   created: number;
@@ -25,6 +41,9 @@ export interface CustomerRec {
   name: string | null;
   description: string | null;
   phone: string | null;
+  /** The billing address (Checkout saves it for new customers, and with `customer_update[address]=auto`). */
+  address: AddressRec | null;
+  taxIds: TaxIdRec[];
   metadata: Metadata;
   invoicePrefix: string;
   nextInvoiceSequence: number;
@@ -121,6 +140,19 @@ export interface CheckoutSessionRec {
   lines: CheckoutLineRec[];
   subscription: string | null;
   invoice: string | null;
+  /** `automatic_tax[enabled]`: the subscription it creates computes tax (Stripe Tax). */
+  automaticTax: boolean;
+  billingAddressCollection: "auto" | "required" | null;
+  taxIdCollection: { enabled: boolean; required: "if_supported" | "never" };
+  /** `customer_update`: what Checkout saves onto an existing customer. */
+  customerUpdate: { address: "auto" | "never"; name: "auto" | "never"; shipping: "auto" | "never" };
+  /** What the customer entered, once complete (`customer_details`). */
+  details: {
+    address: AddressRec | null;
+    name: string | null;
+    businessName: string | null;
+    taxIds: TaxIdRec[];
+  } | null;
 }
 
 export interface PortalSessionRec {
@@ -209,6 +241,8 @@ export interface SubscriptionRec {
   latestInvoice: string | null;
   schedule: string | null;
   items: ItemRec[];
+  /** `automatic_tax.enabled`: its invoices compute tax (set by a Checkout Session with automatic tax). */
+  automaticTax: boolean;
 }
 
 /** A usage line is re-priced from the meter when its invoice is finalized. */
@@ -268,6 +302,31 @@ export interface InvoiceRec {
   paidAt: number | null;
   nextPaymentAttempt: number | null;
   metadata: Metadata;
+  /** `automatic_tax[enabled]` (from its subscription, or given on a one-off invoice). */
+  automaticTax: boolean;
+  /**
+   * The tax applied, fixed at finalization ("Stripe calculates the tax at the published rate at the
+   * time of invoice finalization"); null before, and for invoices without automatic tax.
+   */
+  tax: AppliedTax | null;
+  /** Set when finalization found no customer location and automatic tax was turned off. */
+  taxDisabledReason: "finalization_requires_location_inputs" | null;
+}
+
+/** A tax rate object Stripe Tax applies (emulator: one per country and percentage). */
+export interface TaxRateRec {
+  id: string;
+  created: number;
+  country: string;
+  /** Percent, as a decimal string with up to 4 decimals ("19", "7.5"). */
+  percentage: string;
+}
+
+/** The tax of an invoice: the customer's country, its rate and why. */
+export interface AppliedTax {
+  country: string;
+  rate: TaxRateRec;
+  taxabilityReason: "standard_rated" | "zero_rated" | "not_collecting";
 }
 
 export interface InvoiceItemRec {
@@ -383,6 +442,15 @@ export function newId(prefix: string, length = 14): string {
 
 export const DAY = 86_400;
 
+/** The emulator's default tax registrations: standard VAT rates of a few countries, percent. */
+export const DEFAULT_TAX_RATES: Readonly<Record<string, string>> = {
+  DE: "19",
+  FR: "20",
+  GB: "20",
+  IE: "23",
+  NL: "21",
+};
+
 export class EmulatorState {
   /** Seconds added to the real clock; changed by POST /_emulator/clock. */
   clockOffset = 0;
@@ -412,6 +480,13 @@ export class EmulatorState {
    * have a default finalization grace period of 1 hour"; up to 72 hours).
    */
   finalizationGraceSeconds = 3600;
+  /**
+   * Emulator simplification of Stripe Tax: a flat percentage per country (ISO 3166-1 alpha-2) where
+   * the account "is registered"; other countries are not taxed (`not_collecting`).
+   */
+  taxRates = new Map<string, string>(Object.entries(DEFAULT_TAX_RATES));
+  /** The tax rate objects applied so far, by id. */
+  taxRateObjects = new Map<string, TaxRateRec>();
   events: EventRec[] = [];
   calls: CallView[] = [];
   faults: FaultRule[] = [];

@@ -39,6 +39,7 @@ export function startSubscription(
   lines: { price: PriceRec; quantity: number | null }[],
   metadata: Record<string, string>,
   billingMode: BillingModeRec,
+  automaticTax = false,
 ): SubscriptionRec {
   const now = ctx.state.nowFor(customer);
   const first = lines[0];
@@ -63,6 +64,7 @@ export function startSubscription(
     latestInvoice: null,
     schedule: null,
     items: lines.map((l) => newItem(ctx, customer, l.price, l.quantity, period, now)),
+    automaticTax,
   };
   ctx.state.subscriptions.set(sub.id, sub);
   return sub;

@@ -1,6 +1,8 @@
 /** Renders internal records (state.ts) into Stripe's wire shapes (wire.ts). */
-import { amountDue, formatMoney } from "./pricing";
+import { formatMoney } from "./pricing";
 import type {
+  AddressRec,
+  AppliedTax,
   BillingModeRec,
   CheckoutLineRec,
   CheckoutSessionRec,
@@ -20,6 +22,7 @@ import type {
   TestClockRec,
   Tier,
 } from "./state";
+import { type InvoiceTotals, invoiceTax, invoiceTotals, lineTax } from "./tax";
 import type {
   BillingModeObject,
   CheckoutLineItemObject,
@@ -51,7 +54,7 @@ export function customerView(c: CustomerRec): CustomerObject {
   return {
     id: c.id,
     object: "customer",
-    address: null,
+    address: c.address && { ...c.address },
     balance: c.balance,
     created: c.created,
     currency: null,
@@ -199,7 +202,11 @@ export function subscriptionView(state: EmulatorState, s: SubscriptionRec): Subs
     id: s.id,
     object: "subscription",
     application: null,
-    automatic_tax: { disabled_reason: null, enabled: false, liability: null },
+    automatic_tax: {
+      disabled_reason: null,
+      enabled: s.automaticTax,
+      liability: s.automaticTax ? { type: "self" } : null,
+    },
     billing_cycle_anchor: s.billingCycleAnchor,
     billing_mode: billingModeView(s.billingMode, s.created),
     cancel_at: s.cancelAt ?? (s.cancelAtPeriodEnd ? periodEnd : null),
@@ -247,7 +254,19 @@ function pricingView(
   return view;
 }
 
-function lineView(inv: InvoiceRec, l: InvoiceLineRec): InvoiceLineObject {
+/** One tax amount, as invoices (`total_taxes`) and their lines (`taxes`) show it. */
+function taxView(tax: AppliedTax, amount: number, taxableAmount: number) {
+  return {
+    amount,
+    tax_behavior: "exclusive" as const,
+    tax_rate_details: { tax_rate: tax.rate.id },
+    taxability_reason: tax.taxabilityReason,
+    taxable_amount: tax.taxabilityReason === "not_collecting" ? 0 : taxableAmount,
+    type: "tax_rate_details" as const,
+  };
+}
+
+function lineView(inv: InvoiceRec, l: InvoiceLineRec, tax: AppliedTax | null): InvoiceLineObject {
   const parent: InvoiceLineObject["parent"] =
     l.invoiceItem !== null
       ? {
@@ -291,13 +310,38 @@ function lineView(inv: InvoiceRec, l: InvoiceLineRec): InvoiceLineObject {
     quantity_decimal: String(l.quantity),
     subscription: l.subscription,
     subtotal: l.amount,
-    taxes: [],
+    taxes: tax ? [taxView(tax, lineTax(l, tax), l.amount)] : [],
+  };
+}
+
+/** `automatic_tax` of an invoice: computed by Stripe Tax, or turned off at finalization for want of a location. */
+function invoiceAutomaticTax(inv: InvoiceRec, tax: AppliedTax | null): InvoiceObject["automatic_tax"] {
+  if (!inv.automaticTax) {
+    return { disabled_reason: null, enabled: false, liability: null, provider: null, status: null };
+  }
+  if (inv.taxDisabledReason) {
+    return {
+      disabled_reason: inv.taxDisabledReason,
+      enabled: false,
+      liability: { type: "self" },
+      provider: null,
+      status: "requires_location_inputs",
+    };
+  }
+  return {
+    disabled_reason: null,
+    enabled: true,
+    liability: { type: "self" },
+    provider: "stripe",
+    status: tax ? "complete" : "requires_location_inputs",
   };
 }
 
 export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObject {
-  const total = inv.lines.reduce((sum, l) => sum + l.amount, 0);
-  const due = inv.status === "draft" ? Math.max(0, total) : amountDue(inv);
+  const tax = invoiceTax(state, inv);
+  const totals: InvoiceTotals = invoiceTotals(state, inv);
+  const total = totals.total;
+  const due = inv.status === "draft" ? Math.max(0, total) : Math.max(0, total + inv.startingBalance);
   const paid = inv.status === "paid" ? due : 0;
   const customer = state.customers.get(inv.customer);
   const sub = inv.subscription ? state.subscriptions.get(inv.subscription) : undefined;
@@ -314,6 +358,7 @@ export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObjec
     attempt_count: inv.attemptCount,
     attempted: inv.attemptCount > 0,
     auto_advance: inv.autoAdvance && (inv.status === "draft" || inv.status === "open"),
+    automatic_tax: invoiceAutomaticTax(inv, tax),
     automatically_finalizes_at: inv.status === "draft" ? inv.automaticallyFinalizesAt : null,
     billing_reason: inv.billingReason,
     collection_method: inv.collectionMethod,
@@ -329,7 +374,7 @@ export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObjec
     hosted_invoice_url: null,
     invoice_pdf: null,
     lines: listOf(
-      inv.lines.map((l) => lineView(inv, l)),
+      inv.lines.map((l) => lineView(inv, l, tax)),
       `/v1/invoices/${inv.id}/lines`,
     ),
     livemode: false,
@@ -356,11 +401,12 @@ export function invoiceView(state: EmulatorState, inv: InvoiceRec): InvoiceObjec
       paid_at: inv.paidAt,
       voided_at: null,
     },
-    subtotal: total,
-    subtotal_excluding_tax: total,
+    subtotal: totals.subtotal,
+    subtotal_excluding_tax: totals.subtotal,
     test_clock: customer?.testClock ?? null,
     total,
-    total_excluding_tax: total,
+    total_excluding_tax: totals.subtotal,
+    total_taxes: tax ? [taxView(tax, totals.tax, totals.subtotal)] : [],
     webhooks_delivered_at: inv.created,
   };
 }
@@ -522,11 +568,22 @@ export function checkoutSessionView(
   const expired = s.status === "open" && state.now() >= s.expiresAt;
   const status = expired ? "expired" : s.status;
   const customer = s.customer ? state.customers.get(s.customer) : undefined;
+  // Once complete, the tax is what the first invoice charged (computed from the address entered).
+  const invoice = s.invoice ? state.invoices.get(s.invoice) : undefined;
+  const tax = invoice ? invoiceTotals(state, invoice).tax : 0;
+  const address = (a: AddressRec | null) => a && { ...a };
   return {
     id: s.id,
     object: "checkout.session",
     amount_subtotal: amount,
-    amount_total: amount,
+    amount_total: amount + tax,
+    automatic_tax: {
+      enabled: s.automaticTax,
+      liability: s.automaticTax ? { type: "self" } : null,
+      provider: s.automaticTax ? "stripe" : null,
+      status: s.automaticTax ? (s.status === "complete" ? "complete" : "requires_location_inputs") : null,
+    },
+    billing_address_collection: s.billingAddressCollection,
     cancel_url: s.cancelUrl,
     client_reference_id: s.clientReferenceId,
     created: s.created,
@@ -535,14 +592,14 @@ export function checkoutSessionView(
     customer_details:
       s.status === "complete"
         ? {
-            address: null,
-            business_name: null,
+            address: address(s.details?.address ?? null),
+            business_name: s.details?.businessName ?? null,
             email: customer?.email ?? s.customerEmail,
             individual_name: null,
-            name: customer?.name ?? null,
+            name: s.details?.name ?? customer?.name ?? null,
             phone: null,
             tax_exempt: "none",
-            tax_ids: [],
+            tax_ids: (s.details?.taxIds ?? []).map((t) => ({ type: t.type, value: t.value })),
           }
         : null,
     customer_email: s.customerEmail,
@@ -555,10 +612,12 @@ export function checkoutSessionView(
     livemode: false,
     metadata: { ...s.metadata },
     mode: s.mode,
-    payment_status: s.status === "complete" ? (amount > 0 ? "paid" : "no_payment_required") : "unpaid",
+    payment_status: s.status === "complete" ? (amount + tax > 0 ? "paid" : "no_payment_required") : "unpaid",
     status,
     subscription: s.subscription,
     success_url: s.successUrl,
+    tax_id_collection: { ...s.taxIdCollection },
+    total_details: { amount_discount: 0, amount_shipping: 0, amount_tax: tax },
     ui_mode: "hosted_page",
     url: status === "open" ? `${baseUrl}/checkout/${s.id}` : null,
   };

@@ -182,6 +182,7 @@ export type InvoiceObject = Pick<
   | "attempt_count"
   | "attempted"
   | "auto_advance"
+  | "automatic_tax"
   | "automatically_finalizes_at"
   | "billing_reason"
   | "collection_method"
@@ -208,6 +209,7 @@ export type InvoiceObject = Pick<
   | "subtotal_excluding_tax"
   | "total"
   | "total_excluding_tax"
+  | "total_taxes"
   | "webhooks_delivered_at"
 > & {
   customer: string;
@@ -325,6 +327,8 @@ export type CheckoutSessionObject = Pick<
   | "object"
   | "amount_subtotal"
   | "amount_total"
+  | "automatic_tax"
+  | "billing_address_collection"
   | "cancel_url"
   | "client_reference_id"
   | "created"
@@ -338,6 +342,8 @@ export type CheckoutSessionObject = Pick<
   | "payment_status"
   | "status"
   | "success_url"
+  | "tax_id_collection"
+  | "total_details"
   | "ui_mode"
   | "url"
 > & {

@@ -273,6 +273,17 @@ describe("invoice rows", () => {
       ["il_use", "pro", 1, 410],
     ]);
   });
+  it("records the tax as the sum of Stripe's total_taxes, and null when Stripe sent none", () => {
+    // Invoices since API 2025-03-31.basil carry `total_taxes` ({amount, ...} per tax); `total` includes exclusive tax.
+    const taxed = invoice({ subtotal: 2900, total: 3451, total_taxes: [{ amount: 551 }] });
+    expect(invoiceRow(taxed, "u1", "sub_1", priceMap)).toMatchObject({
+      subtotal_cents: 2900,
+      tax_cents: 551,
+      total_cents: 3451,
+    });
+    expect(invoiceRow(invoice({ total_taxes: [] }), "u1", "sub_1", priceMap).tax_cents).toBe(0);
+    expect(invoiceRow(invoice({}), "u1", "sub_1", priceMap).tax_cents).toBeNull();
+  });
   it("names the subscription and the invoice item of each line", () => {
     const item = invoice({
       lines: {

@@ -278,6 +278,8 @@ export interface InvoiceRow {
   status: string;
   currency: string;
   subtotal_cents: number;
+  /** The sum of Stripe's `total_taxes` (null when Stripe sent none). */
+  tax_cents: number | null;
   total_cents: number;
   amount_paid_cents: number;
   period_start: number;
@@ -317,6 +319,7 @@ export function invoiceRow(
     status: invoice.status,
     currency: invoice.currency,
     subtotal_cents: invoice.subtotal,
+    tax_cents: invoice.total_taxes ? invoice.total_taxes.reduce((sum, t) => sum + t.amount, 0) : null,
     total_cents: invoice.total,
     amount_paid_cents: invoice.amount_paid,
     period_start: ms(invoice.period_start),

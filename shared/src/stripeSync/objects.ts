@@ -149,6 +149,8 @@ export const StripeInvoice = z.object({
   billing_reason: z.string().nullish(),
   subtotal: z.int(),
   total: z.int(),
+  /** Its taxes (API 2025-03-31.basil and later); `total` includes the exclusive ones. */
+  total_taxes: z.array(z.object({ amount: z.int() })).nullish(),
   amount_paid: z.int(),
   period_start: Seconds,
   period_end: Seconds,

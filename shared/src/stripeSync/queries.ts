@@ -241,11 +241,13 @@ export function upsertInvoice(db: D1Database, r: InvoiceRow, now: number): D1Pre
     .prepare(
       `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
          subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, usage_period_start, usage_period_end,
-         finalized_at, paid_at, stripe_created, updated_at, billing_reason, number, hosted_invoice_url, invoice_pdf)
-       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)
+         finalized_at, paid_at, stripe_created, updated_at, billing_reason, number, hosted_invoice_url, invoice_pdf,
+         tax_cents)
+       VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)
        ON CONFLICT (stripe_invoice_id) DO UPDATE SET
          status = excluded.status,
          subtotal_cents = excluded.subtotal_cents,
+         tax_cents = coalesce(excluded.tax_cents, invoices.tax_cents),
          total_cents = excluded.total_cents,
          amount_paid_cents = excluded.amount_paid_cents,
          period_start = excluded.period_start,
@@ -283,6 +285,7 @@ export function upsertInvoice(db: D1Database, r: InvoiceRow, now: number): D1Pre
       r.number,
       r.hosted_invoice_url,
       r.invoice_pdf,
+      r.tax_cents,
     );
 }
 

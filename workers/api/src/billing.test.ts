@@ -14,6 +14,8 @@ import {
   webhookRequest,
 } from "@aigate/webhooks/test";
 import { beforeAll, describe, expect, it } from "vitest";
+import { createCheckout } from "./checkout";
+import { readConfig } from "./config";
 import { insertAdjustment, insertFrozenSeries, insertJudged } from "./test/support";
 
 const webhooks = createWebhooksApp();
@@ -128,6 +130,7 @@ describe("GET /api/billing/usage", () => {
       quota: 100,
       estimated_cost: 0,
       estimated_cost_cents: 0,
+      estimated_cost_includes_tax: false,
       currency: "usd",
       warning: true,
       active_sessions: 2,
@@ -358,6 +361,74 @@ describe("POST /api/billing/checkout", () => {
     const portal = await call(user, "/api/billing/portal", { method: "POST" });
     expect(portal.status).toBe(200);
     expect(await portal.json()).toEqual({ url: expect.stringMatching(/^http/) });
+  });
+
+  it("turns Stripe Tax on: automatic tax, a required billing address saved onto the customer, tax IDs", async () => {
+    // Stripe refuses automatic tax for an existing customer without an address unless
+    // `customer_update[address]` is `auto` (customer_tax_location_invalid), and tax ID collection
+    // unless `customer_update[name]` is `auto`: the session exists, so both were sent.
+    const user = newUser("tax");
+    const res = await postCheckout(user, "pro");
+    expect(res.status, await res.clone().text()).toBe(200);
+    const { id } = await res.json<{ id: string }>();
+    const cs = await scenario.stripe.checkout.sessions.retrieve(id);
+    expect(cs).toMatchObject({
+      automatic_tax: { enabled: true },
+      billing_address_collection: "required",
+      tax_id_collection: { enabled: true },
+    });
+
+    const done = await scenario.emulator.completeCheckout(id, {
+      address: { country: "DE", postal_code: "10115" },
+      business_name: "Tax GmbH",
+      tax_id: { type: "eu_vat", value: "DE123456789" },
+    });
+    const customer = await scenario.stripe.customers.retrieve(done.subscription.customer);
+    expect(customer).toMatchObject({ name: "Tax GmbH", address: { country: "DE", postal_code: "10115" } });
+    expect(done.subscription.automatic_tax.enabled).toBe(true);
+    for (const d of await scenario.eventsById(done.events)) {
+      const ctx = createExecutionContext();
+      const delivered = await webhooks.fetch(
+        webhookRequest(d.payload, await scenario.sign(d.payload)),
+        webhooksEnv,
+        ctx,
+      );
+      await waitOnExecutionContext(ctx);
+      expect(delivered.status, d.type).toBe(200);
+    }
+    // the emulator's flat German rate, 19 %: $29.00 + $5.51
+    const { invoices } = await getJson(user, "/api/billing/invoices");
+    expect(invoices).toMatchObject([
+      {
+        id: done.invoice.id,
+        subtotal_cents: 2900,
+        tax_cents: 551,
+        total_cents: 3451,
+        amount_paid_cents: 3451,
+      },
+    ]);
+    const usage = await getJson(user, "/api/billing/usage");
+    expect(usage).toMatchObject({
+      plan: "pro",
+      estimated_cost_cents: 2900,
+      estimated_cost_includes_tax: false,
+    });
+  });
+
+  it("leaves tax out of Checkout with STRIPE_TAX=off", async () => {
+    expect(readConfig({ ...env, STRIPE_TAX: "off" }).stripeTax).toBe(false);
+    expect(readConfig({ ...env, STRIPE_TAX: "" }).stripeTax).toBe(true);
+    expect(() => readConfig({ ...env, STRIPE_TAX: "yes" })).toThrow(/STRIPE_TAX/);
+    const customer = await scenario.stripe.customers.create({ metadata: { user_id: "notax" } });
+    const session = await createCheckout(scenario.stripe, {
+      userId: "notax",
+      customerId: customer.id,
+      plan: "payg",
+      baseUrl: "http://app.test",
+      tax: false,
+    });
+    const cs = await scenario.stripe.checkout.sessions.retrieve(session.id);
+    expect(cs).toMatchObject({ automatic_tax: { enabled: false }, billing_address_collection: null });
   });
 
   it("answers 409 already_on_plan for the current plan, and already_subscribed for the other paid plan", async () => {

@@ -36,11 +36,28 @@ export async function planLineItems(stripe: Stripe, plan: PaidPlanId) {
   });
 }
 
+/**
+ * Stripe Tax at Checkout: tax computed from the customer's billing address, which Checkout must
+ * collect ("Enabling this parameter causes Checkout to collect any billing address information
+ * necessary for tax calculation") and save onto our existing customer (`customer_update[address]`:
+ * "Describes whether Checkout saves the billing address onto `customer.address`"; without it Stripe
+ * refuses a customer with no address, `customer_tax_location_invalid`); business customers may
+ * enter a tax ID, which needs `customer_update[name]=auto` for an existing customer. The
+ * subscription Checkout creates keeps automatic tax for all its invoices.
+ */
+export const TAX_PARAMS = {
+  automatic_tax: { enabled: true },
+  billing_address_collection: "required",
+  tax_id_collection: { enabled: true },
+  customer_update: { address: "auto", name: "auto" },
+} satisfies Partial<Stripe.Checkout.SessionCreateParams>;
+
 export async function createCheckout(
   stripe: Stripe,
-  opts: { userId: string; customerId: string; plan: PaidPlanId; baseUrl: string },
+  opts: { userId: string; customerId: string; plan: PaidPlanId; baseUrl: string; tax: boolean },
 ) {
   const session = await stripe.checkout.sessions.create({
+    ...(opts.tax ? TAX_PARAMS : {}),
     mode: "subscription",
     customer: opts.customerId,
     client_reference_id: opts.userId,

@@ -7,12 +7,19 @@ const ApiVars = z.object({
   /** Where Stripe sends users back to; empty means the request's own origin. */
   APP_BASE_URL: z.string().optional(),
   USER_TOKEN_SECRET: z.string(),
+  /**
+   * Stripe Tax at Checkout: "on" (default) or "off" for a Stripe account that has not activated
+   * Stripe Tax (docs/api-billing.md, POST /api/billing/checkout).
+   */
+  STRIPE_TAX: z.preprocess((v) => (v === "" ? undefined : v), z.enum(["on", "off"]).default("on")),
 });
 
 export interface ApiConfig extends AccountSettings {
   appBaseUrl: string | undefined;
   userTokenSecret: string;
   stripe: StripeEnv;
+  /** Whether Checkout turns on Stripe Tax (`STRIPE_TAX`). */
+  stripeTax: boolean;
 }
 
 export function readConfig(env: Env): ApiConfig {
@@ -21,6 +28,7 @@ export function readConfig(env: Env): ApiConfig {
     ...parseVars(AccountVars, env),
     appBaseUrl: vars.APP_BASE_URL,
     userTokenSecret: vars.USER_TOKEN_SECRET,
+    stripeTax: vars.STRIPE_TAX === "on",
     stripe: parseVars(StripeVars, env),
   };
 }

@@ -146,6 +146,9 @@ export interface InvoiceRow {
   status: string;
   billing_reason: string | null;
   currency: string;
+  subtotal_cents: number;
+  /** The invoice's tax (Stripe's `total_taxes`); null for invoices recorded before it was kept. */
+  tax_cents: number | null;
   total_cents: number;
   amount_paid_cents: number;
   period_start: number;
@@ -161,7 +164,8 @@ export interface InvoiceRow {
 export async function invoicesPage(db: D1Database, userId: string, after: Cursor | null, limit: number) {
   const { results } = await db
     .prepare(
-      `SELECT stripe_invoice_id, number, status, billing_reason, currency, total_cents, amount_paid_cents, period_start,
+      `SELECT stripe_invoice_id, number, status, billing_reason, currency, subtotal_cents, tax_cents, total_cents,
+         amount_paid_cents, period_start,
          period_end, stripe_created, finalized_at, paid_at, hosted_invoice_url, invoice_pdf
        FROM invoices
        WHERE user_id = ?1 AND status <> 'draft'

@@ -22,6 +22,12 @@ describe("usage body", () => {
     expect(body("pro", 399).quota).toBe(400);
   });
 
+  it("says the estimate is before tax (Stripe computes tax from the customer's address)", () => {
+    for (const plan of ["free", "payg", "pro"] as const) {
+      expect(body(plan, 500).estimated_cost_includes_tax).toBe(false);
+    }
+  });
+
   it("estimates payg at 10 cents a session with no quota and no warning", () => {
     expect(body("payg", 123)).toMatchObject({
       estimated_cost_cents: 1230,
@@ -53,6 +59,7 @@ describe("usage body", () => {
         "quota",
         "estimated_cost",
         "estimated_cost_cents",
+        "estimated_cost_includes_tax",
         "currency",
         "warning",
         "active_sessions",

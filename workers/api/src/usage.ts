@@ -35,6 +35,8 @@ export interface UsageBody {
   quota: number | null;
   estimated_cost: number;
   estimated_cost_cents: number;
+  /** Always false: the estimate is before tax (Stripe computes tax from the customer's address). */
+  estimated_cost_includes_tax: false;
   currency: "usd";
   warning: boolean;
   active_sessions: number;
@@ -55,6 +57,7 @@ export function usageBody(u: UsageInput): UsageBody {
     quota,
     estimated_cost: centsToDollars(cents),
     estimated_cost_cents: cents,
+    estimated_cost_includes_tax: false,
     currency: "usd",
     warning: quotaWarning(u.billableSessions, quota),
     active_sessions: u.activeSessions,

@@ -2,7 +2,7 @@
  * /v1/checkout/sessions (subscription mode: create, retrieve, list, line_items) and the hosted
  * test page GET /checkout/{id} whose "Pay and subscribe" button completes the session.
  */
-import { completeCheckout } from "../checkout";
+import { type CheckoutDetails, collectsAddress, completeCheckout, parseCheckoutDetails } from "../checkout";
 import { type App, type Ctx, send } from "../context";
 import { ApiError, invalidRequest, missingParam, missingReference, notFound } from "../errors";
 import { escapeHtml, htmlResponse, page } from "../html";
@@ -76,6 +76,60 @@ export function parseBillingMode(p: Params | undefined): BillingModeRec {
   return { type, prorationDiscounts: prorationDiscounts ?? null };
 }
 
+/**
+ * The tax parameters: `automatic_tax[enabled]`, `billing_address_collection`,
+ * `tax_id_collection[enabled|required]` and `customer_update[address|name|shipping]`, with the
+ * checks Stripe makes for an existing customer ("Controls what fields on Customer can be updated by
+ * the Checkout Session. Can only be provided when `customer` is provided.").
+ */
+function parseTaxOptions(ctx: Ctx, p: Params, customerId: string | null) {
+  const automaticTax = p.optObject("automatic_tax")?.optBool("enabled") ?? false;
+  if (p.has("automatic_tax") && p.optObject("automatic_tax")?.optBool("enabled") === undefined) {
+    throw missingParam("automatic_tax[enabled]");
+  }
+  const billingAddressCollection =
+    p.optEnum("billing_address_collection", ["auto", "required"] as const) ?? null;
+  const taxIds = p.optObject("tax_id_collection");
+  const taxIdCollection = {
+    enabled: taxIds ? (taxIds.optBool("enabled") ?? false) : false,
+    required: taxIds?.optEnum("required", ["if_supported", "never"] as const) ?? ("never" as const),
+  };
+  if (taxIds && taxIds.optBool("enabled") === undefined) throw missingParam("tax_id_collection[enabled]");
+  const update = p.optObject("customer_update");
+  if (update && !customerId) {
+    throw invalidRequest("`customer_update` can only be used with `customer`.", undefined, "customer_update");
+  }
+  const modes = ["auto", "never"] as const;
+  const customerUpdate = {
+    address: update?.optEnum("address", modes) ?? ("never" as const),
+    name: update?.optEnum("name", modes) ?? ("never" as const),
+    shipping: update?.optEnum("shipping", modes) ?? ("never" as const),
+  };
+  const customer = customerId ? ctx.state.customers.get(customerId) : undefined;
+  if (
+    automaticTax &&
+    customer &&
+    !customer.address?.country &&
+    customerUpdate.address !== "auto" &&
+    customerUpdate.shipping !== "auto"
+  ) {
+    // Stripe's answer, word for word (code customer_tax_location_invalid).
+    throw invalidRequest(
+      "Automatic tax calculation in Checkout requires a valid address on the Customer. Add a valid address to the Customer or set either `customer_update[address]` to 'auto' or `customer_update[shipping]` to 'auto' to save the address entered in Checkout to the Customer.",
+      "customer_tax_location_invalid",
+      "customer_update[address]",
+    );
+  }
+  if (taxIdCollection.enabled && customer && customerUpdate.name !== "auto") {
+    throw invalidRequest(
+      "Tax ID collection requires updating business name on the customer. To enable tax ID collection for an existing customer, please set `customer_update[name]` to `auto`.",
+      undefined,
+      "customer_update[name]",
+    );
+  }
+  return { automaticTax, billingAddressCollection, taxIdCollection, customerUpdate };
+}
+
 function createSession(ctx: Ctx, p: Params): CheckoutSessionRec {
   const mode = p.enumOf("mode", ["payment", "setup", "subscription"] as const);
   if (mode !== "subscription") {
@@ -111,6 +165,8 @@ function createSession(ctx: Ctx, p: Params): CheckoutSessionRec {
     lines: parseLines(ctx, p),
     subscription: null,
     invoice: null,
+    ...parseTaxOptions(ctx, p, customer),
+    details: null,
   };
   ctx.state.checkoutSessions.set(rec.id, rec);
   return rec;
@@ -148,12 +204,46 @@ ${email ? `<p>Subscribing as <strong>${escapeHtml(email)}</strong></p>` : ""}
 ${rows}
 </tbody>
 </table>
-<p>Due today: <strong>${escapeHtml(total)}</strong></p>
+<p>Due today: <strong>${escapeHtml(total)}</strong>${s.automaticTax ? " plus tax, computed from your billing address" : ""}</p>
 <form method="post" action="/checkout/${escapeHtml(s.id)}/pay">
+${collectsAddress(s) ? addressFields : ""}
+${s.taxIdCollection.enabled ? taxIdFields : ""}
 <button type="submit">Pay and subscribe</button>
 </form>
 ${cancel}`,
   );
+}
+
+/** The billing address fields (country prefilled with the emulator's default, the US). */
+const addressFields = `<fieldset>
+<legend>Billing address</legend>
+<label>Name <input name="name" autocomplete="name"></label>
+<label>Country (two letters) <input name="country" value="US" required pattern="[A-Za-z]{2}" maxlength="2" autocomplete="country"></label>
+<label>Postal code <input name="postal_code" autocomplete="postal-code"></label>
+</fieldset>`;
+
+/** "Checkout displays fields for them to enter the tax ID and legal entity name for the business." */
+const taxIdFields = `<fieldset>
+<legend>Purchasing as a business (optional)</legend>
+<label>Business name <input name="business_name" autocomplete="organization"></label>
+<label>Tax ID type <select name="tax_id_type"><option value="eu_vat">EU VAT</option><option value="gb_vat">GB VAT</option><option value="us_ein">US EIN</option></select></label>
+<label>Tax ID <input name="tax_id_value"></label>
+</fieldset>`;
+
+/** The page's form as the complete control's details (empty fields are left out). */
+function formDetails(form: Record<string, unknown>): CheckoutDetails {
+  const text = (key: string) => {
+    const value = form[key];
+    return typeof value === "string" && value.trim() !== "" ? value.trim() : undefined;
+  };
+  const country = text("country");
+  const taxValue = text("tax_id_value");
+  return parseCheckoutDetails({
+    address: country ? { country, postal_code: text("postal_code") } : undefined,
+    name: text("name"),
+    business_name: text("business_name"),
+    tax_id: taxValue ? { type: text("tax_id_type") ?? "eu_vat", value: taxValue } : undefined,
+  });
 }
 
 function successTarget(s: CheckoutSessionRec): string | null {
@@ -203,12 +293,13 @@ export function checkoutRoutes(app: App, ctx: Ctx): void {
     return htmlResponse(checkoutPage(ctx, s));
   });
 
-  app.post("/checkout/:id/pay", (c) => {
+  app.post("/checkout/:id/pay", async (c) => {
     const s = state.checkoutSessions.get(c.req.param("id"));
     if (!s) return htmlResponse(page("Checkout not found", "<h1>Checkout session not found</h1>"), 404);
     if (s.status !== "complete") {
+      const form = await c.req.parseBody();
       try {
-        completeCheckout(ctx, s.id);
+        completeCheckout(ctx, s.id, formDetails(form));
       } catch (err) {
         const message = err instanceof ApiError ? err.message : "Checkout failed.";
         return htmlResponse(

@@ -20,6 +20,8 @@ export function createCustomer(
     name: fields.name ?? null,
     description: null,
     phone: null,
+    address: null,
+    taxIds: [],
     metadata: {},
     invoicePrefix: randomString(8).toUpperCase(),
     nextInvoiceSequence: 1,

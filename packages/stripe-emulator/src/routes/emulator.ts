@@ -1,5 +1,5 @@
 /** Test controls under /_emulator (JSON in and out, no auth). See README.md for the contract. */
-import { completeCheckout } from "../checkout";
+import { completeCheckout, parseCheckoutDetails } from "../checkout";
 import type { App, C, Ctx } from "../context";
 import { invalidRequest, jsonResponse, notFound } from "../errors";
 import { stripIncludables } from "../expand";
@@ -20,6 +20,7 @@ import type {
 } from "../protocol";
 import type { MeterEventRec, MeterRec } from "../state";
 import { cycle } from "../subscriptions";
+import { parseTaxRates, taxRatesView } from "../tax";
 import { invoiceView, subscriptionView } from "../views";
 import { NO_REQUEST } from "../webhooks";
 import { getInvoice } from "./invoices";
@@ -96,9 +97,19 @@ export function emulatorRoutes(app: App, ctx: Ctx, reset: () => void): void {
     return json({ ok: true });
   });
 
-  app.post("/_emulator/checkout/sessions/:id/complete", (c) =>
-    json(completeCheckout(ctx, c.req.param("id"))),
+  app.post("/_emulator/checkout/sessions/:id/complete", async (c) =>
+    json(completeCheckout(ctx, c.req.param("id"), parseCheckoutDetails(await jsonBody(c)))),
   );
+
+  app.get("/_emulator/tax_rates", () => json({ rates: taxRatesView(ctx.state) }));
+
+  /** Replaces the flat per-country tax rates (percent) the emulator's Stripe Tax applies. */
+  app.post("/_emulator/tax_rates", async (c) => {
+    const body = await jsonBody(c);
+    if (body.rates === undefined) throw invalidRequest("rates is required.", "parameter_missing", "rates");
+    state.taxRates = parseTaxRates(body.rates);
+    return json({ rates: taxRatesView(ctx.state) });
+  });
 
   app.post("/_emulator/customers/:id/fail_next_payment", (c) => {
     const customer = state.customers.get(c.req.param("id"));

@@ -73,6 +73,8 @@ function createOneOff(ctx: Ctx, p: Params, em: Emission): InvoiceRec {
     );
   }
   const autoAdvance = p.optBool("auto_advance") ?? false;
+  // "Settings for automatic tax lookup for this invoice."
+  const automaticTax = p.optObject("automatic_tax")?.optBool("enabled") ?? false;
   const finalizesAt = p.optInt("automatically_finalizes_at", { min: now });
   const inv = createInvoice(ctx, {
     customer,
@@ -88,6 +90,7 @@ function createOneOff(ctx: Ctx, p: Params, em: Emission): InvoiceRec {
     description: p.optString("description") ?? null,
     dueDate: dueDate ?? (daysUntilDue !== undefined ? now + daysUntilDue * DAY : null),
     metadata: p.metadata(),
+    automaticTax,
   });
   if (sub) inv.subscription = sub.id;
   if (finalizesAt !== undefined && autoAdvance) {

@@ -18,8 +18,9 @@ import {
   portalPriceChoices,
   portalSwitch,
 } from "../portal";
-import { formatDate, formatMoney, linesTotal } from "../pricing";
+import { formatDate, formatMoney } from "../pricing";
 import { newId, type PortalConfigurationRec, type PortalSessionRec, type SubscriptionRec } from "../state";
+import { invoiceTotals } from "../tax";
 import { describePrice, portalConfigurationView, portalSessionView } from "../views";
 import { NO_REQUEST } from "../webhooks";
 
@@ -96,7 +97,7 @@ function portalPage(ctx: Ctx, s: PortalSessionRec, message?: string): string {
           .filter((inv) => inv.customer === s.customer && inv.status !== "draft")
           .map(
             (inv) =>
-              `<li>${escapeHtml(inv.number ?? inv.id)}: ${escapeHtml(formatMoney(linesTotal(inv.lines), inv.currency))}, ${escapeHtml(inv.status)}</li>`,
+              `<li>${escapeHtml(inv.number ?? inv.id)}: ${escapeHtml(formatMoney(invoiceTotals(ctx.state, inv).total, inv.currency))}, ${escapeHtml(inv.status)}</li>`,
           )
           .join("\n") || "<li>None</li>"
       }</ul>`

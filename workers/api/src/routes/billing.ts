@@ -115,6 +115,8 @@ billing.get("/invoices", async (c) => {
       status: r.status,
       billing_reason: r.billing_reason,
       currency: r.currency,
+      subtotal_cents: r.subtotal_cents,
+      tax_cents: r.tax_cents,
       total_cents: r.total_cents,
       amount_paid_cents: r.amount_paid_cents,
       period_start: iso(r.period_start),
@@ -219,6 +221,7 @@ billing.post("/checkout", async (c) => {
     customerId,
     plan,
     baseUrl: baseUrl(c.var.config, c.req.url),
+    tax: c.var.config.stripeTax,
   });
   c.get("log").info("checkout session created", { plan, checkout_session_id: session.id });
   return c.json(session);
