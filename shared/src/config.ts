@@ -46,6 +46,15 @@ export const StripeVars = z.object({
   STRIPE_API_BASE: z.string().optional(),
 });
 
+/**
+ * `STRIPE_TAX`: `on` (default) turns on Stripe Tax where we create what Stripe invoices (Checkout,
+ * the biller's one-off invoices); `off` for a Stripe account without Stripe Tax.
+ */
+export const StripeTaxVar = z.preprocess(
+  (v) => (v === "" ? undefined : v),
+  z.enum(["on", "off"]).default("on"),
+);
+
 /** Parses a worker's env with its schema; a bad value is an error naming every offending var. */
 export function parseVars<S extends z.ZodType>(schema: S, env: unknown): z.output<S> {
   const parsed = schema.safeParse(env);

@@ -25,6 +25,29 @@ describe("customers", () => {
     expect(cleared.metadata).toEqual({});
   });
 
+  it("keeps the address set on create and update (Stripe Tax locates the customer by its country)", async () => {
+    // "address: The customer's address." (docs.stripe.com/api/customers/update)
+    const created = await h.stripe.customers.create({
+      email: "b@example.com",
+      address: { country: "fr", city: "Lyon" },
+    });
+    expect(created.address).toMatchObject({ country: "FR", city: "Lyon", line1: null });
+    const moved = await h.stripe.customers.update(created.id, {
+      address: { country: "DE", postal_code: "10115" },
+    });
+    expect(moved.address).toEqual({
+      city: null,
+      country: "DE",
+      line1: null,
+      line2: null,
+      postal_code: "10115",
+      state: null,
+    });
+    expect((await h.stripe.customers.update(created.id, { name: "B" })).address).toMatchObject({
+      country: "DE",
+    });
+  });
+
   it("lists with the email filter and auto-paginates newest first", async () => {
     for (let i = 0; i < 25; i++) await h.stripe.customers.create({ email: `c${i}@example.com` });
     await h.stripe.customers.create({ email: "c3@example.com" });

@@ -1,5 +1,5 @@
 /** The api worker's settings: its vars and secrets, parsed once per request with zod. */
-import { type AccountSettings, AccountVars, parseVars, StripeVars } from "@aigate/shared";
+import { type AccountSettings, AccountVars, parseVars, StripeTaxVar, StripeVars } from "@aigate/shared";
 import type { StripeEnv } from "@aigate/shared/stripe";
 import { z } from "zod";
 
@@ -11,7 +11,7 @@ const ApiVars = z.object({
    * Stripe Tax at Checkout: "on" (default) or "off" for a Stripe account that has not activated
    * Stripe Tax (docs/api-billing.md, POST /api/billing/checkout).
    */
-  STRIPE_TAX: z.preprocess((v) => (v === "" ? undefined : v), z.enum(["on", "off"]).default("on")),
+  STRIPE_TAX: StripeTaxVar,
 });
 
 export interface ApiConfig extends AccountSettings {

@@ -228,6 +228,35 @@ describe("adjustments", () => {
     expect(invoice.lines.data.map((l) => l.amount)).toEqual([40]);
   });
 
+  it("taxes the one-off invoice of an adjustment like the subscription's own (Stripe Tax, STRIPE_TAX=on)", async () => {
+    const c = await subscribe("payg");
+    // Checkout collected a German address (the emulator taxes DE at its configured 19 %)
+    await stripe().customers.update(c.customerId, { address: { country: "DE" } });
+    await used(c, 4);
+    await stripe().subscriptions.cancel(c.subscriptionId);
+    await syncStripe({ subscriptionId: c.subscriptionId, userId: c.userId });
+    await sweep(createBiller(env), tick());
+    const [item] = await invoiceItems(c.customerId);
+    // tax is computed when the invoice is finalized (Stripe finalizes auto_advance drafts itself)
+    const invoice = await stripe().invoices.finalizeInvoice(String(item?.invoice));
+    // "Set automatic_tax[enabled] to true" on the invoice (docs.stripe.com/tax/invoicing)
+    expect(invoice.automatic_tax.enabled).toBe(true);
+    expect(invoice).toMatchObject({ subtotal: 40, total: 48 });
+    expect(invoice.total_taxes?.map((t) => t.amount)).toEqual([8]);
+
+    // with STRIPE_TAX=off the biller asks for no tax
+    const d = await subscribe("payg");
+    await stripe().customers.update(d.customerId, { address: { country: "DE" } });
+    await used(d, 2);
+    await stripe().subscriptions.cancel(d.subscriptionId);
+    await syncStripe({ subscriptionId: d.subscriptionId, userId: d.userId });
+    await sweep(createBiller({ ...env, STRIPE_TAX: "off" }), tick());
+    const [untaxedItem] = await invoiceItems(d.customerId);
+    const untaxed = await stripe().invoices.finalizeInvoice(String(untaxedItem?.invoice));
+    expect(untaxed.automatic_tax.enabled).toBe(false);
+    expect(untaxed).toMatchObject({ subtotal: 20, total: 20 });
+  });
+
   it("invoices at once, on the live subscription, a plan's usage Stripe dropped at an immediate change (worked example 3)", async () => {
     const c = await subscribe("pro");
     await used(c, 430);

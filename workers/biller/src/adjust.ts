@@ -155,6 +155,8 @@ async function bill(b: Biller, a: PendingAdjustment, now: number): Promise<boole
           customer: a.stripe_customer_id,
           ...(a.live_subscription_id ? { subscription: a.live_subscription_id } : {}),
           pending_invoice_items_behavior: "include",
+          // taxed like the subscription's own invoices (Checkout collected the customer's address)
+          ...(b.config.stripeTax ? { automatic_tax: { enabled: true } } : {}),
           auto_advance: true,
           collection_method: "charge_automatically",
           description: "AI Gate: sessions recorded after their period was invoiced",

@@ -9,6 +9,7 @@ import {
   intVar,
   type Logger,
   parseVars,
+  StripeTaxVar,
   StripeVars,
 } from "@aigate/shared";
 import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
@@ -35,6 +36,8 @@ export interface BillerConfig {
    * invoice. Ended periods are posted without waiting.
    */
   postIntervalMs: number;
+  /** Whether the one-off invoices of adjustments turn on Stripe Tax (`STRIPE_TAX`, as Checkout does). */
+  stripeTax: boolean;
 }
 
 export interface Biller {
@@ -49,6 +52,7 @@ export interface Biller {
 const BillerVars = z.object({
   STRIPE_INVOICE_GRACE_SECONDS: intVar(DEFAULT_INVOICE_GRACE_SECONDS, 60, 7 * 86_400),
   STRIPE_POST_INTERVAL_SECONDS: intVar(DEFAULT_POST_INTERVAL_SECONDS, 0, 3600),
+  STRIPE_TAX: StripeTaxVar,
 });
 
 export function readConfig(env: Env): BillerConfig & { stripe: StripeEnv } {
@@ -56,6 +60,7 @@ export function readConfig(env: Env): BillerConfig & { stripe: StripeEnv } {
   return {
     graceMs: vars.STRIPE_INVOICE_GRACE_SECONDS * 1000,
     postIntervalMs: vars.STRIPE_POST_INTERVAL_SECONDS * 1000,
+    stripeTax: vars.STRIPE_TAX === "on",
     stripe: parseVars(StripeVars, env),
   };
 }

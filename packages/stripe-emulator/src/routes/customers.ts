@@ -73,6 +73,20 @@ function applyFields(rec: CustomerRec, p: Params): void {
   if (description !== undefined) rec.description = description;
   const phone = p.optNullableString("phone");
   if (phone !== undefined) rec.phone = phone;
+  // "address: The customer's address" (a hash: city, country, line1, line2, postal_code, state);
+  // the country is what Stripe Tax locates the customer by
+  const address = p.optObject("address");
+  if (address) {
+    const text = (key: string) => address.optNullableString(key) ?? null;
+    rec.address = {
+      city: text("city"),
+      country: text("country")?.toUpperCase() ?? null,
+      line1: text("line1"),
+      line2: text("line2"),
+      postal_code: text("postal_code"),
+      state: text("state"),
+    };
+  }
   rec.metadata = p.metadata(rec.metadata);
 }
 
