@@ -7,11 +7,14 @@ const ApiVars = z.object({
   /** Where Stripe sends users back to; empty means the request's own origin. */
   APP_BASE_URL: z.string().optional(),
   USER_TOKEN_SECRET: z.string(),
+  /** "true" in local dev only: spend-alert endpoints may be plain http on localhost / 127.0.0.1. */
+  ALERT_ENDPOINT_ALLOW_LOCAL_HTTP: z.enum(["true", "false", ""]).optional(),
 });
 
 export interface ApiConfig extends AccountSettings {
   appBaseUrl: string | undefined;
   userTokenSecret: string;
+  alertEndpointAllowLocalHttp: boolean;
   stripe: StripeEnv;
 }
 
@@ -21,6 +24,7 @@ export function readConfig(env: Env): ApiConfig {
     ...parseVars(AccountVars, env),
     appBaseUrl: vars.APP_BASE_URL,
     userTokenSecret: vars.USER_TOKEN_SECRET,
+    alertEndpointAllowLocalHttp: vars.ALERT_ENDPOINT_ALLOW_LOCAL_HTTP === "true",
     stripe: parseVars(StripeVars, env),
   };
 }
