@@ -4,11 +4,13 @@
  */
 import {
   accountStatus,
+  badRequest,
   calendarMonth,
   capSessions,
+  describeIssues,
   isPaidPlan,
+  issueDetails,
   type PaidPlanId,
-  parseInput,
   SpendLimitsBody,
   usageChargeCents,
 } from "@aigate/shared";
@@ -28,6 +30,14 @@ const userAuth = async (c: Context<ApiEnv>, next: () => Promise<void>) => {
   c.set("log", c.get("log").child({ user_id: userId }));
   await next();
 };
+
+/** Like parseInput, with the issues in the message too: the billing page shows it as it is. */
+function parseLimits<S extends z.ZodType>(schema: S, input: unknown): z.output<S> {
+  const parsed = schema.safeParse(input);
+  if (parsed.success) return parsed.data;
+  const message = input === undefined ? "the body is not JSON" : describeIssues(parsed.error);
+  throw badRequest("invalid_request", message, issueDetails(parsed.error));
+}
 
 const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
 
@@ -75,7 +85,7 @@ async function limitsBody(c: Context<ApiEnv>) {
 limits.get("/limits", userAuth, async (c) => c.json(await limitsBody(c)));
 
 limits.put("/limits", userAuth, async (c) => {
-  const body = parseInput(SpendLimitsBody, await c.req.json().catch(() => undefined));
+  const body = parseLimits(SpendLimitsBody, await c.req.json().catch(() => undefined));
   await writeSpendLimits(
     c.env.DB,
     c.get("userId"),
@@ -127,7 +137,7 @@ function newSecret(): string {
 }
 
 limits.put("/alert-endpoint", userAuth, async (c) => {
-  const body = parseInput(
+  const body = parseLimits(
     alertEndpointBody(c.var.config.alertEndpointAllowLocalHttp),
     await c.req.json().catch(() => undefined),
   );
