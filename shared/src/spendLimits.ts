@@ -92,3 +92,24 @@ export function recordSpendCrossings(
     )
     .bind(JSON.stringify(series), now);
 }
+
+/** The header carrying an alert's signature: `t=<unix seconds>,v1=<hex HMAC-SHA256 of "t.body">`. */
+export const ALERT_SIGNATURE_HEADER = "AIGate-Signature";
+
+/**
+ * Signs an alert's body the way Stripe signs its webhooks: HMAC-SHA256, keyed with the endpoint's
+ * secret, over `<t>.<body>`, as `t=<t>,v1=<hex>`.
+ */
+export async function alertSignature(secret: string, body: string, unixSeconds: number): Promise<string> {
+  const enc = new TextEncoder();
+  const key = await crypto.subtle.importKey(
+    "raw",
+    enc.encode(secret),
+    { name: "HMAC", hash: "SHA-256" },
+    false,
+    ["sign"],
+  );
+  const mac = new Uint8Array(await crypto.subtle.sign("HMAC", key, enc.encode(`${unixSeconds}.${body}`)));
+  const hex = Array.from(mac, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `t=${unixSeconds},v1=${hex}`;
+}
