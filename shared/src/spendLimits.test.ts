@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { capSessions, SpendLimitsBody, usageChargeCents } from "./spendLimits";
+import { alertSignature, capSessions, SpendLimitsBody, usageChargeCents } from "./spendLimits";
 
 describe("capSessions", () => {
   it("is the most sessions whose usage charges stay within the cap (property, both paid plans)", () => {
@@ -51,5 +51,14 @@ describe("SpendLimitsBody", () => {
     ["an unknown field", { monthly_cap_cents: 100, currency: "usd" }],
   ])("refuses %s", (_, body) => {
     expect(SpendLimitsBody.safeParse(body).success).toBe(false);
+  });
+});
+
+describe("alertSignature", () => {
+  it("matches the test vector of docs/api-billing.md (HMAC-SHA256 of t.body, as Stripe signs)", async () => {
+    const body = JSON.stringify({ id: "spa_payg_1793700000000_80" });
+    expect(await alertSignature("aigwhsec_example", body, 1795000867)).toBe(
+      "t=1795000867,v1=798c36c0b4694a894e3c2b9fce71b3e06b149d1b917c0a34422d671a80082c51",
+    );
   });
 });
