@@ -10,7 +10,7 @@
  *
  * Options: --url (default $AIGATE_URL, else the local stack http://127.0.0.1:$PORT, PORT as for
  * `npm run dev`, default 8787), --key (default $AIGATE_ADMIN_KEY or the local dev key
- * aig_dev_admin). Queues: aigate-telemetry, aigate-verdicts.
+ * aig_dev_admin). Queues: aigate-telemetry, aigate-verdicts, aigate-alerts.
  * Exit status: 0 when everything asked was done or skipped with a reason, 1 otherwise.
  */
 import { pathToFileURL } from "node:url";

@@ -38,7 +38,11 @@ export function route(pathname: string): HttpTarget {
   return "API";
 }
 
-const SCHEDULED: Record<string, "CLASSIFIER" | "BILLER"> = { classifier: "CLASSIFIER", biller: "BILLER" };
+const SCHEDULED: Record<string, "CLASSIFIER" | "BILLER" | "API"> = {
+  classifier: "CLASSIFIER",
+  biller: "BILLER",
+  api: "API",
+};
 
 function error(status: number, code: string, message: string): Response {
   return Response.json({ error: { code, message } }, { status });
@@ -84,7 +88,7 @@ async function dev(url: URL, request: Request, env: RouterEnv): Promise<Response
   }
   if (url.pathname === "/__dev/scheduled" && request.method === "POST") {
     const target = SCHEDULED[url.searchParams.get("worker") ?? ""];
-    if (!target) return error(404, "not_found", "unknown worker: use classifier or biller");
+    if (!target) return error(404, "not_found", "unknown worker: use classifier, biller or api");
     const result = await env[target].scheduled({
       cron: url.searchParams.get("cron") ?? "* * * * *",
       scheduledTime: new Date(),

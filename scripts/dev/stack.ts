@@ -26,6 +26,8 @@ export const DEV_SETTINGS: Record<string, string> = {
   VERDICT_SETTLE_SECONDS: "2",
   STRIPE_POST_INTERVAL_SECONDS: "5",
   SUCCESS_LOG_SAMPLE_RATE: "1",
+  // spend-alert endpoints may be plain http on this machine (a local receiver)
+  ALERT_ENDPOINT_ALLOW_LOCAL_HTTP: "true",
 };
 
 export interface StackOptions {
@@ -60,7 +62,7 @@ export interface Stack {
   /** Reads the stack's local D1 (SELECT only). */
   query<T>(sql: string): Promise<T[]>;
   /** Runs a worker's scheduled handler now, as its cron trigger would. */
-  runScheduled(worker: "classifier" | "biller", cron?: string): Promise<void>;
+  runScheduled(worker: CronWorker, cron?: string): Promise<void>;
   stripeUrl: string;
   catalog: StripeCatalog;
   logFile: string | null;
@@ -228,12 +230,12 @@ function stop(child: ChildProcess): Promise<void> {
   });
 }
 
-type CronWorker = "classifier" | "biller";
+export type CronWorker = "classifier" | "biller" | "api";
 
-/** The cron triggers of the classifier and the biller, read from their committed configs. */
+/** The cron triggers of the classifier, the biller and the api, read from their committed configs. */
 function cronJobs(): Array<{ worker: CronWorker; cron: string; every: number }> {
   const jobs: Array<{ worker: CronWorker; cron: string; every: number }> = [];
-  for (const worker of ["classifier", "biller"] as const) {
+  for (const worker of ["classifier", "biller", "api"] as const) {
     const triggers = readConfig(workerConfig(worker)).triggers as { crons?: string[] } | undefined;
     for (const cron of triggers?.crons ?? []) {
       jobs.push({ worker, cron, every: cron.startsWith("* ") ? 1 : 60 });

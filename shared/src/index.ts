@@ -17,3 +17,4 @@ export * from "./pricing";
 export * from "./retry";
 export * from "./rules";
 export * from "./series";
+export * from "./spendLimits";

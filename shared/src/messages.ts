@@ -11,6 +11,8 @@ export const QUEUES = {
   telemetryDlq: "aigate-telemetry-dlq",
   verdicts: "aigate-verdicts",
   verdictsDlq: "aigate-verdicts-dlq",
+  alerts: "aigate-alerts",
+  alertsDlq: "aigate-alerts-dlq",
 } as const;
 
 /** Events accepted by ingest in one request (or a slice of it). Idempotency: event id + source. */
@@ -75,6 +77,20 @@ export type UsageMessage = z.infer<typeof UsageMessage>;
 
 export const BillerMessage = z.discriminatedUnion("kind", [UsageMessage, VerdictMessage]);
 export type BillerMessage = z.infer<typeof BillerMessage>;
+
+/**
+ * A spend alert to deliver to the user's endpoint: the crossing recorded in `spend_alerts`
+ * (docs/billing.md "Spend caps and alerts"). Idempotent: a delivered alert is not sent again.
+ */
+export const SpendAlertMessage = z.object({
+  v: z.literal(1),
+  kind: z.literal("spend_alert"),
+  user_id: z.string(),
+  plan: PaidPlanId,
+  period_start: z.int(),
+  threshold: z.int().min(1).max(100),
+});
+export type SpendAlertMessage = z.infer<typeof SpendAlertMessage>;
 
 /** Cloudflare Queues limits that shape how producers pack messages. */
 export const QUEUE_LIMITS = {

@@ -12,6 +12,7 @@ import { admin } from "./routes/admin";
 import { billing } from "./routes/billing";
 import { daily } from "./routes/daily";
 import { dashboard } from "./routes/dashboard";
+import { limits } from "./routes/limits";
 
 export function createApp() {
   const app = new Hono<ApiEnv>();
@@ -38,6 +39,7 @@ export function createApp() {
   app.get("/healthz", (c) => c.json({ ok: true }));
   app.route("/api/billing", billing);
   app.route("/api/billing", daily);
+  app.route("/api/billing", limits);
   // The pages first: GET /admin is the admin page, public; the admin API's key check covers /admin/*.
   app.route("/", dashboard);
   app.route("/admin", admin);

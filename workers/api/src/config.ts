@@ -12,11 +12,14 @@ const ApiVars = z.object({
    * Stripe Tax (docs/api-billing.md, POST /api/billing/checkout).
    */
   STRIPE_TAX: StripeTaxVar,
+  /** "true" in local dev only: spend-alert endpoints may be plain http on localhost / 127.0.0.1. */
+  ALERT_ENDPOINT_ALLOW_LOCAL_HTTP: z.enum(["true", "false", ""]).optional(),
 });
 
 export interface ApiConfig extends AccountSettings {
   appBaseUrl: string | undefined;
   userTokenSecret: string;
+  alertEndpointAllowLocalHttp: boolean;
   stripe: StripeEnv;
   /** Whether Checkout turns on Stripe Tax (`STRIPE_TAX`). */
   stripeTax: boolean;
@@ -29,6 +32,7 @@ export function readConfig(env: Env): ApiConfig {
     appBaseUrl: vars.APP_BASE_URL,
     userTokenSecret: vars.USER_TOKEN_SECRET,
     stripeTax: vars.STRIPE_TAX === "on",
+    alertEndpointAllowLocalHttp: vars.ALERT_ENDPOINT_ALLOW_LOCAL_HTTP === "true",
     stripe: parseVars(StripeVars, env),
   };
 }

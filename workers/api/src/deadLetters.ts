@@ -2,7 +2,7 @@
  * Dead letters: the drain of every consumer's dead-letter queue into D1, and their replay onto
  * the original queue. See docs/operations.md for the runbook.
  *
- * - Drain (queue handler on aigate-telemetry-dlq and aigate-verdicts-dlq): each message is parked
+ * - Drain (queue handler on aigate-telemetry-dlq, aigate-verdicts-dlq and aigate-alerts-dlq): each message is parked
  *   in `dead_letters` under `<original queue>:<message id>` (the id the consumers use when they
  *   park a message themselves) and acked only once the row is written; a D1 failure retries the
  *   batch with backoff. A redelivered batch parks nothing twice.
@@ -21,23 +21,25 @@ import {
   type Logger,
   QUEUE_LIMITS,
   QUEUES,
+  SpendAlertMessage,
   TelemetryMessage,
   UsageMessage,
   VerdictMessage,
 } from "@aigate/shared";
 import { type DeadLetterRow, deadLettersByIds, markReplayed, pendingDeadLetters } from "./adminQueries";
 
-export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts] as const;
+export const REPLAYABLE_QUEUES = [QUEUES.telemetry, QUEUES.verdicts, QUEUES.alerts] as const;
 export type ReplayableQueue = (typeof REPLAYABLE_QUEUES)[number];
 
 /**
  * Deliveries a message had on its original queue before it was moved to the dead-letter queue:
- * the consumers' `max_retries` + 1 (workers/classifier and workers/biller wrangler.jsonc). The
+ * the consumers' `max_retries` + 1 (the classifier's, the biller's and this worker's wrangler.jsonc). The
  * dead-letter queue restarts the count, so the drain cannot read it from the message.
  */
 export const ORIGINAL_MAX_ATTEMPTS: Record<string, number> = {
   [QUEUES.telemetry]: 9,
   [QUEUES.verdicts]: 11,
+  [QUEUES.alerts]: 8,
 };
 
 /** D1 takes at most ~2 MB per bound value: park a batch in chunks well under that. */
@@ -161,7 +163,7 @@ function parseBody(text: string): unknown {
 export type Producers = Record<ReplayableQueue, Pick<Queue, "sendBatch">>;
 
 export function producersOf(env: Env): Producers {
-  return { [QUEUES.telemetry]: env.TELEMETRY, [QUEUES.verdicts]: env.VERDICTS };
+  return { [QUEUES.telemetry]: env.TELEMETRY, [QUEUES.verdicts]: env.VERDICTS, [QUEUES.alerts]: env.ALERTS };
 }
 
 /** Sends the planned dead letters in queue batches, marking each batch once it is accepted. */
@@ -274,6 +276,13 @@ export function describeBody(queue: string, bodyText: string): string {
       const sessions = [...new Set(m.events.map((e) => e.session_id))];
       const shown = sessions.slice(0, 5).join(", ") + (sessions.length > 5 ? ", ..." : "");
       return `${m.events.length} event(s) of session(s) ${shown}`;
+    }
+  }
+  if (queue === QUEUES.alerts) {
+    const a = SpendAlertMessage.safeParse(body);
+    if (a.success) {
+      const d = a.data;
+      return `spend alert of user ${d.user_id}: ${d.threshold} % of the cap, ${d.plan} from ${new Date(d.period_start).toISOString()}`;
     }
   }
   return "message that does not match its queue's schema";

@@ -1,5 +1,9 @@
-/** aigate-api: billing API, dashboard, admin endpoints (see app.ts), and the dead-letter drain. */
-import { createLogger, instrumentFetch, instrumentQueue } from "@aigate/shared";
+/**
+ * aigate-api: billing API, dashboard, admin endpoints (see app.ts), the dead-letter drain, and
+ * the delivery of spend alerts (alerts.ts).
+ */
+import { createLogger, instrumentFetch, instrumentQueue, instrumentScheduled, QUEUES } from "@aigate/shared";
+import { deliverAlerts, enqueueDueAlerts } from "./alerts";
 import { createApp } from "./app";
 import { drainDeadLetters } from "./deadLetters";
 
@@ -7,13 +11,28 @@ const app = createApp();
 
 export default {
   fetch: instrumentFetch("api", (request, env: Env, ctx) => app.fetch(request, env, ctx)),
-  // Consumes aigate-telemetry-dlq and aigate-verdicts-dlq: parks each message in dead_letters.
+  // aigate-alerts: delivers spend alerts. The dead-letter queues (aigate-telemetry-dlq,
+  // aigate-verdicts-dlq, aigate-alerts-dlq): parks each message in dead_letters.
   queue: instrumentQueue("api", async (batch: MessageBatch<unknown>, env: Env) => {
     const log = createLogger("api", {
       queue: batch.queue,
       batch_size: batch.messages.length,
       request_id: crypto.randomUUID(),
     });
+    if (batch.queue === QUEUES.alerts) {
+      await deliverAlerts(batch, {
+        db: env.DB,
+        fetch: (input, init) => fetch(input, init),
+        now: Date.now,
+        log,
+      });
+      return;
+    }
     await drainDeadLetters(env.DB, batch, Date.now(), log);
+  }),
+  // every minute: the spend alerts due for delivery go to aigate-alerts
+  scheduled: instrumentScheduled("api", async (_controller: ScheduledController, env: Env) => {
+    const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });
+    await enqueueDueAlerts(env.DB, env.ALERTS, Date.now(), log);
   }),
 } satisfies ExportedHandler<Env, unknown>;

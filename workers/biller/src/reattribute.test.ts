@@ -137,6 +137,31 @@ describe("re-attribution", () => {
     await expectConsistent(userId);
   });
 
+  it("records the spend alert thresholds a move makes the paid series cross, once", async () => {
+    const userId = uniqueId("user");
+    const at = Date.now() - 5 * MIN;
+    await judge(userId, [{ at }, { at: at + 1000 }, { at: at + 2000 }]);
+    await env.DB.prepare(
+      `INSERT INTO spend_limits (user_id, monthly_cap_cents, alert_thresholds, updated_at) VALUES (?1, 30, '[50,100]', 0)`,
+    )
+      .bind(userId)
+      .run();
+    await createPaidCustomer({ userId, plan: "payg", periodStart: at - MIN });
+    await requestReattribution(userId, at - MIN);
+    await sweep(createBiller(env), tick());
+    await requestReattribution(userId, at - MIN);
+    await sweep(createBiller(env), tick());
+    const { results } = await env.DB.prepare(
+      "SELECT plan, period_start, threshold, usage_cents, sessions FROM spend_alerts WHERE user_id = ?1 ORDER BY threshold",
+    )
+      .bind(userId)
+      .all();
+    expect(results).toEqual([
+      { plan: "payg", period_start: at - MIN, threshold: 50, usage_cents: 30, sessions: 3 },
+      { plan: "payg", period_start: at - MIN, threshold: 100, usage_cents: 30, sessions: 3 },
+    ]);
+  });
+
   it("attributes paid sessions judged without a series once the subscription's period is known", async () => {
     const c = await createPaidCustomer({ plan: "pro" });
     const { results: periods } = await env.DB.prepare(

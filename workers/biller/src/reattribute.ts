@@ -16,6 +16,7 @@ import {
   loadAccounts,
   PaidPlanId,
   PlanId,
+  recordSpendCrossings,
   type SeriesRef,
   type SeriesToEnsure,
   seriesKey,
@@ -79,6 +80,12 @@ export async function reattribute(b: Biller, now: number): Promise<ReattributeRe
         ensureSeries(b.db, [...series.values()], now),
         ...chunk.flatMap(({ s, target }) =>
           moveSession(b.db, s, { plan: PlanId.parse(target.plan), period_start: target.period_start }, now),
+        ),
+        // a series that grew by the moves may have crossed a spend alert threshold
+        recordSpendCrossings(
+          b.db,
+          chunk.map(({ target }) => target),
+          now,
         ),
       ]);
       for (const { s, target } of chunk) {

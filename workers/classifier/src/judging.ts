@@ -16,6 +16,7 @@ import {
   type JudgeMessage,
   judge,
   loadAccounts,
+  recordSpendCrossings,
   type SeriesRef,
   type SeriesToEnsure,
   type SessionFacts,
@@ -193,6 +194,8 @@ export async function judgeSessions(
         ),
       );
     }
+    // the series that grew may have crossed a spend alert threshold: recorded with the counts
+    if (series.size > 0) statements.push(recordSpendCrossings(db, [...series.values()], now));
     if (unattributed.length > 0) {
       statements.push(
         requestAttribution(

@@ -376,6 +376,136 @@ describe("POST /v1/sessions/admit on paid plans", () => {
   });
 });
 
+async function setCap(user: string, capCents: number | null) {
+  await env.DB.prepare(
+    `INSERT INTO spend_limits (user_id, monthly_cap_cents, updated_at) VALUES (?1, ?2, ?3)
+     ON CONFLICT (user_id) DO UPDATE SET monthly_cap_cents = excluded.monthly_cap_cents`,
+  )
+    .bind(user, capCents, NOW)
+    .run();
+}
+
+async function setPaidUsage(user: string, plan: "payg" | "pro", billable: number) {
+  await env.DB.prepare(
+    `INSERT INTO usage_periods (user_id, plan, period_start, period_end, billable_sessions, updated_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?3)`,
+  )
+    .bind(user, plan, NOW - 10 * DAY, NOW + 20 * DAY, billable)
+    .run();
+}
+
+describe("POST /v1/sessions/admit under a spend cap", () => {
+  it("refuses a payg session with spend_cap_reached once billable plus in-flight sessions reach the cap", async () => {
+    await subscribe("user_p", "payg");
+    await setCap("user_p", 500); // $5.00 = 50 sessions at 10 c
+    await setPaidUsage("user_p", "payg", 48);
+    await insertSession({ id: "open_1", user: "user_p" }); // admitted, not judged: counts
+    expect(await admitAt(NOW, admitBody("s_50", "user_p"))).toMatchObject({ allowed: true, used: 50 });
+    const before = await dbSnapshot();
+    expect(await admitAt(NOW, admitBody("s_51", "user_p"))).toEqual({
+      allowed: false,
+      reason: "spend_cap_reached",
+      plan: "payg",
+      used: 50,
+      quota: null,
+      active_sessions: 2,
+      concurrent_limit: null,
+    });
+    expect(await dbSnapshot()).toBe(before);
+    // a retry of an admitted session is still answered as admitted
+    expect(await admitAt(NOW, admitBody("s_50", "user_p"))).toMatchObject({ allowed: true, used: 50 });
+  });
+
+  it("rounds the cap down to whole sessions: 55 c allows 5 payg sessions, not 6", async () => {
+    await subscribe("user_p", "payg");
+    await setCap("user_p", 55);
+    const results = [];
+    for (let i = 0; i < 6; i++) results.push(await admitAt(NOW, admitBody(`c_${i}`, "user_p")));
+    expect(results.map((r) => r.allowed)).toEqual([true, true, true, true, true, false]);
+    expect(results[5]?.reason).toBe("spend_cap_reached");
+  });
+
+  it("caps pro's overage only: the 400 included sessions cost nothing, a cap of 70 c allows 10 more", async () => {
+    await subscribe("user_pro", "pro");
+    await setCap("user_pro", 70);
+    await setPaidUsage("user_pro", "pro", 409);
+    expect(await admitAt(NOW, admitBody("pro_410", "user_pro"))).toMatchObject({ allowed: true, used: 410 });
+    expect(await admitAt(NOW, admitBody("pro_411", "user_pro"))).toMatchObject({
+      allowed: false,
+      reason: "spend_cap_reached",
+      used: 410,
+      quota: 400,
+    });
+  });
+
+  it("with a cap of 0 admits pro's included sessions and no payg session", async () => {
+    await subscribe("user_pro", "pro");
+    await subscribe("user_p", "payg");
+    await setCap("user_pro", 0);
+    await setCap("user_p", 0);
+    await setPaidUsage("user_pro", "pro", 399);
+    expect((await admitAt(NOW, admitBody("pro_400", "user_pro"))).allowed).toBe(true);
+    expect((await admitAt(NOW, admitBody("pro_401", "user_pro"))).reason).toBe("spend_cap_reached");
+    expect((await admitAt(NOW, admitBody("payg_1", "user_p"))).reason).toBe("spend_cap_reached");
+  });
+
+  it("admits without limit when the cap is null", async () => {
+    await subscribe("user_p", "payg");
+    await setCap("user_p", null);
+    await setPaidUsage("user_p", "payg", 1_000_000);
+    expect(await admitAt(NOW, admitBody("s_x", "user_p"))).toMatchObject({ allowed: true, reason: null });
+  });
+
+  it("lets a raised cap admit again", async () => {
+    await subscribe("user_p", "payg");
+    await setCap("user_p", 100);
+    await setPaidUsage("user_p", "payg", 10);
+    expect((await admitAt(NOW, admitBody("s_a", "user_p"))).reason).toBe("spend_cap_reached");
+    await setCap("user_p", 110);
+    expect((await admitAt(NOW, admitBody("s_a", "user_p"))).allowed).toBe(true);
+  });
+
+  it("does not apply to free limits (free usage costs nothing), nor to another user's cap", async () => {
+    await setCap("user_1", 0);
+    await setCap("user_p", 0);
+    await subscribe("user_q", "payg");
+    expect((await admitAt(NOW, admitBody("free_1", "user_1"))).allowed).toBe(true);
+    expect((await admitAt(NOW, admitBody("q_1", "user_q"))).allowed).toBe(true);
+  });
+
+  it("admits exactly up to the cap under concurrent calls at the boundary", async () => {
+    await subscribe("user_p", "payg");
+    await setCap("user_p", 300); // 30 sessions
+    await setPaidUsage("user_p", "payg", 25);
+    const h = harness({ now: () => NOW });
+    const bodies = await Promise.all(
+      Array.from({ length: 12 }, async (_, i) =>
+        AdmitResponse.parse(
+          await (await h.fetch("/v1/sessions/admit", postJson(admitBody(`race_${i}`, "user_p")))).json(),
+        ),
+      ),
+    );
+    expect(bodies.filter((b) => b.allowed)).toHaveLength(5);
+    expect(bodies.filter((b) => !b.allowed).every((b) => b.reason === "spend_cap_reached")).toBe(true);
+    expect(await openSessions("user_p")).toBe(5);
+  });
+
+  it("names the quota first, then the spend cap, then the concurrency limit", () => {
+    const counts = { owner_id: null, self_in_flight: 0, live_others: 5, in_flight_others: 5, billable: 95 };
+    const all = { monthlyQuota: 100, concurrentLimit: 5, spendCapPlan: "payg" as const };
+    expect(withinLimits({ ...counts, cap_cents: 1000 }, all)).toBe("monthly_quota_exhausted");
+    expect(withinLimits({ ...counts, cap_cents: 1000 }, { ...all, monthlyQuota: null })).toBe(
+      "spend_cap_reached",
+    );
+    expect(withinLimits({ ...counts, cap_cents: 1010 }, { ...all, monthlyQuota: null })).toBe(
+      "concurrency_limit_reached",
+    );
+    expect(
+      withinLimits({ ...counts, cap_cents: null }, { ...all, monthlyQuota: null, concurrentLimit: null }),
+    ).toBeNull();
+  });
+});
+
 interface BadAdmit {
   name: string;
   init: RequestInit;
@@ -508,31 +638,60 @@ describe("the admission decision", () => {
   });
 
   it("names the quota before the concurrency limit when both are reached", () => {
-    const limits = { monthlyQuota: 100, concurrentLimit: 5 };
+    const limits = { monthlyQuota: 100, concurrentLimit: 5, spendCapPlan: null };
     expect(
       withinLimits(
-        { owner_id: null, self_in_flight: 0, live_others: 5, in_flight_others: 5, billable: 95 },
+        {
+          owner_id: null,
+          self_in_flight: 0,
+          live_others: 5,
+          in_flight_others: 5,
+          billable: 95,
+          cap_cents: null,
+        },
         limits,
       ),
     ).toBe("monthly_quota_exhausted");
     expect(
       withinLimits(
-        { owner_id: null, self_in_flight: 0, live_others: 5, in_flight_others: 5, billable: 94 },
+        {
+          owner_id: null,
+          self_in_flight: 0,
+          live_others: 5,
+          in_flight_others: 5,
+          billable: 94,
+          cap_cents: null,
+        },
         limits,
       ),
     ).toBe("concurrency_limit_reached");
     expect(
       withinLimits(
-        { owner_id: null, self_in_flight: 0, live_others: 4, in_flight_others: 5, billable: 94 },
+        {
+          owner_id: null,
+          self_in_flight: 0,
+          live_others: 4,
+          in_flight_others: 5,
+          billable: 94,
+          cap_cents: null,
+        },
         limits,
       ),
     ).toBeNull();
     expect(
       withinLimits(
-        { owner_id: null, self_in_flight: 0, live_others: 99, in_flight_others: 999, billable: 999 },
+        {
+          owner_id: null,
+          self_in_flight: 0,
+          live_others: 99,
+          in_flight_others: 999,
+          billable: 999,
+          cap_cents: null,
+        },
         {
           monthlyQuota: null,
           concurrentLimit: null,
+          spendCapPlan: null,
         },
       ),
     ).toBeNull();
@@ -541,9 +700,16 @@ describe("the admission decision", () => {
   it("treats a refusal without a reached limit as a bug, not a silent answer", () => {
     expect(() =>
       explainAdmission(
-        { owner_id: null, self_in_flight: 0, live_others: 0, in_flight_others: 0, billable: 0 },
+        {
+          owner_id: null,
+          self_in_flight: 0,
+          live_others: 0,
+          in_flight_others: 0,
+          billable: 0,
+          cap_cents: null,
+        },
         null,
-        { monthlyQuota: 100, concurrentLimit: 5 },
+        { monthlyQuota: 100, concurrentLimit: 5, spendCapPlan: null },
         { periodStart: MONTH.start, leaseCutoff: NOW - TTL },
       ),
     ).toThrow(/within limits/);

@@ -6,8 +6,11 @@ import {
   type AccountStatus,
   accountStatus,
   calendarMonth,
+  capSessions,
   displayedQuota,
   Identifier,
+  isPaidPlan,
+  type PaidPlanId,
   PLANS,
   PlanId,
 } from "@aigate/shared";
@@ -18,7 +21,11 @@ import { type AdmissionCountsRow, admitSession, type LeaseRow } from "./queries"
 export const AdmitRequest = z.object({ session_id: Identifier, user_id: Identifier, project_id: Identifier });
 export type AdmitRequest = z.infer<typeof AdmitRequest>;
 
-export const RefusalReason = z.enum(["monthly_quota_exhausted", "concurrency_limit_reached"]);
+export const RefusalReason = z.enum([
+  "monthly_quota_exhausted",
+  "spend_cap_reached",
+  "concurrency_limit_reached",
+]);
 export type RefusalReason = z.infer<typeof RefusalReason>;
 
 /** The contract's admission answer (exact fields). */
@@ -39,6 +46,8 @@ export interface AdmissionLimits {
   /** Hard cap on successful plus in-flight sessions per period (free limits only). */
   monthlyQuota: number | null;
   concurrentLimit: number | null;
+  /** The paid plan whose prices turn the user's spend cap into sessions; null on free limits. */
+  spendCapPlan: PaidPlanId | null;
 }
 
 /** Which usage the decision counts and which limits apply, from the account's status. */
@@ -49,6 +58,8 @@ export function admissionPolicy(status: AccountStatus, now: number) {
     limits: {
       monthlyQuota: PLANS[limitsPlan].monthlyQuota,
       concurrentLimit: PLANS[limitsPlan].concurrentLimit,
+      // the cap bounds usage charges: free usage costs nothing
+      spendCapPlan: isPaidPlan(limitsPlan) ? limitsPlan : null,
     } satisfies AdmissionLimits,
     /** Free limits count the free plan's calendar month; paid plans their current period. */
     usagePlan: onFreeLimits ? ("free" as const) : status.plan,
@@ -61,6 +72,13 @@ export function admissionPolicy(status: AccountStatus, now: number) {
 export function withinLimits(counts: AdmissionCountsRow, limits: AdmissionLimits): RefusalReason | null {
   if (limits.monthlyQuota !== null && counts.billable + counts.in_flight_others >= limits.monthlyQuota) {
     return "monthly_quota_exhausted";
+  }
+  if (
+    limits.spendCapPlan !== null &&
+    counts.cap_cents !== null &&
+    counts.billable + counts.in_flight_others >= capSessions(limits.spendCapPlan, counts.cap_cents)
+  ) {
+    return "spend_cap_reached";
   }
   if (limits.concurrentLimit !== null && counts.live_others >= limits.concurrentLimit) {
     return "concurrency_limit_reached";
@@ -129,6 +147,13 @@ export async function admit(db: D1Database, req: AdmitRequest, opts: AdmitOption
     admittedPlan: status.plan,
     quota: policy.limits.monthlyQuota,
     concurrentLimit: policy.limits.concurrentLimit,
+    capPricing:
+      policy.limits.spendCapPlan === null
+        ? null
+        : {
+            includedSessions: PLANS[policy.limits.spendCapPlan].includedSessions,
+            perSessionCents: PLANS[policy.limits.spendCapPlan].perSessionCents,
+          },
   });
   if (counts.owner_id !== null && counts.owner_id !== req.user_id) throw sessionOwnerMismatch();
   const outcome = explainAdmission(counts, lease, policy.limits, {

@@ -10,6 +10,11 @@
  * and for the decision only:
  *   ?6 project_id  ?7 now  ?8 admitted_plan  ?9 monthly quota (NULL = none)
  *   ?10 concurrent limit (NULL = none)
+ *   ?11 the sessions a spend cap of 0 allows (the plan's included sessions; NULL = no spend cap
+ *       on these limits)  ?12 the price per session beyond them, in cents (both integers: the
+ *       division rounds down, D1 may bind numbers as reals, hence the casts)
+ * The spend cap itself is read inside the statements (spend_limits): the sessions it allows are
+ * ?11 + cap / ?12 (integer division), the same number as capSessions() (shared/src/spendLimits.ts).
  */
 import { z } from "zod";
 
@@ -27,6 +32,9 @@ const IN_FLIGHT_OTHERS = `(SELECT count(*) FROM sessions
 const BILLABLE = `coalesce((SELECT billable_sessions FROM usage_periods
     WHERE user_id = ?2 AND plan = ?5 AND period_start = ?3), 0)`;
 
+/** The user's spend cap in cents (NULL = none). */
+const CAP_CENTS = `(SELECT monthly_cap_cents FROM spend_limits WHERE user_id = ?2)`;
+
 /** A session admitted earlier whose lease still holds, or that has ended or been judged. */
 const ALREADY_ADMITTED = `EXISTS (SELECT 1 FROM sessions
     WHERE session_id = ?1 AND user_id = ?2 AND admitted_at IS NOT NULL
@@ -43,6 +51,8 @@ export const AdmissionCountsRow = z.object({
   live_others: z.number().int(),
   in_flight_others: z.number().int(),
   billable: z.number().int(),
+  /** The user's spend cap in cents, null when none is set. */
+  cap_cents: z.number().int().nullable(),
 });
 export type AdmissionCountsRow = z.infer<typeof AdmissionCountsRow>;
 
@@ -66,6 +76,8 @@ export interface AdmitParams {
   admittedPlan: string;
   quota: number | null;
   concurrentLimit: number | null;
+  /** How the spend cap converts to sessions on these limits (null: the cap does not apply). */
+  capPricing: { includedSessions: number; perSessionCents: number } | null;
 }
 
 /**
@@ -86,21 +98,25 @@ export async function admitSession(
                         AND admitted_at >= ?3) AS self_in_flight,
               ${LIVE_OTHERS} AS live_others,
               ${IN_FLIGHT_OTHERS} AS in_flight_others,
-              ${BILLABLE} AS billable`,
+              ${BILLABLE} AS billable,
+              ${CAP_CENTS} AS cap_cents`,
     )
     .bind(...shared);
   const decide = db
     .prepare(
       `WITH counts AS MATERIALIZED (
          SELECT ${LIVE_OTHERS} AS live_others, ${IN_FLIGHT_OTHERS} AS in_flight_others, ${BILLABLE} AS billable,
-                ${ALREADY_ADMITTED} AS admitted
+                ${ALREADY_ADMITTED} AS admitted, ${CAP_CENTS} AS cap_cents
        )
        INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at,
                              admitted_at, admitted_plan, open)
        SELECT ?1, ?2, ?6, ?7, ?7, ?7, ?8, 1 FROM counts
        WHERE counts.admitted
           OR ((?10 IS NULL OR counts.live_others < ?10)
-              AND (?9 IS NULL OR counts.billable + counts.in_flight_others < ?9))
+              AND (?9 IS NULL OR counts.billable + counts.in_flight_others < ?9)
+              AND (?11 IS NULL OR counts.cap_cents IS NULL
+                   OR counts.billable + counts.in_flight_others
+                      < ?11 + CAST(counts.cap_cents AS INTEGER) / CAST(?12 AS INTEGER)))
        ON CONFLICT (session_id) DO UPDATE SET
          admitted_at = CASE WHEN ${TAKE_LEASE} THEN excluded.admitted_at ELSE sessions.admitted_at END,
          admitted_plan = CASE WHEN ${TAKE_LEASE} THEN excluded.admitted_plan ELSE sessions.admitted_plan END,
@@ -108,7 +124,16 @@ export async function admitSession(
        WHERE sessions.user_id = excluded.user_id
        RETURNING open, admitted_at, ended_at, verdict_at, last_seen_at`,
     )
-    .bind(...shared, p.projectId, p.now, p.admittedPlan, p.quota, p.concurrentLimit);
+    .bind(
+      ...shared,
+      p.projectId,
+      p.now,
+      p.admittedPlan,
+      p.quota,
+      p.concurrentLimit,
+      p.capPricing?.includedSessions ?? null,
+      p.capPricing?.perSessionCents ?? null,
+    );
   const [countsResult, decideResult] = await db.batch([counts, decide]);
   const countsRow = AdmissionCountsRow.parse(countsResult?.results[0]);
   const leaseRaw = decideResult?.results[0];

@@ -25,6 +25,11 @@
  * @typedef {{ id: string, number: string | null, status: string, total_cents: number, created: string,
  *   hosted_invoice_url: string | null, lines: InvoiceLine[] }} Invoice
  * @typedef {{ invoices: Invoice[], next_cursor: string | null }} InvoicesPage
+ * @typedef {{ threshold: number, crossed_at: string, usage_cents: number, cap_cents: number,
+ *   delivery: string }} SpendAlert
+ * @typedef {{ monthly_cap_cents: number | null, alert_thresholds: number[],
+ *   alert_endpoint: { url: string } | null, plan: string, usage_cents: number,
+ *   cap_sessions: number | null, sessions_this_period: number, alerts: SpendAlert[] }} Limits
  */
 (() => {
   const KEY = "aigate.userToken";
@@ -491,17 +496,111 @@
     else notice(errorText(e), true);
   }
 
+  const DELIVERY = {
+    none: "no endpoint",
+    pending: "being delivered",
+    delivered: "delivered",
+    failed: "failed",
+  };
+
+  /** @param {Limits} l */
+  function renderLimits(l) {
+    const cap = l.monthly_cap_cents;
+    byId("limits-status").textContent =
+      cap === null
+        ? `No spend cap. Usage charges this period: ${dollars(l.usage_cents)}.`
+        : `Usage charges this period: ${dollars(l.usage_cents)} of your ${dollars(cap)} cap` +
+          (l.cap_sessions === null ? "." : ` (${l.sessions_this_period} of ${l.cap_sessions} sessions).`);
+    byIdAs("cap-input", HTMLInputElement).value = cap === null ? "" : (cap / 100).toFixed(2);
+    byIdAs("thresholds-input", HTMLInputElement).value = l.alert_thresholds.join(", ");
+    byIdAs("endpoint-input", HTMLInputElement).value = l.alert_endpoint?.url ?? "";
+    const body = queryAs(byId("alerts-table"), "tbody", HTMLElement);
+    body.textContent = "";
+    for (const a of l.alerts) {
+      const tr = document.createElement("tr");
+      tr.append(
+        el("td", `${a.threshold} %`),
+        el("td", new Date(a.crossed_at).toLocaleString(undefined, { timeZone: "UTC" })),
+        el("td", `${dollars(a.usage_cents)} of ${dollars(a.cap_cents)}`, "num"),
+        el("td", DELIVERY[/** @type {keyof typeof DELIVERY} */ (a.delivery)] ?? a.delivery),
+      );
+      body.append(tr);
+    }
+    byId("alerts-table").hidden = l.alerts.length === 0;
+    byId("alerts-empty").hidden = l.alerts.length > 0;
+  }
+
+  /**
+   * Dollars typed by the user to integer cents, exactly (no floating point): null when empty.
+   * @param {string} text
+   */
+  function capCents(text) {
+    const t = text.trim();
+    if (t === "") return null;
+    const m = /^(\d{1,7})(?:\.(\d{1,2}))?$/.exec(t);
+    if (!m) throw new Error("Enter the cap in dollars, for example 50 or 12.50, or leave it empty.");
+    return Number(m[1]) * 100 + Number((m[2] ?? "").padEnd(2, "0"));
+  }
+
+  /** @param {string} text */
+  function thresholds(text) {
+    return text
+      .split(",")
+      .map((s) => s.trim())
+      .filter((s) => s !== "")
+      .map(Number);
+  }
+
+  /** @param {SubmitEvent} ev */
+  async function saveLimits(ev) {
+    ev.preventDefault();
+    const button = byIdAs("limits-save", HTMLButtonElement);
+    button.disabled = true;
+    try {
+      const body = {
+        monthly_cap_cents: capCents(byIdAs("cap-input", HTMLInputElement).value),
+        alert_thresholds: thresholds(byIdAs("thresholds-input", HTMLInputElement).value),
+      };
+      renderLimits(await api("/api/billing/limits", { method: "PUT", body: JSON.stringify(body) }));
+      notice("Your limits are saved.");
+    } catch (e) {
+      handleError(e);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  /** @param {SubmitEvent} ev */
+  async function saveEndpoint(ev) {
+    ev.preventDefault();
+    const button = byIdAs("endpoint-save", HTMLButtonElement);
+    button.disabled = true;
+    try {
+      const url = byIdAs("endpoint-input", HTMLInputElement).value.trim();
+      /** @type {{ secret: string }} */
+      const reg = await api("/api/billing/alert-endpoint", { method: "PUT", body: JSON.stringify({ url }) });
+      byId("endpoint-secret-value").textContent = reg.secret;
+      byId("endpoint-secret").hidden = false;
+      notice("Alerts will be sent to your endpoint.");
+    } catch (e) {
+      handleError(e);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
   /** @returns {Promise<Usage | null>} */
   async function load() {
     const main = byId("main");
     main.setAttribute("aria-busy", "true");
     try {
-      /** @type {[Usage, SessionsPage, DailyUsage, InvoicesPage]} */
-      const [usage, sessions, daily, invoices] = await Promise.all([
+      /** @type {[Usage, SessionsPage, DailyUsage, InvoicesPage, Limits]} */
+      const [usage, sessions, daily, invoices, limits] = await Promise.all([
         api("/api/billing/usage"),
         api("/api/billing/sessions?limit=20"),
         api("/api/billing/daily?days=30"),
         api("/api/billing/invoices?limit=12"),
+        api("/api/billing/limits"),
       ]);
       byId("signin").hidden = true;
       byId("content").hidden = false;
@@ -511,6 +610,7 @@
       renderSessions(sessions, false);
       renderInvoices(invoices);
       renderDaily(daily);
+      renderLimits(limits);
       document.body.setAttribute("data-loaded", "true");
       return usage;
     } catch (e) {
@@ -536,6 +636,8 @@
       handleError(e);
     }
   });
+  byIdAs("limits-form", HTMLFormElement).addEventListener("submit", saveLimits);
+  byIdAs("endpoint-form", HTMLFormElement).addEventListener("submit", saveEndpoint);
   byId("signout").addEventListener("click", () => {
     sessionStorage.removeItem(KEY);
     showSignin("");

@@ -2,7 +2,8 @@
  * `/`: a user's billing page. Static HTML (nothing user-specific is rendered on the server);
  * its browser script (billingPage.browser.js) takes the user token from the URL fragment
  * `#token=...` or from a paste box and calls the billing API: usage, sessions, daily, invoices
- * (each with its sessions as a CSV download), checkout, plan changes and portal.
+ * (each with its sessions as a CSV download), checkout, plan changes and portal, and the spend
+ * cap and alerts (GET/PUT /api/billing/limits, PUT /api/billing/alert-endpoint).
  */
 import { centsToDollars, PLANS, PlanId } from "@aigate/shared";
 import { html, raw } from "hono/html";
@@ -59,6 +60,36 @@ const BODY = html`
     <div class="actions">
       <button type="button" id="portal" class="secondary" hidden>Manage billing</button>
     </div>
+  </section>
+
+  <section id="limits" aria-labelledby="limits-h">
+    <h2 id="limits-h">Spend cap and alerts</h2>
+    <p id="limits-status"></p>
+    <form id="limits-form">
+      <label for="cap-input">Monthly cap on usage charges, in dollars (empty: no cap)</label>
+      <input id="cap-input" name="cap" inputmode="decimal" autocomplete="off" pattern="[0-9]+([.][0-9]{1,2})?">
+      <label for="thresholds-input">Alert at these percentages of the cap (comma separated, ascending)</label>
+      <input id="thresholds-input" name="thresholds" autocomplete="off">
+      <div class="actions"><button type="submit" id="limits-save">Save limits</button></div>
+    </form>
+    <p class="muted">The cap covers usage charges (sessions), not a plan's monthly fee. Once the sessions
+      of this period would pass it, new sessions are refused until the next period or a higher cap.</p>
+    <div class="table-wrap">
+      <table id="alerts-table">
+        <caption class="visually-hidden">Alert thresholds crossed this period</caption>
+        <thead><tr><th scope="col">Threshold</th><th scope="col">Crossed</th>
+          <th scope="col" class="num">Usage charges</th><th scope="col">Alert delivery</th></tr></thead>
+        <tbody></tbody>
+      </table>
+    </div>
+    <p id="alerts-empty" class="muted">No alert this period.</p>
+    <form id="endpoint-form">
+      <label for="endpoint-input">Send alerts to this URL (https), signed with a secret shown once</label>
+      <input id="endpoint-input" name="url" type="url" autocomplete="off">
+      <div class="actions"><button type="submit" id="endpoint-save" class="secondary">Register endpoint</button></div>
+    </form>
+    <p id="endpoint-secret" role="status" hidden>Signing secret (copy it now, it is not shown again):
+      <code id="endpoint-secret-value"></code></p>
   </section>
 
   <section id="change" aria-labelledby="change-h" hidden>

@@ -61,7 +61,11 @@ export function recordingProducers(failOn: string | null = null): {
     },
   });
   return {
-    producers: { "aigate-telemetry": queue("aigate-telemetry"), "aigate-verdicts": queue("aigate-verdicts") },
+    producers: {
+      "aigate-telemetry": queue("aigate-telemetry"),
+      "aigate-verdicts": queue("aigate-verdicts"),
+      "aigate-alerts": queue("aigate-alerts"),
+    },
     sent,
   };
 }
