@@ -25,6 +25,74 @@ export interface ApiConfig extends AccountSettings {
   stripeTax: boolean;
 }
 
+/** The hourly retention trigger in wrangler.jsonc (the other cron, every minute, sends alerts). */
+export const RETENTION_CRON = "41 * * * *";
+
+const DAY_MS = 86_400_000;
+/** Stripe resends an undelivered event for up to three days (docs/operations.md "Retention"). */
+export const STRIPE_RESEND_HORIZON_DAYS = 3;
+/** The longest retention window accepted (ten years). */
+const MAX_RETENTION_DAYS = 3650;
+
+export const RETENTION_DEFAULTS = {
+  RETENTION_STRIPE_EVENTS_DAYS: 7,
+  RETENTION_DEAD_LETTERS_DAYS: 30,
+  RETENTION_RECONCILIATION_DAYS: 90,
+} as const;
+
+/** A retention window in whole days: unset or empty means `fallback`; `min` says why it is the least. */
+function retentionDays(fallback: number, min: number, why: string) {
+  const notWhole = (issue: { input?: unknown }) =>
+    `a whole number of days from ${min} to ${MAX_RETENTION_DAYS} is required, got ${String(issue.input)}`;
+  return z.preprocess(
+    (value) => (value === "" || value === null ? undefined : value),
+    z.coerce
+      .number({ error: notWhole })
+      .int({ error: notWhole })
+      .min(min, { error: (issue) => `at least ${min} days (${why}), got ${String(issue.input)}` })
+      .max(MAX_RETENTION_DAYS, { error: notWhole })
+      .default(fallback),
+  );
+}
+
+/** How long the retention job keeps what no longer matters for money or idempotency. */
+const RetentionVars = z.object({
+  RETENTION_STRIPE_EVENTS_DAYS: retentionDays(
+    RETENTION_DEFAULTS.RETENTION_STRIPE_EVENTS_DAYS,
+    STRIPE_RESEND_HORIZON_DAYS + 1,
+    `Stripe resends an event for up to ${STRIPE_RESEND_HORIZON_DAYS} days: its dedupe row must outlive that by a day`,
+  ),
+  RETENTION_DEAD_LETTERS_DAYS: retentionDays(
+    RETENTION_DEFAULTS.RETENTION_DEAD_LETTERS_DAYS,
+    1,
+    "a replayed dead letter stays visible for at least a day",
+  ),
+  RETENTION_RECONCILIATION_DAYS: retentionDays(
+    RETENTION_DEFAULTS.RETENTION_RECONCILIATION_DAYS,
+    1,
+    "a reconciliation run stays visible for at least a day",
+  ),
+});
+
+export interface RetentionConfig {
+  /** `processed_stripe_events` rows applied longer ago than this are deleted. */
+  stripeEventsMs: number;
+  /** Dead letters replayed longer ago than this are deleted (pending ones never). */
+  deadLettersMs: number;
+  /** Reconciliation runs started longer ago than this are deleted. */
+  reconciliationMs: number;
+}
+
+/** The retention windows (the hourly cron reads only these, not the api's secrets). */
+export function readRetentionConfig(env: unknown): RetentionConfig {
+  const vars = parseVars(RetentionVars, env);
+  return {
+    stripeEventsMs: vars.RETENTION_STRIPE_EVENTS_DAYS * DAY_MS,
+    deadLettersMs: vars.RETENTION_DEAD_LETTERS_DAYS * DAY_MS,
+    reconciliationMs: vars.RETENTION_RECONCILIATION_DAYS * DAY_MS,
+  };
+}
+
 export function readConfig(env: Env): ApiConfig {
   const vars = parseVars(ApiVars, env);
   return {

@@ -1,11 +1,13 @@
 /**
- * aigate-api: billing API, dashboard, admin endpoints (see app.ts), the dead-letter drain, and
- * the delivery of spend alerts (alerts.ts).
+ * aigate-api: billing API, dashboard, admin endpoints (see app.ts), the dead-letter drain, the
+ * delivery of spend alerts (alerts.ts) and the retention of operational tables (retention.ts).
  */
 import { createLogger, instrumentFetch, instrumentQueue, instrumentScheduled, QUEUES } from "@aigate/shared";
 import { deliverAlerts, enqueueDueAlerts } from "./alerts";
 import { createApp } from "./app";
+import { RETENTION_CRON, readRetentionConfig } from "./config";
 import { drainDeadLetters } from "./deadLetters";
+import { runRetention } from "./retention";
 
 const app = createApp();
 
@@ -30,8 +32,13 @@ export default {
     }
     await drainDeadLetters(env.DB, batch, Date.now(), log);
   }),
-  // every minute: the spend alerts due for delivery go to aigate-alerts
-  scheduled: instrumentScheduled("api", async (_controller: ScheduledController, env: Env) => {
+  // every minute: the spend alerts due for delivery go to aigate-alerts; hourly: retention
+  scheduled: instrumentScheduled("api", async (controller: ScheduledController, env: Env) => {
+    if (controller.cron === RETENTION_CRON) {
+      const log = createLogger("api", { cron: "retention", request_id: crypto.randomUUID() });
+      await runRetention(env.DB, readRetentionConfig(env), Date.now(), log);
+      return;
+    }
     const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });
     await enqueueDueAlerts(env.DB, env.ALERTS, Date.now(), log);
   }),
