@@ -20,7 +20,16 @@ function consumerMaxRetries(): Record<string, number> {
   return out;
 }
 
+/** This worker's cron triggers, read from its config (the scheduled handler dispatches on them). */
+function ownCrons(): unknown {
+  const config: unknown = parse(readFileSync(path.join(import.meta.dirname, "wrangler.jsonc"), "utf8"));
+  return Reflect.get(Reflect.get(Object(config), "triggers") ?? {}, "crons");
+}
+
 export default workerTestConfig({
   dir: import.meta.dirname,
-  bindings: { TEST_CONSUMER_MAX_RETRIES: JSON.stringify(consumerMaxRetries()) },
+  bindings: {
+    TEST_CONSUMER_MAX_RETRIES: JSON.stringify(consumerMaxRetries()),
+    TEST_CRONS: JSON.stringify(ownCrons() ?? []),
+  },
 });
