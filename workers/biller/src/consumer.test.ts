@@ -262,6 +262,44 @@ describe("messages that cannot be billed as they are", () => {
     const [series] = await usagePeriods(c.userId);
     expect(series).toMatchObject({ billable_sessions: 2, posted_total: 0, post_failures: 1 });
     expect(series?.post_error).toMatch(/No such customer/);
+
+    // the streak is parked: later rejections (the next message, the sweep's retries) park nothing more
+    const later = await judge(c.userId, 1);
+    expect((await consume([later.message])).acked).toHaveLength(1);
+    await sweep(createBiller(env), tick() + 2 * DAY);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM dead_letters").first()).toEqual({ n: 2 });
+    expect((await usagePeriods(c.userId))[0]).toMatchObject({ billable_sessions: 3, post_failures: 3 });
+  });
+
+  it("parks the series once when the sweep meets Stripe's rejection first, as a usage message to replay", async () => {
+    const c = await createPaidCustomer({ plan: "payg" });
+    await env.DB.prepare(
+      "UPDATE subscriptions SET stripe_customer_id = 'cus_doesnotexist' WHERE user_id = ?1",
+    )
+      .bind(c.userId)
+      .run();
+    const run = await judge(c.userId, 2);
+    await sweep(createBiller(env), tick());
+    const { results } = await env.DB.prepare("SELECT id, queue, body, error FROM dead_letters").all<{
+      id: string;
+      queue: string;
+      body: string;
+      error: string;
+    }>();
+    expect(results).toHaveLength(1);
+    const [letter] = results;
+    expect(letter?.queue).toBe("aigate-verdicts");
+    expect(letter?.error).toMatch(/Stripe rejected the meter post: meter_event_customer_not_found/);
+    expect(JSON.parse(letter?.body ?? "")).toMatchObject({
+      v: 2,
+      kind: "usage",
+      series: run.series,
+      judged: 0,
+    });
+    // the classifier's message meets the same rejection: acked, nothing more parked
+    expect((await consume([run.message])).acked).toHaveLength(1);
+    await sweep(createBiller(env), tick() + 2 * DAY);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM dead_letters").first()).toEqual({ n: 1 });
   });
 });
 

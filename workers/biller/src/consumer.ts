@@ -124,7 +124,11 @@ export function decisionFor(outcome: PostOutcome | undefined): Decision {
     case "deferred":
       return { kind: "ack" };
     case "rejected":
-      return { kind: "park", reason: `Stripe rejected the meter post: ${outcome.error}` };
+      // one dead letter per streak of rejections: a later one finds it parked already (by this
+      // consumer or by the sweep), and the sweep keeps the series' posts going with backoff
+      return outcome.again === true
+        ? { kind: "ack" }
+        : { kind: "park", reason: `Stripe rejected the meter post: ${outcome.error}` };
     case "frozen":
       return { kind: "ack" };
     case "transient":

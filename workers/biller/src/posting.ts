@@ -36,8 +36,12 @@ export type PostOutcome =
   | { kind: "deferred"; reason: string }
   /** 429, 5xx, network error after the SDK's own retries, or our commit failed: retry later. */
   | { kind: "transient"; error: string }
-  /** Stripe rejected the request as invalid (or the series cannot be posted): park with the reason. */
-  | { kind: "rejected"; error: string };
+  /**
+   * Stripe rejected the request as invalid (or the series cannot be posted): an operator must act.
+   * `again`: the series' posts were already failing before this one (its streak of failures was
+   * parked when it began, by whoever saw it first: the consumer with its message, or the sweep).
+   */
+  | { kind: "rejected"; error: string; again?: boolean };
 
 export interface PostOptions {
   now: number;
@@ -202,7 +206,9 @@ async function postLocked(
   // 4. Record what Stripe acknowledged (or why not) and release every lock we hold.
   const writes: D1PreparedStatement[] = [];
   planned.forEach((p, k) => {
-    const outcome = results[k] ?? { kind: "transient", error: "no result" };
+    const result = results[k] ?? { kind: "transient", error: "no result" };
+    const outcome: PostOutcome =
+      result.kind === "rejected" ? { ...result, again: p.row.post_failures > 0 } : result;
     outcomes.set(refKey(p.row), outcome);
     if (outcome.kind === "posted") writes.push(commitPosted(db, p.row, outcome.value, p.ts, now));
     else if (outcome.kind === "transient" || outcome.kind === "rejected") {

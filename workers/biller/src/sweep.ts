@@ -3,6 +3,7 @@
  * outbox behind the consumer), move sessions whose plan history changed (re-attribution), and
  * bill by adjustment what frozen series counted beyond what Stripe billed.
  */
+import { type DeadLetter, deadLetterId, insertDeadLetters, QUEUES, type UsageMessage } from "@aigate/shared";
 import { freezeCoveredSeries } from "@aigate/shared/stripeSync/queries";
 import { adjust } from "./adjust";
 import type { Biller } from "./config";
@@ -25,6 +26,45 @@ export interface SweepResult {
   adjusted: number;
 }
 
+/**
+ * A series whose post Stripe rejected, at the start of its streak of failures, is parked as a
+ * usage message for it (what the consumer would have parked): operators see it with the others
+ * and replay it once the cause is fixed. Later rejections of the same streak park nothing more;
+ * the sweep keeps retrying with backoff meanwhile.
+ */
+async function parkRejected(
+  b: Biller,
+  rows: readonly { user_id: string; plan: UsageMessage["series"][number]["plan"]; period_start: number }[],
+  outcomes: Map<string, PostOutcome>,
+  now: number,
+): Promise<void> {
+  const letters: DeadLetter[] = [];
+  for (const row of rows) {
+    const outcome = outcomes.get(refKey(row));
+    if (outcome?.kind !== "rejected" || outcome.again === true) continue;
+    const body: UsageMessage = {
+      v: 2,
+      kind: "usage",
+      series: [{ user_id: row.user_id, plan: row.plan, period_start: row.period_start }],
+      judged: 0,
+      judged_at: now,
+    };
+    const messageId = `sweep:${refKey(row)}:${now}`;
+    letters.push({
+      id: deadLetterId(QUEUES.verdicts, messageId),
+      queue: QUEUES.verdicts,
+      message_id: messageId,
+      body: JSON.stringify(body),
+      error: `Stripe rejected the meter post: ${outcome.error}`,
+      attempts: 1,
+      failed_at: now,
+    });
+  }
+  if (letters.length === 0) return;
+  await insertDeadLetters(b.db, letters).run();
+  for (const l of letters) b.log.warn("series parked", { id: l.id, reason: l.error });
+}
+
 export async function sweep(b: Biller, now: number): Promise<SweepResult> {
   // re-attribution first: the posts below then carry the moved totals
   const moved = await reattribute(b, now);
@@ -34,6 +74,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     minIntervalMs: Math.max(0, b.config.postIntervalMs - SWEEP_INTERVAL_SLACK_MS),
   });
   const kinds = [...outcomes.values()].map((o: PostOutcome) => o.kind);
+  await parkRejected(b, rows, outcomes, now);
   const frozen = await freezeCoveredSeries(b.db, now).run();
   const adjusted = await adjust(b, now);
 
