@@ -157,7 +157,10 @@ describe("chaos", () => {
         exp,
         config.timeoutMs - (Date.now() - started) - 90_000,
       );
-      const obs = await observe(client, exp, snap, inject("meterEventName"));
+      const obs = await observe(client, exp, snap, {
+        payg: inject("paygMeter"),
+        pro: inject("proMeter"),
+      });
       const mismatches = [
         ...pending.map((p) => `never settled: ${p}`),
         ...sent.refused,
@@ -192,7 +195,7 @@ describe("chaos", () => {
         `chaos details: seed ${seed}; ${sent.requests} event requests (${sent.retried} retried after 5xx); ` +
           `webhooks ${webhookStats.deliveries} deliveries ${JSON.stringify(webhookStats.byStatus)}; ` +
           `crashes ${JSON.stringify(chaos.crashesByPoint)}; poison refused ${chaos.refused}x, ` +
-          `parked ${poisonReport.parked.length}, replays ${JSON.stringify(poisonReport.replays)}; ` +
+          `parked ${poisonReport.parked.length} (listed in ${poisonReport.pages} pages), replays ${JSON.stringify(poisonReport.replays)}; ` +
           `${late.late.size} sessions got events after their verdict; ${exp.hijacks.length} hijack events; ` +
           `stripe faults ${stripeFaults.consumed}/${stripeFaults.injected} consumed; ` +
           `admission waves ${exp.waves.map((w) => `${w.allowed}/${w.requested}`).join(" ")}; ` +

@@ -17,6 +17,7 @@ import {
   type WebhookPayload,
   type WebhookStats,
 } from "./clients";
+import { listAllDeadLetters } from "./deadLetters";
 import type { AdmissionWave } from "./invariants";
 import type { Rng } from "./random";
 import {
@@ -198,7 +199,7 @@ const billed = (client: StackClient, ids: readonly string[], timeoutMs = 120_000
     client,
     "sessions judged and recorded",
     ids,
-    "verdict_at IS NOT NULL AND open = 0 AND session_id IN (SELECT session_id FROM session_usage)",
+    "verdict_at IS NOT NULL AND open = 0 AND plan IS NOT NULL",
     timeoutMs,
   );
 
@@ -455,6 +456,8 @@ export async function sendLate(
 export interface PoisonReport {
   parked: string[];
   replays: number[];
+  /** Pages of GET /admin/dead-letters read to find it. */
+  pages: number;
 }
 
 /**
@@ -476,14 +479,19 @@ export async function poisonScenario(client: StackClient, poison: SessionPlan): 
   const before = await client.one("SELECT count(*) AS n FROM sessions WHERE session_id = ?1", [poison.id]);
   if ((before[0] ? num(before[0], "n") : 0) !== 0)
     throw new Error("the poison session was processed before its fix");
-  const listed = await client.admin("/admin/dead-letters?queue=aigate-telemetry&limit=100");
-  const listedIds =
-    isRecord(listed.body) && Array.isArray(listed.body.dead_letters)
-      ? listed.body.dead_letters.map((d) => (isRecord(d) ? d.id : null))
-      : [];
-  if (listed.status !== 200 || !parked.every((id) => listedIds.includes(id))) {
+  // the operator's view: every page of the list, 10 a page so that even a small run pages (a soak
+  // parks hundreds of user_mismatch letters, listed before the poison)
+  const { letters, pages } = await listAllDeadLetters((p) => client.admin(p), "aigate-telemetry", 10);
+  const listedIds = new Set(letters.map((d) => d.id));
+  if (listedIds.size !== letters.length) throw new Error("GET /admin/dead-letters lists a letter twice");
+  const inD1 = (await client.one("SELECT id FROM dead_letters WHERE queue = 'aigate-telemetry'")).map((r) =>
+    str(r, "id"),
+  );
+  const unlisted = inD1.filter((id) => !listedIds.has(id));
+  if (!parked.every((id) => listedIds.has(id)) || unlisted.length > 0) {
     throw new Error(
-      `GET /admin/dead-letters does not list the poison: ${listed.status} ${JSON.stringify(listed.body).slice(0, 300)}`,
+      `GET /admin/dead-letters (${pages} pages, ${letters.length} letters) does not list the poison ` +
+        `[${parked.filter((id) => !listedIds.has(id)).join(",")}] or ${unlisted.length} parked letters`,
     );
   }
   await client.control("/poison/fix", {});
@@ -499,7 +507,7 @@ export async function poisonScenario(client: StackClient, poison: SessionPlan): 
     }
     replays.push(replayed);
   }
-  return { parked, replays };
+  return { parked, replays, pages };
 }
 
 export interface FaultInjector {
