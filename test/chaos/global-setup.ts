@@ -16,7 +16,8 @@ import { writeChaosEntries } from "./entries";
 export default async function setup(project: TestProject) {
   const config = chaosConfig();
   console.log(`chaos seed ${config.seed} (replay: ${replayHint(config.seed)})`);
-  const workDir = path.join(ROOT, "test/.artifacts/chaos");
+  // one directory per run, so that runs of several seeds (or a soak) can go side by side
+  const workDir = path.join(ROOT, "test/.artifacts/chaos", `run-${config.seed}-${process.pid}`);
   mkdirSync(workDir, { recursive: true });
   const persistTo = mkdtempSync(path.join(os.tmpdir(), "aigate-chaos-"));
   const control = await startControl(config.seed);
@@ -45,6 +46,8 @@ export default async function setup(project: TestProject) {
   return async () => {
     await stack.close();
     await control.close();
+    // the workers' source snapshot and configs go; the wrangler log stays for a failed run
+    for (const dir of ["build", "config"]) rmSync(path.join(workDir, dir), { recursive: true, force: true });
     if (process.env.CHAOS_KEEP_STATE === "1") console.log(`chaos state kept in ${persistTo}`);
     else rmSync(persistTo, { recursive: true, force: true });
   };
