@@ -23,15 +23,20 @@ export default async function setup(project: TestProject) {
   const control = await startControl(config.seed);
   let stack: Awaited<ReturnType<typeof startStack>>;
   try {
+    const stripePort = await freePort();
     stack = await startStack({
       port: await freePort(),
-      stripePort: await freePort(),
+      stripePort,
       persistTo,
       workDir,
       webhooks: false,
       cronTickSeconds: config.cronTickSeconds,
       settings: { VERDICT_SETTLE_SECONDS: String(config.settleSeconds), STRIPE_POST_INTERVAL_SECONDS: "3" },
-      mainOverrides: writeChaosEntries(path.join(workDir, "build"), control.url),
+      mainOverrides: writeChaosEntries(
+        path.join(workDir, "build"),
+        control.url,
+        `http://127.0.0.1:${stripePort}`,
+      ),
     });
   } catch (err) {
     await control.close();

@@ -520,22 +520,40 @@ export interface FaultInjector {
  * Stripe call); reconciliation reads meter summaries. Up to 3 armed faults on a path can exhaust
  * the SDK's 2 retries, so the biller's own retry and sweep are exercised too.
  */
-const FAULT_PATHS: Record<string, number> = {
+export const FAULT_PATHS: Record<string, number> = {
   "/v1/billing/meter_events": 3,
   "/v1/billing/meters": 1,
 };
 
 /**
+ * The lifecycle part adds the adjustments' invoice items (the biller's other Stripe writes). It
+ * makes far fewer Stripe calls than the plain run's workload, so one fault at a time per path,
+ * re-armed every few seconds: every call may fail, not all of them.
+ */
+export const LIFECYCLE_FAULT_PATHS: Record<string, number> = {
+  "/v1/billing/meter_events": 1,
+  "/v1/billing/meters": 1,
+  "/v1/invoiceitems": 1,
+};
+export const LIFECYCLE_FAULT_PAUSE: [number, number] = [2000, 6000];
+
+/**
  * Keeps Stripe faults (429, 500, 503, slow responses) armed in the emulator until stopped,
  * re-arming as Stripe calls consume them; counts the faults that really hit a call.
  */
-export function injectStripeFaults(client: StackClient, rng: Rng): FaultInjector {
+export function injectStripeFaults(
+  client: StackClient,
+  rng: Rng,
+  paths: Record<string, number> = FAULT_PATHS,
+  /** Pause between two armings (ms): longer when few calls are made, or every call would fail. */
+  pause: [number, number] = [300, 900],
+): FaultInjector {
   let running = true;
   let injected = 0;
   const loop = (async () => {
     while (running) {
       const armed = (await client.emulator.faults()).faults;
-      for (const [path, most] of Object.entries(FAULT_PATHS)) {
+      for (const [path, most] of Object.entries(paths)) {
         const onPath = armed.filter((f) => f.path_prefix === path).reduce((n, f) => n + f.remaining, 0);
         if (onPath >= most) continue;
         const status = rng.pick([429, 500, 503, 0] as const);
@@ -549,7 +567,7 @@ export function injectStripeFaults(client: StackClient, rng: Rng): FaultInjector
         });
         injected += count;
       }
-      await sleep(rng.int(300, 900));
+      await sleep(rng.int(pause[0], pause[1]));
     }
   })();
   return {
