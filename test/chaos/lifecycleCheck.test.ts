@@ -179,6 +179,29 @@ describe("the lifecycle invoice check", () => {
     ]);
   });
 
+  it("puts on a cancel now's final invoice the verdicts until it is final, like a renewal's", () => {
+    const cancel = T0 + 10 * DAY;
+    const model = buildModel(
+      ["u"],
+      [
+        { kind: "subscribe", at: T0, phase: 1, user: "u", plan: "payg" },
+        { kind: "change", at: cancel, phase: 5, user: "u", to: "free", when: "now" },
+      ],
+      cancel + 2 * GRACE,
+      VERSIONS,
+    );
+    const moves = [{ phase: 8, from: cancel + 60_000, to: cancel + GRACE + 120_000 }];
+    const s = (id: string, phase: number): LcSession => ({
+      id,
+      user: "u",
+      billedAt: T0 + DAY,
+      billable: true,
+      phase,
+    });
+    const { windows } = expectWindows(model, [s("a", 2), s("b", 6), s("c", 9)], moves, GRACE);
+    expect([...windows.values()].map((w) => [w.sessions, w.onInvoice])).toEqual([[3, 2]]);
+  });
+
   it("finds nothing wrong in exact invoices", () => {
     expect(checkLifecycle(scenario())).toEqual([]);
   });

@@ -53,7 +53,9 @@ function cutOf(w: Window, moves: readonly ClockMove[], graceMs: number): number 
   const c = w.closing;
   if (c === null) return null;
   if (c.kind === "now_dropped") return Number.NEGATIVE_INFINITY;
-  if (c.kind === "now_billed" || c.kind === "canceled_now") return c.phase;
+  if (c.kind === "now_billed") return c.phase;
+  // a renewal, a final invoice at the period end, and a cancel now's final invoice are drafts for
+  // the grace period: usage reported until they are final is on them
   const due = w.end + graceMs;
   const move = moves.find((m) => m.from < due && due <= m.to);
   return move ? move.phase : "unfinalized";

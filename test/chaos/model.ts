@@ -112,7 +112,8 @@ export type TimelineEvent = { at: number; phase: number } & (
  * the period-end invoice, after the finalization grace); a change now to pro (the anchor reset's
  * invoice, at once, bills the usage reported so far); a change now to payg from pro (Stripe drops
  * the usage under `proration_behavior: none`: all of it is billed by adjustment); a cancellation
- * now (the final invoice of the usage reported so far).
+ * now (`invoice_now`: a final invoice of the window's usage, a draft for the finalization grace
+ * like a renewal, so usage reported until it is final is on it).
  */
 export type Closing =
   | { kind: "period_end" }
