@@ -2,7 +2,8 @@
  * `npm run chaos:seeds -w @aigate/test`: the chaos run (chaos.test.ts, plain and lifecycle parts)
  * on several seeds other than the CI seed, one after the other, each on its own fresh stack.
  * Prints one line per seed as it finishes and a table at the end; every result is also appended,
- * as JSON, to CHAOS_SEEDS_OUT (default test/.artifacts/chaos-seeds.jsonl).
+ * as JSON, to CHAOS_SEEDS_OUT (default test/.artifacts/chaos-seeds.jsonl), and each run's whole
+ * output is kept in chaos-seeds/<seed>.log beside it.
  *
  *   CHAOS_SEEDS=20 npm run chaos:seeds -w @aigate/test        # the first 20 seeds of the list
  *   CHAOS_SEED_LIST=11,12 npm run chaos:seeds -w @aigate/test # these seeds
@@ -10,7 +11,7 @@
  * The list is fixed (seedList below), so that a run of N seeds is always the same N seeds.
  */
 import { spawn } from "node:child_process";
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { DEFAULT_SEED } from "./config";
 import { hash32 } from "./random";
@@ -48,7 +49,7 @@ export function summarize(output: string): Pick<SeedResult, "plain" | "lifecycle
   };
 }
 
-async function runSeed(seed: number, cwd: string): Promise<SeedResult> {
+async function runSeed(seed: number, cwd: string, logDir: string): Promise<SeedResult> {
   const started = Date.now();
   let output = "";
   const exit = await new Promise<number>((resolve) => {
@@ -65,6 +66,7 @@ async function runSeed(seed: number, cwd: string): Promise<SeedResult> {
     });
     child.on("close", (code) => resolve(code ?? 1));
   });
+  writeFileSync(path.join(logDir, `${seed}.log`), output);
   return {
     seed,
     exit,
@@ -82,9 +84,12 @@ async function main() {
   if (list.some((s) => !Number.isInteger(s) || s < 0)) throw new Error("seeds must be non-negative integers");
   const out = process.env.CHAOS_SEEDS_OUT ?? path.join(root, ".artifacts/chaos-seeds.jsonl");
   mkdirSync(path.dirname(out), { recursive: true });
+  // every run's whole output (mismatches, evidence, the stack's log lines), next to the results
+  const logDir = path.join(path.dirname(out), "chaos-seeds");
+  mkdirSync(logDir, { recursive: true });
   const results: SeedResult[] = [];
   for (const seed of list) {
-    const r = await runSeed(seed, root);
+    const r = await runSeed(seed, root, logDir);
     results.push(r);
     appendFileSync(out, `${JSON.stringify(r)}\n`);
     console.log(
