@@ -686,6 +686,25 @@ export async function runLifecycle(
         )
         .join("; ")}`,
     );
+    // D1's view, for diagnosis only (the expectations never read it)
+    const [series, adjustments, history] = await client.sql([
+      {
+        sql: `SELECT plan, period_start, period_end, billable_sessions, posted_total, frozen_at, stripe_billed, adjusted,
+                stripe_invoice_id FROM usage_periods WHERE user_id = ?1 ORDER BY period_start`,
+        params: [user],
+      },
+      {
+        sql: "SELECT plan, period_start, sessions, from_seq, to_seq, amount_cents, stripe_invoice_id FROM usage_adjustments WHERE user_id = ?1",
+        params: [user],
+      },
+      {
+        sql: "SELECT effective_from, plan, stripe_price_id FROM plan_history WHERE user_id = ?1 ORDER BY effective_from",
+        params: [user],
+      },
+    ]);
+    evidence.push(`  D1 series: ${JSON.stringify(series)}`);
+    evidence.push(`  D1 adjustments: ${JSON.stringify(adjustments)}`);
+    evidence.push(`  D1 plan history: ${JSON.stringify(history)}`);
     for (const inv of invoices.filter((i) => i.customer === customer)) {
       evidence.push(
         `  ${inv.id} ${inv.billingReason} ${inv.status} ${inv.total}c: ${inv.lines
