@@ -609,7 +609,9 @@ export async function runLifecycle(
     // no wait here: the next steps that fix an invoice (actions, finalizations) wait first
   }
 
-  // the one-off adjustment invoices finalize; late, duplicated, reordered redeliveries change nothing
+  // the last late sessions are adjusted (their one-off invoices are drafts for the grace), then
+  // those invoices finalize; late, duplicated, reordered redeliveries change nothing
+  await settle("the last late sessions", (await clockNow()) + 3_600_000);
   await moveTo((await clockNow()) + GRACE_MS + MINUTE);
   await recover();
   await settle("the last invoices", (await clockNow()) + 3_600_000);
