@@ -12,6 +12,7 @@ import { isRecord, StackClient, type WebhookStats } from "./clients";
 import { chaosConfig, replayHint } from "./config";
 import { buildCorpus, runCase } from "./corpus";
 import { checkAll, type Expectations } from "./invariants";
+import { type BaseSubscriber, runLifecycle, stripeFor } from "./lifecycle";
 import { dumpD1, observe, quiesce, snapshot } from "./observe";
 import { hash32, mulberry32 } from "./random";
 import {
@@ -19,6 +20,8 @@ import {
   emptySendStats,
   heavyScenario,
   injectStripeFaults,
+  LIFECYCLE_FAULT_PATHS,
+  LIFECYCLE_FAULT_PAUSE,
   type PaidSetup,
   poisonScenario,
   redeliverWebhooks,
@@ -39,6 +42,8 @@ const stream = (name: string) => mulberry32(hash32(`${seed}:${name}`));
 const users = makeUsers(mulberry32(seed));
 const webhookStats: WebhookStats = { deliveries: 0, duplicates: 0, failures: 0, byStatus: {} };
 let paid: PaidSetup | null = null;
+/** The plain run's sessions, for the lifecycle part (its subscribers' renewals are checked too). */
+let plainRun: Expectations | null = null;
 
 function onFailure() {
   onTestFailed(() => {
@@ -152,12 +157,16 @@ describe("chaos", () => {
         late: late.late,
         waves: [...burstResult.waves, ...heavyResult.waves],
       };
+      plainRun = exp;
       const { snap, pending } = await quiesce(
         client,
         exp,
         config.timeoutMs - (Date.now() - started) - 90_000,
       );
-      const obs = await observe(client, exp, snap, inject("meterEventName"));
+      const obs = await observe(client, exp, snap, {
+        payg: inject("paygMeter"),
+        pro: inject("proMeter"),
+      });
       const mismatches = [
         ...pending.map((p) => `never settled: ${p}`),
         ...sent.refused,
@@ -192,7 +201,7 @@ describe("chaos", () => {
         `chaos details: seed ${seed}; ${sent.requests} event requests (${sent.retried} retried after 5xx); ` +
           `webhooks ${webhookStats.deliveries} deliveries ${JSON.stringify(webhookStats.byStatus)}; ` +
           `crashes ${JSON.stringify(chaos.crashesByPoint)}; poison refused ${chaos.refused}x, ` +
-          `parked ${poisonReport.parked.length}, replays ${JSON.stringify(poisonReport.replays)}; ` +
+          `parked ${poisonReport.parked.length} (listed in ${poisonReport.pages} pages), replays ${JSON.stringify(poisonReport.replays)}; ` +
           `${late.late.size} sessions got events after their verdict; ${exp.hijacks.length} hijack events; ` +
           `stripe faults ${stripeFaults.consumed}/${stripeFaults.injected} consumed; ` +
           `admission waves ${exp.waves.map((w) => `${w.allowed}/${w.requested}`).join(" ")}; ` +
@@ -210,5 +219,71 @@ describe("chaos", () => {
       expect(duplicates).toBeGreaterThanOrEqual(duplicateCount(exp.sessions));
     },
     config.timeoutMs,
+  );
+
+  it(
+    "bills every invoice exactly over three billing periods of plan changes, cancellations, failed payments and late verdicts",
+    async () => {
+      onFailure();
+      if (!paid || !plainRun) throw new Error("the plain chaos run did not run");
+      const started = Date.now();
+      const run = plainRun;
+      const base: BaseSubscriber[] = [];
+      for (const [user, sub] of paid.subscriptions) {
+        const plan = run.users.find((u) => u.id === user)?.plan;
+        if (plan !== "payg" && plan !== "pro") continue;
+        // when Stripe started the subscription the run created
+        const start = await stripeFor(client.stripeUrl).subscriptions.retrieve(sub.subscription);
+        base.push({
+          user,
+          plan,
+          customer: sub.customer,
+          start: (start.items.data[0]?.current_period_start ?? 0) * 1000,
+          billedAt: run.sessions
+            .filter((s) => s.userId === user && s.expected.billable === 1)
+            .map((s) => s.expected.created_at),
+        });
+      }
+      const faults = injectStripeFaults(
+        client,
+        stream("lifecycle-faults"),
+        LIFECYCLE_FAULT_PATHS,
+        LIFECYCLE_FAULT_PAUSE,
+      );
+      let stripeFaults: { injected: number; consumed: number } | null = null;
+      const stopFaults = async () => {
+        stripeFaults ??= await faults.stop();
+      };
+      let report: Awaited<ReturnType<typeof runLifecycle>>;
+      try {
+        report = await runLifecycle(client, {
+          seed,
+          users: config.lifecycleUsers,
+          rng: stream,
+          base,
+          webhookStats,
+          beforeCheck: stopFaults,
+        });
+      } finally {
+        await stopFaults();
+      }
+      const consumed = (stripeFaults as { consumed: number } | null)?.consumed ?? 0;
+      for (const m of report.mismatches.slice(0, 100)) console.error(`chaos mismatch: ${m}`);
+      for (const line of report.evidence.slice(0, 200)) console.error(`chaos evidence: ${line}`);
+      console.log(
+        `chaos lifecycle details: seed ${seed}; ${report.users} customers over ${report.clockDays} days in ${report.moves} clock moves; ` +
+          `actions ${JSON.stringify(report.actions)}; late verdicts ${report.late.inGrace} in the grace period, ` +
+          `${report.late.afterInvoice} after the invoice; ${report.adjustments} adjustments; stripe faults ${consumed}; ` +
+          `${Math.round((Date.now() - started) / 1000)} s`,
+      );
+      console.log(
+        `chaos lifecycle: ${report.sessions} sessions, ${report.windows} billing windows closed, ${report.invoices} invoices, ` +
+          `${report.mismatches.length} mismatches`,
+      );
+      expect(report.mismatches).toEqual([]);
+      expect(report.clockDays).toBeGreaterThanOrEqual(90);
+      expect(report.late.inGrace + report.late.afterInvoice).toBeGreaterThan(0);
+    },
+    config.lifecycleTimeoutMs,
   );
 });

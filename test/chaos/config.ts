@@ -16,6 +16,9 @@ export interface ChaosConfig {
   cronTickSeconds: number;
   /** Upper bound for the whole money test. */
   timeoutMs: number;
+  /** Customers of the lifecycle part (on top of the plain run's subscribers). */
+  lifecycleUsers: number;
+  lifecycleTimeoutMs: number;
 }
 
 function intFromEnv(name: string, fallback: number, min: number, max: number): number {
@@ -37,6 +40,8 @@ export function chaosConfig(): ChaosConfig {
     settleSeconds: 20,
     cronTickSeconds: 2,
     timeoutMs: Math.max(480_000, 240_000 + sessions * 400),
+    lifecycleUsers: intFromEnv("CHAOS_LIFECYCLE_USERS", soak ? 16 : 8, 1, 200),
+    lifecycleTimeoutMs: 1_500_000,
   };
 }
 

@@ -16,21 +16,27 @@ import { writeChaosEntries } from "./entries";
 export default async function setup(project: TestProject) {
   const config = chaosConfig();
   console.log(`chaos seed ${config.seed} (replay: ${replayHint(config.seed)})`);
-  const workDir = path.join(ROOT, "test/.artifacts/chaos");
+  // one directory per run, so that runs of several seeds (or a soak) can go side by side
+  const workDir = path.join(ROOT, "test/.artifacts/chaos", `run-${config.seed}-${process.pid}`);
   mkdirSync(workDir, { recursive: true });
   const persistTo = mkdtempSync(path.join(os.tmpdir(), "aigate-chaos-"));
   const control = await startControl(config.seed);
   let stack: Awaited<ReturnType<typeof startStack>>;
   try {
+    const stripePort = await freePort();
     stack = await startStack({
       port: await freePort(),
-      stripePort: await freePort(),
+      stripePort,
       persistTo,
       workDir,
       webhooks: false,
       cronTickSeconds: config.cronTickSeconds,
       settings: { VERDICT_SETTLE_SECONDS: String(config.settleSeconds), STRIPE_POST_INTERVAL_SECONDS: "3" },
-      mainOverrides: writeChaosEntries(path.join(workDir, "build"), control.url),
+      mainOverrides: writeChaosEntries(
+        path.join(workDir, "build"),
+        control.url,
+        `http://127.0.0.1:${stripePort}`,
+      ),
     });
   } catch (err) {
     await control.close();
@@ -45,6 +51,8 @@ export default async function setup(project: TestProject) {
   return async () => {
     await stack.close();
     await control.close();
+    // the workers' source snapshot and configs go; the wrangler log stays for a failed run
+    for (const dir of ["build", "config"]) rmSync(path.join(workDir, dir), { recursive: true, force: true });
     if (process.env.CHAOS_KEEP_STATE === "1") console.log(`chaos state kept in ${persistTo}`);
     else rmSync(persistTo, { recursive: true, force: true });
   };

@@ -39,38 +39,46 @@ function perfect(): { exp: Expectations; snap: Snapshot; obs: Observations } {
   const customers = new Map(
     w.users.filter((u) => u.plan !== "free").map((u, i) => [u.id, `cus_${i}`] as [string, string]),
   );
+  const planOf = (userId: string) => w.users.find((u) => u.id === userId)?.plan ?? "free";
+  const ranks = new Map<string, number>();
   const sessions = new Map<string, SessionRow>(
-    w.sessions.map((s) => [
-      s.id,
-      {
-        ...s.expected,
-        session_id: s.id,
-        admitted_at: null,
-        open: 0,
-        verdict_at: START + 60_000,
-        late_events: w.sessions.indexOf(s) < 3 ? 2 : 0,
-      },
-    ]),
+    w.sessions.map((s) => {
+      const seq = s.expected.billable ? (ranks.get(s.userId) ?? 0) + 1 : null;
+      if (seq !== null) ranks.set(s.userId, seq);
+      return [
+        s.id,
+        {
+          ...s.expected,
+          session_id: s.id,
+          admitted_at: null,
+          open: 0,
+          verdict_at: START + 60_000,
+          late_events: w.sessions.indexOf(s) < 3 ? 2 : 0,
+          billed_at: s.expected.created_at,
+          plan: planOf(s.userId),
+          period_start: START,
+          seq,
+        },
+      ];
+    }),
   );
-  const usage = w.sessions.map((s) => ({
-    id: s.id,
-    user_id: s.userId,
-    session_id: s.id,
-    status: s.expected.billable ? "success" : "failed",
-    plan: w.users.find((u) => u.id === s.userId)?.plan ?? "free",
-    reason: s.expected.reason,
-  }));
   const billable = (userId: string) =>
     w.sessions.filter((s) => s.userId === userId && s.expected.billable === 1).length;
   const periods = w.users
-    .filter((u) => billable(u.id) > 0)
+    .filter((u) => w.sessions.some((s) => s.userId === u.id))
     .map((u) => ({
       user_id: u.id,
       plan: u.plan,
       period_start: START,
+      period_end: START + 30 * 86_400_000,
       stripe_customer_id: customers.get(u.id) ?? null,
+      meter_event_name: u.plan === "free" ? null : `aigate_${u.plan}_sessions`,
       billable_sessions: billable(u.id),
       posted_total: u.plan === "free" ? 0 : billable(u.id),
+      seq_top: billable(u.id),
+      adjusted: 0,
+      frozen_at: null,
+      stripe_billed: null,
     }));
   const deadLetters = [
     ...w.hijacks.map((h, i) => ({
@@ -90,12 +98,19 @@ function perfect(): { exp: Expectations; snap: Snapshot; obs: Observations } {
         replay_count: 1,
       })),
   ];
-  const snap: Snapshot = { sessions, usage, periods, deadLetters, customers };
+  const snap: Snapshot = { sessions, periods, adjustments: [], deadLetters, customers };
   const obs: Observations = {
     meter: new Map(
       w.users
         .filter((u) => u.plan !== "free")
-        .map((u) => [customers.get(u.id) ?? "", { value: billable(u.id), maxPosted: billable(u.id) }]),
+        .map((u) => {
+          const own = { value: billable(u.id), maxPosted: billable(u.id) };
+          const none = { value: 0, maxPosted: 0 };
+          return [
+            customers.get(u.id) ?? "",
+            u.plan === "pro" ? { payg: none, pro: own } : { payg: own, pro: none },
+          ];
+        }),
     ),
     usageApi: new Map(
       w.users.map((u) => [
@@ -152,36 +167,71 @@ describe("money invariants", () => {
     expect(checkAll(exp, snap, obs)).toEqual([expect.stringContaining("late_events=1, 2 events were sent")]);
   });
 
-  it("report a session billed to another user", () => {
+  it("report a session billed under another plan, in a series that does not exist", () => {
     const { exp, snap, obs } = perfect();
-    const row = snap.usage.find((u) => u.status === "success");
-    if (!row) throw new Error("no billable row");
-    row.user_id = "someone-else";
+    const row = [...snap.sessions.values()].find((r) => r.billable === 1 && r.plan === "payg");
+    if (!row) throw new Error("no billable payg row");
+    row.plan = "pro";
     const found = checkAll(exp, snap, obs);
-    expect(found).toContainEqual(expect.stringContaining(`session ${row.session_id}: usage row`));
+    expect(found).toContainEqual(`session ${row.session_id}: billed under plan pro, user is on payg`);
+    expect(found).toContainEqual(expect.stringContaining(`session ${row.session_id}: its series`));
   });
 
-  it("report a session recorded twice or never", () => {
+  it("report a session counted twice in its series, and one judged without a series", () => {
     const { exp, snap, obs } = perfect();
-    const [first, second] = snap.usage;
-    if (!first || !second) throw new Error("fixture too small");
-    snap.usage.push({ ...first, id: `${first.id}-again` });
-    snap.usage.splice(snap.usage.indexOf(second), 1);
+    const [first, second, third] = [...snap.sessions.values()].filter(
+      (r) => r.billable === 1 && r.user_id === paidUserWithSessions(exp).id,
+    );
+    if (!first || !second || !third) throw new Error("fixture too small");
+    second.seq = first.seq;
+    third.plan = null;
     const found = checkAll(exp, snap, obs);
-    expect(found).toContainEqual(`session ${first.session_id}: 2 session_usage rows, expected 1`);
-    expect(found).toContainEqual(`session ${second.session_id}: 0 session_usage rows, expected 1`);
+    expect(found).toContainEqual(expect.stringMatching(/^series .*: a rank given twice$/));
+    expect(found).toContainEqual(
+      expect.stringContaining(`session ${third.session_id}: judged without a series`),
+    );
+    expect(found).toContainEqual(expect.stringContaining(`${third.user_id}: `));
+  });
+
+  it("report an adjustment nobody owed, and a series frozen inside its period", () => {
+    const { exp, snap, obs } = perfect();
+    const series = snap.periods.find((p) => p.stripe_customer_id !== null && p.billable_sessions > 0);
+    if (!series) throw new Error("no paid series");
+    series.frozen_at = START;
+    snap.adjustments.push({
+      id: "adj-1",
+      user_id: series.user_id,
+      plan: series.plan,
+      period_start: series.period_start,
+      sessions: 1,
+      amount_cents: 10,
+      state: "created",
+    });
+    const found = checkAll(exp, snap, obs);
+    expect(found).toContainEqual(
+      expect.stringContaining("adjustment adj-1: 1 sessions billed by invoice item"),
+    );
+    expect(found).toContainEqual(expect.stringContaining("frozen or adjusted inside its period"));
   });
 
   it("report a Stripe meter total one off, and an over-posted total", () => {
     const { exp, snap, obs } = perfect();
     const user = paidUserWithSessions(exp);
     const customer = snap.customers.get(user.id) ?? "";
-    const meter = obs.meter.get(customer);
-    if (!meter) throw new Error("no meter");
-    obs.meter.set(customer, { value: meter.value - 1, maxPosted: meter.value + 1 });
+    const meters = obs.meter.get(customer);
+    if (!meters || (user.plan !== "payg" && user.plan !== "pro")) throw new Error("no meter");
+    const own = meters[user.plan];
+    const other = user.plan === "payg" ? "pro" : "payg";
+    obs.meter.set(customer, {
+      ...meters,
+      [user.plan]: { value: own.value - 1, maxPosted: own.value + 1 },
+      [other]: { value: 1, maxPosted: 1 },
+    });
     const found = checkAll(exp, snap, obs);
-    expect(found).toContainEqual(expect.stringContaining(`${user.id}: Stripe meter total`));
-    expect(found).toContainEqual(expect.stringContaining(`${user.id}: a meter post of`));
+    expect(found).toContainEqual(expect.stringContaining(`${user.id}: Stripe ${user.plan} meter total`));
+    expect(found).toContainEqual(expect.stringContaining(`${user.id}: a ${user.plan} meter post of`));
+    // usage on the other plan's meter would be billed by that plan's price
+    expect(found).toContainEqual(`${user.id}: Stripe ${other} meter total 1, workload has 0`);
   });
 
   it("report a usage API answer that disagrees with D1", () => {

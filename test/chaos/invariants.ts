@@ -15,24 +15,39 @@ export interface SessionRow extends Omit<ExpectedFacts, "billable" | "reason" | 
   reason: string | null;
   rule_version: number | null;
   late_events: number;
+  /** The session's series (docs/billing.md "Recording"): written with the verdict. */
+  billed_at: number | null;
+  plan: string | null;
+  period_start: number | null;
+  /** Rank in the series, billable sessions only. */
+  seq: number | null;
 }
 
-export interface UsageRow {
-  id: string;
-  user_id: string;
-  session_id: string;
-  status: string;
-  plan: string;
-  reason: string;
-}
-
+/** A usage series (`usage_periods`): one plan's window of one user. */
 export interface PeriodRow {
   user_id: string;
   plan: string;
   period_start: number;
+  period_end: number;
   stripe_customer_id: string | null;
+  meter_event_name: string | null;
   billable_sessions: number;
   posted_total: number;
+  seq_top: number;
+  adjusted: number;
+  frozen_at: number | null;
+  stripe_billed: number | null;
+}
+
+/** An adjustment (`usage_adjustments`): sessions a frozen series billed by invoice item. */
+export interface AdjustmentRow {
+  id: string;
+  user_id: string;
+  plan: string;
+  period_start: number;
+  sessions: number;
+  amount_cents: number;
+  state: string;
 }
 
 export interface DeadLetterRow {
@@ -45,8 +60,8 @@ export interface DeadLetterRow {
 
 export interface Snapshot {
   sessions: Map<string, SessionRow>;
-  usage: UsageRow[];
   periods: PeriodRow[];
+  adjustments: AdjustmentRow[];
   deadLetters: DeadLetterRow[];
   /** user id -> Stripe customer id */
   customers: Map<string, string>;
@@ -57,20 +72,21 @@ export const SNAPSHOT_QUERIES = [
     sql: `SELECT session_id, user_id, project_id, source, created_at, first_event_at, last_event_at,
                  connected, connect_latency_ms, turn_failed, upstream_error, upstream_status, upstream_code,
                  audio_ms, ended_at, end_reason, admitted_at, open, verdict_at, billable, reason, rule_version,
-                 late_events
+                 late_events, billed_at, plan, period_start, seq
           FROM sessions`,
   },
-  { sql: "SELECT id, user_id, session_id, status, plan, reason FROM session_usage" },
   {
-    sql: `SELECT user_id, plan, period_start, stripe_customer_id, billable_sessions, posted_total
+    sql: `SELECT user_id, plan, period_start, period_end, stripe_customer_id, meter_event_name,
+                 billable_sessions, posted_total, seq_top, adjusted, frozen_at, stripe_billed
           FROM usage_periods`,
   },
+  { sql: "SELECT id, user_id, plan, period_start, sessions, amount_cents, state FROM usage_adjustments" },
   { sql: "SELECT id, queue, body, error, replay_count FROM dead_letters" },
   { sql: "SELECT user_id, stripe_customer_id FROM stripe_customers" },
 ];
 
 export function toSnapshot(results: Row[][]): Snapshot {
-  const [sessions = [], usage = [], periods = [], dead = [], customers = []] = results;
+  const [sessions = [], periods = [], adjustments = [], dead = [], customers = []] = results;
   return {
     sessions: new Map(
       sessions.map((r) => [
@@ -99,24 +115,35 @@ export function toSnapshot(results: Row[][]): Snapshot {
           reason: strOrNull(r, "reason"),
           rule_version: numOrNull(r, "rule_version"),
           late_events: num(r, "late_events"),
+          billed_at: numOrNull(r, "billed_at"),
+          plan: strOrNull(r, "plan"),
+          period_start: numOrNull(r, "period_start"),
+          seq: numOrNull(r, "seq"),
         },
       ]),
     ),
-    usage: usage.map((r) => ({
-      id: str(r, "id"),
-      user_id: str(r, "user_id"),
-      session_id: str(r, "session_id"),
-      status: str(r, "status"),
-      plan: str(r, "plan"),
-      reason: str(r, "reason"),
-    })),
     periods: periods.map((r) => ({
       user_id: str(r, "user_id"),
       plan: str(r, "plan"),
       period_start: num(r, "period_start"),
+      period_end: num(r, "period_end"),
       stripe_customer_id: strOrNull(r, "stripe_customer_id"),
+      meter_event_name: strOrNull(r, "meter_event_name"),
       billable_sessions: num(r, "billable_sessions"),
       posted_total: num(r, "posted_total"),
+      seq_top: num(r, "seq_top"),
+      adjusted: num(r, "adjusted"),
+      frozen_at: numOrNull(r, "frozen_at"),
+      stripe_billed: numOrNull(r, "stripe_billed"),
+    })),
+    adjustments: adjustments.map((r) => ({
+      id: str(r, "id"),
+      user_id: str(r, "user_id"),
+      plan: str(r, "plan"),
+      period_start: num(r, "period_start"),
+      sessions: num(r, "sessions"),
+      amount_cents: num(r, "amount_cents"),
+      state: str(r, "state"),
     })),
     deadLetters: dead.map((r) => ({
       id: str(r, "id"),
@@ -129,7 +156,7 @@ export function toSnapshot(results: Row[][]): Snapshot {
   };
 }
 
-/** What Stripe (the emulator) holds for one customer on the sessions meter. */
+/** What Stripe (the emulator) holds for one customer on one plan's meter. */
 export interface MeterView {
   /** The aggregated (`last`) value. */
   value: number;
@@ -163,8 +190,12 @@ export interface AdmissionWave {
   expectedReason: string | null;
 }
 
+export type PaidPlanName = "payg" | "pro";
+export const PAID_PLANS: readonly PaidPlanName[] = ["payg", "pro"];
+
 export interface Observations {
-  meter: Map<string, MeterView>;
+  /** Per Stripe customer, per plan meter (`aigate_payg_sessions`, `aigate_pro_sessions`). */
+  meter: Map<string, Record<PaidPlanName, MeterView>>;
   usageApi: Map<string, UsageApiView>;
   sessionsApi: Map<string, SessionsApiView>;
 }
@@ -208,16 +239,17 @@ export function expectedCostCents(plan: PlanName, n: number): number {
   return 0;
 }
 
-/** Every session's facts, verdict and single usage row; no stray rows. */
+const seriesId = (user: string, plan: string, start: number) => `${user}/${plan}/${start}`;
+
+/**
+ * Every session's facts and verdict, and its attribution: under its owner's plan, in an existing
+ * series of that user, ranked when billable (ranks of a series distinct and counted by it); no
+ * stray rows. (The plain chaos run has no plan changes: every user stays on their plan.)
+ */
 export function checkSessions(exp: Expectations, snap: Snapshot): string[] {
   const out: string[] = [];
   const planOf = new Map(exp.users.map((u) => [u.id, u.plan]));
-  const usageBySession = new Map<string, UsageRow[]>();
-  for (const u of snap.usage) {
-    const list = usageBySession.get(u.session_id) ?? [];
-    list.push(u);
-    usageBySession.set(u.session_id, list);
-  }
+  const series = new Map(snap.periods.map((p) => [seriesId(p.user_id, p.plan, p.period_start), p]));
   const expectedIds = new Set(exp.sessions.map((s) => s.id));
   for (const s of exp.sessions) {
     const row = snap.sessions.get(s.id);
@@ -234,36 +266,49 @@ export function checkSessions(exp: Expectations, snap: Snapshot): string[] {
     if (row.late_events < late)
       diffs.push(`late_events=${row.late_events}, ${late} events were sent after the verdict`);
     if (diffs.length > 0) out.push(`session ${s.id} (${s.outcome}): ${diffs.join(", ")}`);
-    const usage = usageBySession.get(s.id) ?? [];
-    if (usage.length !== 1) {
-      out.push(`session ${s.id}: ${usage.length} session_usage rows, expected 1`);
+    if (row.verdict_at === null) continue;
+    if (row.plan === null || row.period_start === null) {
+      out.push(`session ${s.id}: judged without a series (plan ${row.plan}, period ${row.period_start})`);
       continue;
     }
-    const [u] = usage;
-    if (!u) continue;
-    const status = s.expected.billable ? "success" : "failed";
-    if (u.id !== s.id || u.user_id !== s.userId || u.status !== status || u.reason !== s.expected.reason) {
+    if (row.plan !== planOf.get(s.userId)) {
+      out.push(`session ${s.id}: billed under plan ${row.plan}, user is on ${planOf.get(s.userId)}`);
+    }
+    if (!series.has(seriesId(row.user_id, row.plan, row.period_start))) {
       out.push(
-        `session ${s.id}: usage row ${JSON.stringify(u)} expected user ${s.userId}, status ${status}, reason ${s.expected.reason}`,
+        `session ${s.id}: its series ${seriesId(row.user_id, row.plan, row.period_start)} does not exist`,
       );
     }
-    if (u.plan !== planOf.get(s.userId)) {
-      out.push(`session ${s.id}: billed under plan ${u.plan}, user is on ${planOf.get(s.userId)}`);
+    if (s.expected.billable === 1 && row.seq === null) out.push(`session ${s.id}: billable without a rank`);
+    if (s.expected.billable === 0 && row.seq !== null)
+      out.push(`session ${s.id}: not billable, ranked ${row.seq}`);
+  }
+  const ranks = new Map<string, number[]>();
+  for (const row of snap.sessions.values()) {
+    if (row.plan === null || row.period_start === null || row.seq === null) continue;
+    const key = seriesId(row.user_id, row.plan, row.period_start);
+    ranks.set(key, [...(ranks.get(key) ?? []), row.seq]);
+  }
+  for (const p of snap.periods) {
+    const key = seriesId(p.user_id, p.plan, p.period_start);
+    const mine = ranks.get(key) ?? [];
+    if (new Set(mine).size !== mine.length) out.push(`series ${key}: a rank given twice`);
+    if (mine.length !== p.billable_sessions) {
+      out.push(
+        `series ${key}: billable_sessions ${p.billable_sessions}, ${mine.length} sessions ranked in it`,
+      );
     }
+    if (mine.some((r) => r < 1 || r > p.seq_top)) out.push(`series ${key}: a rank outside 1..${p.seq_top}`);
   }
   const refused = new Set(exp.refused);
   for (const id of snap.sessions.keys()) {
     if (refused.has(id)) out.push(`session ${id}: refused at admission, yet a sessions row exists`);
     else if (!expectedIds.has(id)) out.push(`session ${id}: a sessions row nobody sent`);
   }
-  for (const [id, rows] of usageBySession) {
-    if (!expectedIds.has(id))
-      out.push(`session ${id}: ${rows.length} session_usage row(s) for no workload session`);
-  }
   return out;
 }
 
-/** Per user and period: D1 rows == usage_periods == Stripe meter == billing API == the workload. */
+/** Per user and series: D1 sessions == usage_periods == Stripe's plan meter == billing API == the workload. */
 export function checkTotals(exp: Expectations, snap: Snapshot, obs: Observations): string[] {
   const out: string[] = [];
   const paidCustomers = new Set<string>();
@@ -271,9 +316,11 @@ export function checkTotals(exp: Expectations, snap: Snapshot, obs: Observations
     const mine = exp.sessions.filter((s) => s.userId === user.id);
     const billable = mine.filter((s) => s.expected.billable === 1).length;
     const failed = mine.length - billable;
-    const rows = snap.usage.filter((u) => u.user_id === user.id && u.status === "success").length;
+    const rows = [...snap.sessions.values()].filter(
+      (r) => r.user_id === user.id && r.billable === 1 && r.plan !== null,
+    ).length;
     if (rows !== billable)
-      out.push(`${user.id}: ${rows} billable session_usage rows, workload has ${billable}`);
+      out.push(`${user.id}: ${rows} billable sessions attributed, workload has ${billable}`);
 
     const periods = snap.periods.filter((p) => p.user_id === user.id);
     const total = periods.reduce((n, p) => n + p.billable_sessions, 0);
@@ -285,6 +332,10 @@ export function checkTotals(exp: Expectations, snap: Snapshot, obs: Observations
       );
     }
     if (periods.length > 1) out.push(`${user.id}: ${periods.length} usage periods, all sessions are in one`);
+    for (const p of periods) {
+      if (p.frozen_at !== null || p.adjusted !== 0)
+        out.push(`${user.id}: series ${p.plan}/${p.period_start} frozen or adjusted inside its period`);
+    }
 
     const customer = snap.customers.get(user.id) ?? null;
     if (user.plan === "free") {
@@ -302,13 +353,17 @@ export function checkTotals(exp: Expectations, snap: Snapshot, obs: Observations
           out.push(`${user.id}: posted_total ${p.posted_total} != billable_sessions ${p.billable_sessions}`);
         }
       }
-      const meter = obs.meter.get(customer);
-      if (!meter) out.push(`${user.id}: no meter reading for ${customer}`);
+      const meters = obs.meter.get(customer);
+      if (!meters) out.push(`${user.id}: no meter reading for ${customer}`);
       else {
-        if (meter.value !== billable)
-          out.push(`${user.id}: Stripe meter total ${meter.value}, workload has ${billable}`);
-        if (meter.maxPosted > billable)
-          out.push(`${user.id}: a meter post of ${meter.maxPosted} > ${billable}`);
+        for (const plan of PAID_PLANS) {
+          const want = plan === user.plan ? billable : 0;
+          const meter = meters[plan];
+          if (meter.value !== want)
+            out.push(`${user.id}: Stripe ${plan} meter total ${meter.value}, workload has ${want}`);
+          if (meter.maxPosted > want)
+            out.push(`${user.id}: a ${plan} meter post of ${meter.maxPosted} > ${want}`);
+        }
       }
     }
 
@@ -345,9 +400,16 @@ export function checkTotals(exp: Expectations, snap: Snapshot, obs: Observations
         out.push(`${user.id}: sessions API shows ${listed.billable} billable`);
     }
   }
-  for (const [customer, meter] of obs.meter) {
-    if (!paidCustomers.has(customer) && meter.value !== 0) {
-      out.push(`Stripe meter has ${meter.value} for ${customer}, who is no paid workload user`);
+  for (const a of snap.adjustments) {
+    out.push(`adjustment ${a.id}: ${a.sessions} sessions billed by invoice item, none was due`);
+  }
+  for (const [customer, meters] of obs.meter) {
+    for (const plan of PAID_PLANS) {
+      if (!paidCustomers.has(customer) && meters[plan].value !== 0) {
+        out.push(
+          `Stripe ${plan} meter has ${meters[plan].value} for ${customer}, who is no paid workload user`,
+        );
+      }
     }
   }
   return out;
@@ -419,19 +481,16 @@ export function checkAll(exp: Expectations, snap: Snapshot, obs: Observations): 
 /** Reasons the pipeline is not done yet with the expected sessions (empty = quiescent). */
 export function pendingWork(exp: Expectations, snap: Snapshot): string[] {
   const out: string[] = [];
-  const usage = new Set(snap.usage.map((u) => u.session_id));
   const missing = exp.sessions.filter((s) => !snap.sessions.has(s.id)).length;
   if (missing > 0) out.push(`${missing} sessions not recorded`);
   const unjudged = [...snap.sessions.values()].filter((r) => r.verdict_at === null).length;
   if (unjudged > 0) out.push(`${unjudged} sessions without a verdict`);
-  const unrecorded = [...snap.sessions.values()].filter(
-    (r) => r.verdict_at !== null && !usage.has(r.session_id),
-  );
-  if (unrecorded.length > 0) out.push(`${unrecorded.length} verdicts not in session_usage`);
+  const unattributed = [...snap.sessions.values()].filter((r) => r.verdict_at !== null && r.plan === null);
+  if (unattributed.length > 0) out.push(`${unattributed.length} verdicts without a series`);
   const open = [...snap.sessions.values()].filter((r) => r.verdict_at !== null && r.open === 1).length;
   if (open > 0) out.push(`${open} judged sessions still open`);
   const unposted = snap.periods.filter(
-    (p) => p.stripe_customer_id !== null && p.posted_total !== p.billable_sessions,
+    (p) => p.stripe_customer_id !== null && p.frozen_at === null && p.posted_total !== p.billable_sessions,
   );
   if (unposted.length > 0) out.push(`${unposted.length} paid periods not confirmed by Stripe`);
   return out;

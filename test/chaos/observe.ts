@@ -7,6 +7,8 @@ import {
   type Expectations,
   type MeterView,
   type Observations,
+  PAID_PLANS,
+  type PaidPlanName,
   pendingWork,
   type SessionsApiView,
   SNAPSHOT_QUERIES,
@@ -50,15 +52,22 @@ export async function observe(
   client: StackClient,
   exp: Expectations,
   snap: Snapshot,
-  meterEventName: string,
+  meters: Record<PaidPlanName, string>,
 ): Promise<Observations> {
-  const meter = new Map<string, MeterView>();
-  const byCustomer = await client.emulator.meterUsageByCustomer(meterEventName);
-  const customers = new Set([...snap.customers.values(), ...Object.keys(byCustomer.customers)]);
+  const meter = new Map<string, Record<PaidPlanName, MeterView>>();
+  const customers = new Set(snap.customers.values());
+  for (const plan of PAID_PLANS) {
+    const byCustomer = await client.emulator.meterUsageByCustomer(meters[plan]);
+    for (const c of Object.keys(byCustomer.customers)) customers.add(c);
+  }
   for (const customer of customers) {
-    const usage = await client.emulator.meterUsage(meterEventName, { customer });
-    const events = await client.emulator.meterEvents(meterEventName, customer);
-    meter.set(customer, { value: usage.value, maxPosted: Math.max(0, ...events.map((e) => e.value)) });
+    const views = {} as Record<PaidPlanName, MeterView>;
+    for (const plan of PAID_PLANS) {
+      const usage = await client.emulator.meterUsage(meters[plan], { customer });
+      const events = await client.emulator.meterEvents(meters[plan], customer);
+      views[plan] = { value: usage.value, maxPosted: Math.max(0, ...events.map((e) => e.value)) };
+    }
+    meter.set(customer, views);
   }
   const usageApi = new Map<string, UsageApiView>();
   const sessionsApi = new Map<string, SessionsApiView>();

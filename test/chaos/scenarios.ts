@@ -17,6 +17,7 @@ import {
   type WebhookPayload,
   type WebhookStats,
 } from "./clients";
+import { listAllDeadLetters } from "./deadLetters";
 import type { AdmissionWave } from "./invariants";
 import type { Rng } from "./random";
 import {
@@ -198,7 +199,7 @@ const billed = (client: StackClient, ids: readonly string[], timeoutMs = 120_000
     client,
     "sessions judged and recorded",
     ids,
-    "verdict_at IS NOT NULL AND open = 0 AND session_id IN (SELECT session_id FROM session_usage)",
+    "verdict_at IS NOT NULL AND open = 0 AND plan IS NOT NULL",
     timeoutMs,
   );
 
@@ -455,6 +456,8 @@ export async function sendLate(
 export interface PoisonReport {
   parked: string[];
   replays: number[];
+  /** Pages of GET /admin/dead-letters read to find it. */
+  pages: number;
 }
 
 /**
@@ -476,14 +479,19 @@ export async function poisonScenario(client: StackClient, poison: SessionPlan): 
   const before = await client.one("SELECT count(*) AS n FROM sessions WHERE session_id = ?1", [poison.id]);
   if ((before[0] ? num(before[0], "n") : 0) !== 0)
     throw new Error("the poison session was processed before its fix");
-  const listed = await client.admin("/admin/dead-letters?queue=aigate-telemetry&limit=100");
-  const listedIds =
-    isRecord(listed.body) && Array.isArray(listed.body.dead_letters)
-      ? listed.body.dead_letters.map((d) => (isRecord(d) ? d.id : null))
-      : [];
-  if (listed.status !== 200 || !parked.every((id) => listedIds.includes(id))) {
+  // the operator's view: every page of the list, 10 a page so that even a small run pages (a soak
+  // parks hundreds of user_mismatch letters, listed before the poison)
+  const { letters, pages } = await listAllDeadLetters((p) => client.admin(p), "aigate-telemetry", 10);
+  const listedIds = new Set(letters.map((d) => d.id));
+  if (listedIds.size !== letters.length) throw new Error("GET /admin/dead-letters lists a letter twice");
+  const inD1 = (await client.one("SELECT id FROM dead_letters WHERE queue = 'aigate-telemetry'")).map((r) =>
+    str(r, "id"),
+  );
+  const unlisted = inD1.filter((id) => !listedIds.has(id));
+  if (!parked.every((id) => listedIds.has(id)) || unlisted.length > 0) {
     throw new Error(
-      `GET /admin/dead-letters does not list the poison: ${listed.status} ${JSON.stringify(listed.body).slice(0, 300)}`,
+      `GET /admin/dead-letters (${pages} pages, ${letters.length} letters) does not list the poison ` +
+        `[${parked.filter((id) => !listedIds.has(id)).join(",")}] or ${unlisted.length} parked letters`,
     );
   }
   await client.control("/poison/fix", {});
@@ -499,7 +507,7 @@ export async function poisonScenario(client: StackClient, poison: SessionPlan): 
     }
     replays.push(replayed);
   }
-  return { parked, replays };
+  return { parked, replays, pages };
 }
 
 export interface FaultInjector {
@@ -512,22 +520,40 @@ export interface FaultInjector {
  * Stripe call); reconciliation reads meter summaries. Up to 3 armed faults on a path can exhaust
  * the SDK's 2 retries, so the biller's own retry and sweep are exercised too.
  */
-const FAULT_PATHS: Record<string, number> = {
+export const FAULT_PATHS: Record<string, number> = {
   "/v1/billing/meter_events": 3,
   "/v1/billing/meters": 1,
 };
 
 /**
+ * The lifecycle part adds the adjustments' invoice items (the biller's other Stripe writes). It
+ * makes far fewer Stripe calls than the plain run's workload, so one fault at a time per path,
+ * re-armed every few seconds: every call may fail, not all of them.
+ */
+export const LIFECYCLE_FAULT_PATHS: Record<string, number> = {
+  "/v1/billing/meter_events": 1,
+  "/v1/billing/meters": 1,
+  "/v1/invoiceitems": 1,
+};
+export const LIFECYCLE_FAULT_PAUSE: [number, number] = [2000, 6000];
+
+/**
  * Keeps Stripe faults (429, 500, 503, slow responses) armed in the emulator until stopped,
  * re-arming as Stripe calls consume them; counts the faults that really hit a call.
  */
-export function injectStripeFaults(client: StackClient, rng: Rng): FaultInjector {
+export function injectStripeFaults(
+  client: StackClient,
+  rng: Rng,
+  paths: Record<string, number> = FAULT_PATHS,
+  /** Pause between two armings (ms): longer when few calls are made, or every call would fail. */
+  pause: [number, number] = [300, 900],
+): FaultInjector {
   let running = true;
   let injected = 0;
   const loop = (async () => {
     while (running) {
       const armed = (await client.emulator.faults()).faults;
-      for (const [path, most] of Object.entries(FAULT_PATHS)) {
+      for (const [path, most] of Object.entries(paths)) {
         const onPath = armed.filter((f) => f.path_prefix === path).reduce((n, f) => n + f.remaining, 0);
         if (onPath >= most) continue;
         const status = rng.pick([429, 500, 503, 0] as const);
@@ -541,7 +567,7 @@ export function injectStripeFaults(client: StackClient, rng: Rng): FaultInjector
         });
         injected += count;
       }
-      await sleep(rng.int(300, 900));
+      await sleep(rng.int(pause[0], pause[1]));
     }
   })();
   return {

@@ -315,19 +315,26 @@ const BILLED = `(SELECT coalesce(sum(l.quantity), 0) FROM invoice_lines l
  * a finalized invoice of it was created, or by the end of the period a renewal closes
  * (`coversUntilMs`, convergence.ts invoiceCoversUntil): that invoice took their usage, or their
  * item was gone by then. Their billed quantity is read from the invoice lines, never assumed.
+ *
+ * Except those a draft invoice of the subscription will still bill: `latestDraftMs`, the creation
+ * time of its latest draft (null: none). A draft created at or after a series' end (the renewal
+ * closing that period, a draft during Stripe's finalization grace) may bill its usage, so an
+ * invoice finalized meanwhile (an anchor reset's, final at once) must not freeze it.
  */
 export function freezeBilledSeries(
   db: D1Database,
   subscriptionId: string,
   invoice: { id: string; coversUntilMs: number },
   now: number,
+  latestDraftMs: number | null,
 ): D1PreparedStatement {
   return db
     .prepare(
       `UPDATE usage_periods SET frozen_at = ?4, stripe_billed = ${BILLED}, stripe_invoice_id = ?2, updated_at = ?4
-       WHERE stripe_subscription_id = ?1 AND frozen_at IS NULL AND period_end <= ?3`,
+       WHERE stripe_subscription_id = ?1 AND frozen_at IS NULL AND period_end <= ?3
+         AND (?5 IS NULL OR period_end > ?5)`,
     )
-    .bind(subscriptionId, invoice.id, invoice.coversUntilMs, now);
+    .bind(subscriptionId, invoice.id, invoice.coversUntilMs, now, latestDraftMs);
 }
 
 /**
@@ -355,8 +362,9 @@ const COVERS_UNTIL = `CASE WHEN i.billing_reason = 'subscription_cycle' THEN max
 /**
  * Freezes, from what D1 already knows, the series no webhook froze (a series created after its
  * invoice was finalized: a session judged late): covered by a finalized invoice of their
- * subscription, or of a subscription that ended with no draft invoice left. The biller's minute
- * cron runs it.
+ * subscription, or of a subscription that ended with no draft invoice left; never while a draft
+ * invoice of the subscription created at or after the series' end may still bill it (as
+ * freezeBilledSeries). The biller's minute cron runs it.
  */
 export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStatement {
   return db
@@ -367,6 +375,9 @@ export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStat
              AND ${COVERS_UNTIL} >= usage_periods.period_end
            ORDER BY i.stripe_created LIMIT 1)
        WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
+         AND NOT EXISTS (SELECT 1 FROM invoices d
+           WHERE d.stripe_subscription_id = usage_periods.stripe_subscription_id AND d.status = 'draft'
+             AND d.stripe_created >= usage_periods.period_end)
          AND (EXISTS (SELECT 1 FROM invoices i
                 WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
                   AND ${COVERS_UNTIL} >= usage_periods.period_end)

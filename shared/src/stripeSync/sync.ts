@@ -185,9 +185,17 @@ async function scheduleOf(stripe: Stripe, sub: StripeSubscription): Promise<Stri
 }
 
 /** Whether Stripe still holds a draft invoice of the subscription (it may bill usage yet). */
-async function hasDraftInvoice(stripe: Stripe, subscriptionId: string): Promise<boolean> {
-  const drafts = await stripe.invoices.list({ subscription: subscriptionId, status: "draft", limit: 1 });
-  return drafts.data.length > 0;
+/** When the subscription's latest draft invoice was created (ms), null when it has none. */
+async function latestDraftInvoice(stripe: Stripe, subscriptionId: string): Promise<number | null> {
+  let latest: number | null = null;
+  for await (const draft of stripe.invoices.list({
+    subscription: subscriptionId,
+    status: "draft",
+    limit: 100,
+  })) {
+    latest = Math.max(latest ?? 0, draft.created * 1000);
+  }
+  return latest;
 }
 
 export interface SyncTarget {
@@ -277,15 +285,17 @@ export async function syncFromStripe(
     );
   }
   statements.push(refreshCustomerPlan(db, userId, now));
+  const ended = subscriptionRow(sub, userId, plan, failedAt, pending, now).ended_at;
+  const latestDraft =
+    (invoice && isFinal(invoice)) || ended !== null ? await latestDraftInvoice(stripe, sub.id) : null;
   if (invoice && isFinal(invoice)) {
     if (lines.length > 0) statements.push(upsertInvoiceLines(db, lines));
     const items = lines.flatMap((l) => (l.stripe_invoice_item_id ? [l.stripe_invoice_item_id] : []));
     if (items.length > 0) statements.push(linkAdjustments(db, invoice.id, items));
     const coversUntilMs = invoiceCoversUntil(invoice);
-    statements.push(freezeBilledSeries(db, sub.id, { id: invoice.id, coversUntilMs }, now));
+    statements.push(freezeBilledSeries(db, sub.id, { id: invoice.id, coversUntilMs }, now, latestDraft));
   }
-  const ended = subscriptionRow(sub, userId, plan, failedAt, pending, now).ended_at;
-  if (ended !== null && !(await hasDraftInvoice(stripe, sub.id))) {
+  if (ended !== null && latestDraft === null) {
     statements.push(freezeEndedSeries(db, sub.id, ended, now));
   }
   statements.push(...extra(now));
