@@ -30,6 +30,9 @@ ALTER TABLE plan_history ADD COLUMN meter_event_name TEXT;
 ALTER TABLE subscriptions ADD COLUMN billing_mode TEXT;
 ALTER TABLE subscriptions ADD COLUMN cancel_at INTEGER;
 ALTER TABLE subscriptions ADD COLUMN schedule_id TEXT;
+-- When Stripe last said that this ended subscription had no draft invoice left (its final
+-- invoice, if any, is finalized): from then on what D1 holds of its invoices is complete.
+ALTER TABLE subscriptions ADD COLUMN drafts_settled_at INTEGER;
 ALTER TABLE subscriptions ADD COLUMN pending_plan TEXT;
 ALTER TABLE subscriptions ADD COLUMN pending_effective_at INTEGER;
 

@@ -55,7 +55,7 @@ async function runSeed(seed: number, cwd: string, logDir: string): Promise<SeedR
   const exit = await new Promise<number>((resolve) => {
     const child = spawn("npx", ["vitest", "run", "--project", "chaos", "chaos/chaos.test.ts"], {
       cwd,
-      env: { ...process.env, CHAOS_SEED: String(seed) },
+      env: { CHAOS_LIFECYCLE: "1", ...process.env, CHAOS_SEED: String(seed) },
       stdio: ["ignore", "pipe", "pipe"],
     });
     child.stdout.on("data", (d: Buffer) => {

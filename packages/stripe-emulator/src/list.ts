@@ -39,3 +39,22 @@ export function paginate<T extends { id: string }, V>(
   }
   return { object: "list", data: page.map(render), has_more: hasMore, url };
 }
+
+/**
+ * Stripe's `created` list filter: an exact unix time or a hash of `gt`, `gte`, `lt`, `lte`
+ * ("A filter on the list, based on the object created field").
+ */
+export function createdFilter(p: Params): (created: number) => boolean {
+  const range = p.optObject("created");
+  const exact = range ? undefined : p.optInt("created");
+  const gte = range?.optInt("gte") ?? Number.NEGATIVE_INFINITY;
+  const gt = range?.optInt("gt") ?? Number.NEGATIVE_INFINITY;
+  const lte = range?.optInt("lte") ?? Number.POSITIVE_INFINITY;
+  const lt = range?.optInt("lt") ?? Number.POSITIVE_INFINITY;
+  return (created) =>
+    (exact === undefined || created === exact) &&
+    created >= gte &&
+    created > gt &&
+    created <= lte &&
+    created < lt;
+}

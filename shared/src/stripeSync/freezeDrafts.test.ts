@@ -7,7 +7,7 @@
  */
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { freezeBilledSeries, freezeCoveredSeries } from "./queries";
+import { freezeBilledSeries, freezeCoveredSeries, freezeEndedSeries, markDraftsSettled } from "./queries";
 
 const DAY = 86_400_000;
 const T0 = Date.UTC(2026, 11, 1, 4);
@@ -101,6 +101,39 @@ describe("a draft invoice still to bill a series keeps it open", () => {
     expect(await frozen()).toEqual([
       ["payg", "period", 1],
       ["payg", "after", 1],
+    ]);
+  });
+
+  it("freezeCoveredSeries: an ended subscription's series waits until Stripe said no draft is left (found by chaos:seeds)", async () => {
+    // cancelled at the period end: Stripe ends the subscription and opens its final invoice as a
+    // draft; the deletion's webhook is applied before the draft's invoice.created, so D1 knows
+    // the end and no draft yet
+    await series("payg", T0, END, 11);
+    await env.DB.prepare(
+      `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
+         current_period_start, current_period_end, started_at, updated_at, ended_at)
+       VALUES ('sub_1', 'u1', 'cus_1', 'payg', 'canceled', ?1, ?2, ?1, 0, ?2)`,
+    )
+      .bind(T0, END)
+      .run();
+    await freezeCoveredSeries(env.DB, END + 60_000).run();
+    expect(await frozen()).toEqual([["payg", "period", 0]]);
+    // the final invoice is finalized: its sync freezes the series from its lines and, Stripe having
+    // no draft left, settles the subscription
+    await invoice("in_final", "open", "subscription_cycle", END, T0, END);
+    await env.DB.batch([
+      freezeBilledSeries(env.DB, "sub_1", { id: "in_final", coversUntilMs: END }, END + GRACE, null),
+      freezeEndedSeries(env.DB, "sub_1", END, END + GRACE),
+      markDraftsSettled(env.DB, "sub_1", END + GRACE),
+    ]);
+    expect(await frozen()).toEqual([["payg", "period", 1]]);
+    // a late session of the ended subscription's last window: a series no webhook freezes, which
+    // the cron now may
+    await series("pro", T0 + DAY, END, 2);
+    await freezeCoveredSeries(env.DB, END + GRACE + 60_000).run();
+    expect(await frozen()).toEqual([
+      ["payg", "period", 1],
+      ["pro", "after", 1],
     ]);
   });
 });

@@ -341,6 +341,18 @@ export function freezeBilledSeries(
  * Freezes the remaining series of a subscription that ended and has no draft invoice left: no
  * invoice will bill them any more.
  */
+/**
+ * Records that Stripe said the ended subscription has no draft invoice left (asked in the same
+ * sync): only then may the biller's cron freeze its series from what D1 holds (freezeCoveredSeries).
+ */
+export function markDraftsSettled(db: D1Database, subscriptionId: string, now: number): D1PreparedStatement {
+  return db
+    .prepare(
+      "UPDATE subscriptions SET drafts_settled_at = ?2 WHERE stripe_subscription_id = ?1 AND drafts_settled_at IS NULL",
+    )
+    .bind(subscriptionId, now);
+}
+
 export function freezeEndedSeries(
   db: D1Database,
   subscriptionId: string,
@@ -359,22 +371,8 @@ export function freezeEndedSeries(
 const COVERS_UNTIL = `CASE WHEN i.billing_reason = 'subscription_cycle' THEN max(i.stripe_created, i.period_end)
   ELSE i.stripe_created END`;
 
-/**
- * Freezes, from what D1 already knows, the series no webhook froze (a series created after its
- * invoice was finalized: a session judged late): covered by a finalized invoice of their
- * subscription, or of a subscription that ended with no draft invoice left; never while a draft
- * invoice of the subscription created at or after the series' end may still bill it (as
- * freezeBilledSeries). The biller's minute cron runs it.
- */
-export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStatement {
-  return db
-    .prepare(
-      `UPDATE usage_periods SET frozen_at = ?1, stripe_billed = ${BILLED}, updated_at = ?1,
-         stripe_invoice_id = (SELECT i.stripe_invoice_id FROM invoices i
-           WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
-             AND ${COVERS_UNTIL} >= usage_periods.period_end
-           ORDER BY i.stripe_created LIMIT 1)
-       WHERE stripe_subscription_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
+/** Which series freezeCoveredSeries freezes (`?1` = now). */
+const COVERED_WHERE = `stripe_subscription_id IS NOT NULL AND frozen_at IS NULL AND period_end <= ?1
          AND NOT EXISTS (SELECT 1 FROM invoices d
            WHERE d.stripe_subscription_id = usage_periods.stripe_subscription_id AND d.status = 'draft'
              AND d.stripe_created >= usage_periods.period_end)
@@ -383,11 +381,48 @@ export function freezeCoveredSeries(db: D1Database, now: number): D1PreparedStat
                   AND ${COVERS_UNTIL} >= usage_periods.period_end)
            OR (EXISTS (SELECT 1 FROM subscriptions s
                  WHERE s.stripe_subscription_id = usage_periods.stripe_subscription_id AND s.ended_at IS NOT NULL
-                   AND s.ended_at <= usage_periods.period_end)
+                   AND s.ended_at <= usage_periods.period_end AND s.drafts_settled_at IS NOT NULL)
                AND NOT EXISTS (SELECT 1 FROM invoices d
-                 WHERE d.stripe_subscription_id = usage_periods.stripe_subscription_id AND d.status = 'draft')))`,
+                 WHERE d.stripe_subscription_id = usage_periods.stripe_subscription_id AND d.status = 'draft')))`;
+
+/** The candidates of freezeCoveredSeries, by what D1 knows: subscriptions and their oldest candidate. */
+export function coveredSeriesCandidates(db: D1Database, now: number, limit: number): D1PreparedStatement {
+  return db
+    .prepare(
+      `SELECT stripe_subscription_id, min(period_start) AS since FROM usage_periods
+       WHERE ${COVERED_WHERE}
+       GROUP BY stripe_subscription_id ORDER BY since LIMIT ?2`,
     )
-    .bind(now);
+    .bind(now, limit);
+}
+
+/**
+ * Freezes, from what D1 already knows, the series no webhook froze (a series created after its
+ * invoice was finalized: a session judged late): covered by a finalized invoice of their
+ * subscription, or of a subscription that ended with no draft invoice left (as Stripe said in a
+ * sync: drafts_settled_at; D1 alone may not know the final invoice's draft yet when the
+ * subscription's deletion is applied before the invoice's events); never while a draft
+ * invoice of the subscription created at or after the series' end may still bill it (as
+ * freezeBilledSeries). The biller's minute cron runs it, restricted to `subscriptions` whose
+ * invoices it just read from Stripe and stores in the same batch (and which Stripe holds no draft
+ * for): the billed quantity never comes from D1's partial copy.
+ */
+export function freezeCoveredSeries(
+  db: D1Database,
+  now: number,
+  subscriptions?: readonly string[],
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `UPDATE usage_periods SET frozen_at = ?1, stripe_billed = ${BILLED}, updated_at = ?1,
+         stripe_invoice_id = (SELECT i.stripe_invoice_id FROM invoices i
+           WHERE i.stripe_subscription_id = usage_periods.stripe_subscription_id AND i.finalized_at IS NOT NULL
+             AND ${COVERS_UNTIL} >= usage_periods.period_end
+           ORDER BY i.stripe_created LIMIT 1)
+       WHERE ${COVERED_WHERE}
+         AND (?2 IS NULL OR stripe_subscription_id IN (SELECT value FROM json_each(?2)))`,
+    )
+    .bind(now, subscriptions === undefined ? null : JSON.stringify(subscriptions));
 }
 
 /** Records which invoice carries our adjustment invoice items. */

@@ -14,6 +14,7 @@ import type { PaidPlanId } from "../plans";
 import {
   billingPeriods,
   failedInvoiceTime,
+  type InvoiceLineRow,
   invoiceCoversUntil,
   invoiceLineRows,
   invoiceRow,
@@ -38,6 +39,7 @@ import {
   freezeEndedSeries,
   insertCustomer,
   linkAdjustments,
+  markDraftsSettled,
   reattributeIfChanged,
   refreshCustomerPlan,
   shortenSeries,
@@ -186,6 +188,54 @@ async function scheduleOf(stripe: Stripe, sub: StripeSubscription): Promise<Stri
 
 /** Whether Stripe still holds a draft invoice of the subscription (it may bill usage yet). */
 /** When the subscription's latest draft invoice was created (ms), null when it has none. */
+/** What Stripe holds of a subscription's invoices, for freezing its series. */
+export interface InvoicesInStripe {
+  /** The lines of every finalized invoice created since `sinceMs`. */
+  lines: InvoiceLineRow[];
+  /** When the latest draft invoice was created (it may still bill usage), or null. */
+  latestDraft: number | null;
+}
+
+/**
+ * Reads, from Stripe, the subscription's finalized invoices created since `sinceMs` (the oldest
+ * unfrozen series' start) with their lines, and its drafts. A freeze reads Stripe's billed
+ * quantity from invoice_lines: storing these lines in the freezing batch means a series is never
+ * frozen from D1's partial copy (an invoice whose webhook has not been applied yet, webhooks
+ * coming in any order).
+ */
+export async function invoicesInStripe(
+  stripe: Stripe,
+  subscriptionId: string,
+  sinceMs: number,
+): Promise<InvoicesInStripe> {
+  const lines: InvoiceLineRow[] = [];
+  let latestDraft: number | null = null;
+  for await (const listed of stripe.invoices.list({
+    subscription: subscriptionId,
+    created: { gte: Math.floor(sinceMs / 1000) },
+    limit: 100,
+  })) {
+    if (listed.status === "draft") {
+      latestDraft = Math.max(latestDraft ?? 0, listed.created * 1000);
+      continue;
+    }
+    const invoice = await retrieveInvoice(stripe, listed.id);
+    if (isFinal(invoice)) lines.push(...invoiceLineRows(invoice, await pricesOf(stripe, invoice)));
+  }
+  return { lines, latestDraft };
+}
+
+/** The start of the subscription's oldest series not frozen yet, if any. */
+async function oldestOpenSeries(db: D1Database, subscriptionId: string): Promise<number | null> {
+  const row = await db
+    .prepare(
+      "SELECT min(period_start) AS start FROM usage_periods WHERE stripe_subscription_id = ?1 AND frozen_at IS NULL",
+    )
+    .bind(subscriptionId)
+    .first<{ start: number | null }>();
+  return row?.start ?? null;
+}
+
 async function latestDraftInvoice(stripe: Stripe, subscriptionId: string): Promise<number | null> {
   let latest: number | null = null;
   for await (const draft of stripe.invoices.list({
@@ -286,8 +336,17 @@ export async function syncFromStripe(
   }
   statements.push(refreshCustomerPlan(db, userId, now));
   const ended = subscriptionRow(sub, userId, plan, failedAt, pending, now).ended_at;
-  const latestDraft =
-    (invoice && isFinal(invoice)) || ended !== null ? await latestDraftInvoice(stripe, sub.id) : null;
+  const freezing = (invoice && isFinal(invoice)) || ended !== null;
+  const openSince = freezing ? await oldestOpenSeries(db, sub.id) : null;
+  // what Stripe billed so far (every finalized invoice since the oldest open series), not only
+  // this event's invoice: the freezes below read it from invoice_lines
+  const inStripe = openSince !== null ? await invoicesInStripe(stripe, sub.id, openSince) : null;
+  if (inStripe && inStripe.lines.length > 0) statements.push(upsertInvoiceLines(db, inStripe.lines));
+  const latestDraft = !freezing
+    ? null
+    : inStripe
+      ? inStripe.latestDraft
+      : await latestDraftInvoice(stripe, sub.id);
   if (invoice && isFinal(invoice)) {
     if (lines.length > 0) statements.push(upsertInvoiceLines(db, lines));
     const items = lines.flatMap((l) => (l.stripe_invoice_item_id ? [l.stripe_invoice_item_id] : []));
@@ -296,7 +355,7 @@ export async function syncFromStripe(
     statements.push(freezeBilledSeries(db, sub.id, { id: invoice.id, coversUntilMs }, now, latestDraft));
   }
   if (ended !== null && latestDraft === null) {
-    statements.push(freezeEndedSeries(db, sub.id, ended, now));
+    statements.push(freezeEndedSeries(db, sub.id, ended, now), markDraftsSettled(db, sub.id, now));
   }
   statements.push(...extra(now));
   await db.batch(statements);

@@ -154,6 +154,34 @@ describe("adjustments", () => {
     expect((await invoiceItems(c.customerId)).map((i) => i.amount)).toEqual([21]);
   });
 
+  it("freezes a series from Stripe's invoices, not from D1's partial copy of them (found by chaos:seeds)", async () => {
+    const c = await subscribe("payg");
+    await used(c, 3);
+    // Stripe's renewal bills the 3 sessions, but its webhooks are not applied yet ...
+    const closed = await emulator().closePeriod(c.subscriptionId);
+    expect(closed.invoice.status).not.toBe("draft");
+    // ... while the period's end and another finalized invoice covering the window are (webhooks
+    // come in any order)
+    const end = closed.invoice.period_end * 1000;
+    await env.DB.prepare("UPDATE usage_periods SET period_end = ?2 WHERE user_id = ?1")
+      .bind(c.userId, end)
+      .run();
+    await env.DB.prepare(
+      `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
+         subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created,
+         updated_at, billing_reason)
+       VALUES ('in_other', ?1, ?2, ?3, 'paid', 'usd', 0, 0, 0, ?4, ?5, ?5, ?5, 0, 'manual')`,
+    )
+      .bind(c.userId, c.customerId, c.subscriptionId, c.period.start, end + 1000)
+      .run();
+    await sweep(createBiller(env), Math.max(tick(), end + 2000));
+    // frozen with what Stripe billed (the renewal's lines, read from Stripe), nothing adjusted
+    expect(await usagePeriods(c.userId)).toMatchObject([
+      { billable_sessions: 3, stripe_billed: 3, adjusted: 0 },
+    ]);
+    expect(await adjustments(c.userId)).toEqual([]);
+  });
+
   it("credits what Stripe billed beyond the sessions we counted", async () => {
     const c = await subscribe("payg");
     await used(c, 3);

@@ -4,7 +4,12 @@
  * bill by adjustment what frozen series counted beyond what Stripe billed.
  */
 import { type DeadLetter, deadLetterId, insertDeadLetters, QUEUES, type UsageMessage } from "@aigate/shared";
-import { freezeCoveredSeries } from "@aigate/shared/stripeSync/queries";
+import {
+  coveredSeriesCandidates,
+  freezeCoveredSeries,
+  upsertInvoiceLines,
+} from "@aigate/shared/stripeSync/queries";
+import { invoicesInStripe } from "@aigate/shared/stripeSync/sync";
 import { adjust } from "./adjust";
 import type { Biller } from "./config";
 import { type PostOutcome, postTotals, refKey } from "./posting";
@@ -13,6 +18,8 @@ import { reattribute } from "./reattribute";
 
 /** Series posted per run (one Stripe call and ~3 D1 statements each). */
 export const SWEEP_LIMIT = 150;
+/** Subscriptions whose covered series one run may freeze (each costs a Stripe invoice listing). */
+export const FREEZE_LIMIT = 20;
 /** Cron runs are about a minute apart, not exactly: the sweep takes its turn slightly early. */
 export const SWEEP_INTERVAL_SLACK_MS = 10_000;
 
@@ -65,6 +72,36 @@ async function parkRejected(
   for (const l of letters) b.log.warn("series parked", { id: l.id, reason: l.error });
 }
 
+/**
+ * Freezes the series no webhook froze (sessions judged after their invoice): for each candidate
+ * D1 sees, Stripe's invoices of the subscription are read and their lines stored in the freezing
+ * batch, and a subscription Stripe still holds a draft for is left to a later run.
+ */
+async function freezeCovered(b: Biller, now: number): Promise<number> {
+  const { results } = await coveredSeriesCandidates(b.db, now, FREEZE_LIMIT).all<{
+    stripe_subscription_id: string;
+    since: number;
+  }>();
+  const verified: string[] = [];
+  const statements: D1PreparedStatement[] = [];
+  for (const c of results) {
+    try {
+      const inStripe = await invoicesInStripe(b.stripe, c.stripe_subscription_id, c.since);
+      if (inStripe.latestDraft !== null) continue;
+      if (inStripe.lines.length > 0) statements.push(upsertInvoiceLines(b.db, inStripe.lines));
+      verified.push(c.stripe_subscription_id);
+    } catch (err) {
+      b.log.warn("freezing deferred: Stripe's invoices not read", {
+        subscription_id: c.stripe_subscription_id,
+        error: String(err),
+      });
+    }
+  }
+  if (verified.length === 0) return 0;
+  const written = await b.db.batch([...statements, freezeCoveredSeries(b.db, now, verified)]);
+  return written.at(-1)?.meta.changes ?? 0;
+}
+
 export async function sweep(b: Biller, now: number): Promise<SweepResult> {
   // re-attribution first: the posts below then carry the moved totals
   const moved = await reattribute(b, now);
@@ -75,7 +112,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
   });
   const kinds = [...outcomes.values()].map((o: PostOutcome) => o.kind);
   await parkRejected(b, rows, outcomes, now);
-  const frozen = await freezeCoveredSeries(b.db, now).run();
+  const frozen = await freezeCovered(b, now);
   const adjusted = await adjust(b, now);
 
   const overdue = await overdueSeries(b.db, now - b.config.graceMs);
@@ -92,7 +129,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     failed: kinds.filter((k) => k === "transient" || k === "rejected").length,
     overdue: overdue.length,
     moved: moved.moved,
-    frozen: frozen.meta.changes ?? 0,
+    frozen,
     adjusted: adjusted.reserved + adjusted.created,
   };
   if (rows.length > 0 || moved.moved > 0 || result.adjusted > 0) b.log.info("sweep done", { ...result });

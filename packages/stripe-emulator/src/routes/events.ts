@@ -1,7 +1,7 @@
 /** /v1/events: Stripe's own event API (retrieve; list newest first, filter by type/types/created). */
 import { type App, type Ctx, send } from "../context";
 import { notFound } from "../errors";
-import { paginate } from "../list";
+import { createdFilter, paginate } from "../list";
 
 export function eventRoutes(app: App, ctx: Ctx): void {
   const { state } = ctx;
@@ -17,12 +17,7 @@ export function eventRoutes(app: App, ctx: Ctx): void {
     const p = c.get("params");
     const type = p.optString("type");
     const types = p.stringList("types");
-    const created = p.optObject("created");
-    const exact = created ? undefined : p.optInt("created");
-    const gte = created?.optInt("gte") ?? Number.NEGATIVE_INFINITY;
-    const gt = created?.optInt("gt") ?? Number.NEGATIVE_INFINITY;
-    const lte = created?.optInt("lte") ?? Number.POSITIVE_INFINITY;
-    const lt = created?.optInt("lt") ?? Number.POSITIVE_INFINITY;
+    const createdMatches = createdFilter(p);
     const typeMatches = (t: string) => {
       const patterns = type ? [type] : types;
       if (patterns.length === 0) return true;
@@ -30,17 +25,7 @@ export function eventRoutes(app: App, ctx: Ctx): void {
         pattern.endsWith(".*") ? t.startsWith(pattern.slice(0, -1)) : t === pattern,
       );
     };
-    const items = [...state.events]
-      .reverse()
-      .filter(
-        (e) =>
-          typeMatches(e.type) &&
-          (exact === undefined || e.created === exact) &&
-          e.created >= gte &&
-          e.created > gt &&
-          e.created <= lte &&
-          e.created < lt,
-      );
+    const items = [...state.events].reverse().filter((e) => typeMatches(e.type) && createdMatches(e.created));
     return send(
       c,
       ctx,

@@ -12,7 +12,7 @@ import {
   finalizeInvoice,
   pendingItems,
 } from "../invoicing";
-import { newestFirst, paginate } from "../list";
+import { createdFilter, newestFirst, paginate } from "../list";
 import type { Params } from "../params";
 import { DAY, type InvoiceRec } from "../state";
 import { invoiceView } from "../views";
@@ -149,8 +149,10 @@ export function invoiceRoutes(app: App, ctx: Ctx): void {
     const customer = p.optString("customer");
     const subscription = p.optString("subscription");
     const status = p.optEnum("status", ["draft", "open", "paid", "uncollectible", "void"] as const);
+    const createdMatches = createdFilter(p);
     const items = newestFirst(state.invoices.values()).filter(
       (i) =>
+        createdMatches(i.created) &&
         (customer === undefined || i.customer === customer) &&
         (subscription === undefined || i.subscription === subscription) &&
         (status === undefined || i.status === status),
