@@ -54,3 +54,23 @@ export function seriesToEnsure(
     meter_event_name: s.meterEventName,
   };
 }
+
+/**
+ * Asks the biller to (re-)attribute the users' sessions billed from `from_ms` on (the earliest
+ * time per user wins): sessions judged while their account could not be attributed yet, or
+ * verdicts parked before the series model.
+ */
+export function requestReattributions(
+  db: D1Database,
+  pending: { user_id: string; from_ms: number }[],
+  now: number,
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO reattributions (user_id, from_ms, requested_at)
+       SELECT value->>'$.user_id', min(value->>'$.from_ms'), ?2 FROM json_each(?1) GROUP BY 1
+       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
+         requested_at = excluded.requested_at`,
+    )
+    .bind(JSON.stringify(pending), now);
+}

@@ -21,12 +21,13 @@ import {
   errorFields,
   insertDeadLetters,
   QUEUES,
+  requestReattributions,
   type SeriesRef,
 } from "@aigate/shared";
 import type { Biller } from "./config";
 import { retryDelaySeconds } from "./meter";
 import { type PostOutcome, postTotals, refKey } from "./posting";
-import { requestReattribution, seriesOfSessions } from "./queries";
+import { seriesOfSessions } from "./queries";
 
 export type Decision = { kind: "ack" } | { kind: "retry"; reason: string } | { kind: "park"; reason: string };
 
@@ -90,7 +91,7 @@ async function resolveSessions(
       wants.set(msg, [{ user_id: row.user_id, plan: row.plan, period_start: row.period_start }]);
     }
   }
-  if (pending.length > 0) await requestReattribution(b.db, pending, now).run();
+  if (pending.length > 0) await requestReattributions(b.db, pending, now).run();
 }
 
 async function postWanted(

@@ -35,22 +35,6 @@ export async function seriesOfSessions(db: D1Database, ids: string[]): Promise<S
   return results;
 }
 
-/** Asks for the users' sessions billed from `from_ms` on to be (re-)attributed. */
-export function requestReattribution(
-  db: D1Database,
-  pending: { user_id: string; from_ms: number }[],
-  now: number,
-) {
-  return db
-    .prepare(
-      `INSERT INTO reattributions (user_id, from_ms, requested_at)
-       SELECT value->>'$.user_id', min(value->>'$.from_ms'), ?2 FROM json_each(?1) GROUP BY 1
-       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
-         requested_at = excluded.requested_at`,
-    )
-    .bind(JSON.stringify(pending), now);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Posting: the meter lock, the period row, the timestamp reservation and the commit.
 

@@ -17,6 +17,7 @@ import {
   judge,
   loadAccounts,
   recordSpendCrossings,
+  requestReattributions,
   type SeriesRef,
   type SeriesToEnsure,
   type SessionFacts,
@@ -32,7 +33,6 @@ import {
   readJudgeRows,
   reattributeIfAccountsMoved,
   recordVerdicts,
-  requestAttribution,
   type VerdictToRecord,
 } from "./queries";
 import { sendAll } from "./send";
@@ -198,7 +198,7 @@ export async function judgeSessions(
     if (series.size > 0) statements.push(recordSpendCrossings(db, [...series.values()], now));
     if (unattributed.length > 0) {
       statements.push(
-        requestAttribution(
+        requestReattributions(
           db,
           unattributed.map((p) => ({ user_id: p.row.user_id, from_ms: p.record.billed_at })),
           now,

@@ -326,25 +326,6 @@ export function addToSeries(
 }
 
 /**
- * Sessions judged while their account could not be attributed (a paid plan whose subscription
- * Stripe has not reported yet): the biller attributes them once the webhooks have arrived.
- */
-export function requestAttribution(
-  db: D1Database,
-  pending: { user_id: string; from_ms: number }[],
-  now: number,
-): D1PreparedStatement {
-  return db
-    .prepare(
-      `INSERT INTO reattributions (user_id, from_ms, requested_at)
-       SELECT value->>'$.user_id', min(value->>'$.from_ms'), ?2 FROM json_each(?1) GROUP BY 1
-       ON CONFLICT (user_id) DO UPDATE SET from_ms = min(reattributions.from_ms, excluded.from_ms),
-         requested_at = excluded.requested_at`,
-    )
-    .bind(JSON.stringify(pending), now);
-}
-
-/**
  * The guard against attributing by stale accounts: for each user whose attribution epoch is no
  * longer the one read with the accounts, asks for a re-attribution from the earliest billing time
  * judged in this run. In the verdict batch (one transaction with the verdicts): a plan or period
