@@ -219,7 +219,10 @@ export async function invoicesInStripe(
       latestDraft = Math.max(latestDraft ?? 0, listed.created * 1000);
       continue;
     }
-    const invoice = await retrieveInvoice(stripe, listed.id);
+    // the listing carries the invoice's lines; only an invoice with more lines is fetched again
+    const invoice = listed.lines.has_more
+      ? await retrieveInvoice(stripe, listed.id)
+      : read(StripeInvoice, "invoice", listed.id, listed);
     if (isFinal(invoice)) lines.push(...invoiceLineRows(invoice, await pricesOf(stripe, invoice)));
   }
   return { lines, latestDraft };
