@@ -707,6 +707,27 @@ export async function runLifecycle(
     evidence.push(`  D1 series: ${JSON.stringify(series)}`);
     evidence.push(`  D1 adjustments: ${JSON.stringify(adjustments)}`);
     evidence.push(`  D1 plan history: ${JSON.stringify(history)}`);
+    // each session of the user: the harness's view (billing time, the step after which its
+    // verdict could come) beside D1's (billing time, verdict time, series and rank)
+    const own = sessions.filter((s) => s.user === user && !s.id.startsWith("base-"));
+    const rows = await client.sql([
+      {
+        sql: `SELECT session_id, created_at, first_seen_at, billed_at, verdict_at, billable, plan, period_start, seq
+                FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1))`,
+        params: [JSON.stringify(own.map((s) => s.id))],
+      },
+    ]);
+    const byId = new Map((rows[0] ?? []).map((r) => [String(r.session_id), r]));
+    for (const s of own) {
+      const r = byId.get(s.id);
+      evidence.push(
+        `  session ${s.id} harness: billed ${iso(s.billedAt)} #${s.phase} ${s.billable ? "billable" : "unbillable"}; D1: ${
+          r
+            ? `created ${iso(Number(r.created_at))} first seen ${iso(Number(r.first_seen_at))} billed ${iso(Number(r.billed_at))} judged ${iso(Number(r.verdict_at))} ${r.plan ?? "free"} ${r.period_start === null ? "" : iso(Number(r.period_start))} seq ${r.seq ?? "-"}`
+            : "no row"
+        }`,
+      );
+    }
     for (const inv of invoices.filter((i) => i.customer === customer)) {
       evidence.push(
         `  ${inv.id} ${inv.billingReason} ${inv.status} ${inv.total}c: ${inv.lines
