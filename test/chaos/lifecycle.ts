@@ -367,7 +367,7 @@ export async function runLifecycle(
           // frozen, and adjustments bill the rest
           sql: `SELECT count(*) AS n FROM usage_periods WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NULL
                 AND billable_sessions <> posted_total
-                AND NOT (last_meter_ts IS NOT NULL AND last_meter_ts + 1 >= (period_end - 1) / 60000 * 60)`,
+                AND NOT (last_meter_ts IS NOT NULL AND last_meter_ts + 1 >= period_end / 60000 * 60)`,
         },
         {
           sql: `SELECT count(*) AS n FROM usage_periods WHERE stripe_customer_id IS NOT NULL AND frozen_at IS NOT NULL

@@ -106,6 +106,45 @@ describe("lifecycle defects", () => {
     expect(all.filter((i) => i.billing_reason === "manual").map((i) => i.total)).toEqual([10]);
   });
 
+  it("bills a session judged in a cancellation's grace on the final invoice, the cancellation right after a post", async () => {
+    // Stripe (docs.stripe.com/billing/subscriptions/usage-based/configure-grace-period): "All
+    // invoices have a default finalization grace period of 1 hour. During the finalization grace
+    // period, you can continue to report usage for the previous billing period." The cancellation
+    // cuts the window right after its last post: the late session still needs a timestamp inside
+    // the window, after that post (docs/billing.md "Posting": posts stay 600 s behind).
+    const emu = emulator();
+    await emu.setInvoiceSettings({ finalization_grace_seconds: 3600 });
+    try {
+      const user = newUser("cut");
+      const { customer } = await subscribe(user, "payg");
+      await advance(3600); // the window is older than the posting lag
+      const [late] = await runSessions(user, 1, { ended: false });
+      await waitJudged(await runSessions(user, 2));
+      await waitPosted(user, "payg", 2);
+      const changed = await changePlan(user, { plan: "free", when: "now" });
+      expect(changed.status).toBe(200);
+      const [series] = await sql<{ period_end: number; posted_at: number; last_meter_ts: number }>(
+        `SELECT period_end, posted_at, last_meter_ts FROM usage_periods WHERE user_id = '${user}' AND plan = 'payg'`,
+      );
+      // the precondition: the window ends within seconds of its last post, in the same minute or the next
+      expect((series?.period_end ?? 0) - (series?.posted_at ?? 0)).toBeLessThan(60_000);
+      expect((series?.last_meter_ts ?? 0) * 1000).toBeLessThan(series?.period_end ?? 0);
+
+      await endSessions(user, [late ?? ""]);
+      await waitJudged([late ?? ""]);
+      await waitPosted(user, "payg", 3);
+      await advance(3601);
+      const final = await eventually(
+        async () => (await invoices(customer)).filter((i) => i.billing_reason !== "subscription_create"),
+        (list) => list.length === 1 && list[0]?.status === "paid",
+      );
+      expect(final[0]?.total).toBe(30);
+      expect(await sql(`SELECT id FROM usage_adjustments WHERE user_id = '${user}'`)).toEqual([]);
+    } finally {
+      await emu.setInvoiceSettings({ finalization_grace_seconds: 0 });
+    }
+  });
+
   it("keeps subscribers of an old price version on it: its webhooks still apply and it bills the old price", async () => {
     const user = newUser("price-version");
     const { customer } = await subscribe(user, "payg");

@@ -4,6 +4,7 @@ import { beforeEach, describe, expect, it } from "vitest";
 import { createBiller } from "./config";
 import { consumeVerdicts } from "./consumer";
 import worker from "./index";
+import { POST_LAG_SECONDS } from "./meter";
 import { sweep } from "./sweep";
 import {
   billableInD1,
@@ -54,7 +55,8 @@ describe("usage messages", () => {
       posted_total: 5,
       post_failures: 0,
     });
-    const ts = Math.floor(now / 1000) - 1;
+    // 600 s behind the current second while the window runs (docs/billing.md "Posting")
+    const ts = Math.floor(now / 1000) - POST_LAG_SECONDS;
     expect(series?.last_meter_ts).toBe(ts);
     expect(await meterEvents(c.customerId, "payg")).toEqual([
       expect.objectContaining({

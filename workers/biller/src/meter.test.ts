@@ -6,7 +6,7 @@ import {
   meterIdentifier,
   meterTimestamp,
   nextPostAt,
-  POST_END_RESERVE_SECONDS,
+  POST_LAG_SECONDS,
   retryDelaySeconds,
   summaryWindow,
 } from "./meter";
@@ -23,22 +23,50 @@ const endS = end / 1000;
 const boundaryS = Math.floor(end / MIN) * 60;
 
 describe("meterTimestamp", () => {
-  it("uses the second before the current one while the window runs", () => {
+  it("stays 600 s behind the current second while the window runs", () => {
     const now = start + 3 * DAY + 1234;
     expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: null })).toBe(
-      Math.floor(now / 1000) - 1,
+      Math.floor(now / 1000) - POST_LAG_SECONDS,
     );
   });
 
   it("goes strictly past the last reserved timestamp, and waits rather than go into the future", () => {
     const now = start + 3 * DAY;
     const nowS = Math.floor(now / 1000);
-    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 5 })).toBe(nowS - 1);
-    // a second post within the same second has no valid timestamp yet: the sweep posts it later
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 700 })).toBe(
+      nowS - POST_LAG_SECONDS,
+    );
+    expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 5 })).toBe(nowS - 4);
+    // no second left before the current one: the sweep posts it later
     expect(meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: nowS - 1 })).toBeNull();
     expect(meterTimestamp({ now: now + 1000, periodStart: start, periodEnd: end, lastTs: nowS - 1 })).toBe(
       nowS,
     );
+  });
+
+  it("leaves a window cut short right after a post the seconds for its final invoice's grace", () => {
+    // a cancellation now, one second after a post: the window ends there, and what is judged during
+    // its final invoice's grace (an hour) still has a timestamp inside it, after that post
+    const wStart = Date.UTC(2027, 1, 1, 5, 45, 39);
+    const wEnd = Date.UTC(2027, 2, 1, 5, 45, 39);
+    const postedAt = Date.UTC(2027, 1, 16, 8, 49, 28, 400);
+    const cutEnd = Date.UTC(2027, 1, 16, 8, 49, 29);
+    const lastTs = meterTimestamp({ now: postedAt, periodStart: wStart, periodEnd: wEnd, lastTs: null });
+    expect(lastTs).toBe(Math.floor(postedAt / 1000) - POST_LAG_SECONDS);
+    let ts = lastTs;
+    const cutBoundary = Math.floor(cutEnd / MIN) * 60;
+    for (let k = 1; k <= 60; k++) {
+      const next = meterTimestamp({
+        now: cutEnd + k * MIN,
+        periodStart: wStart,
+        periodEnd: cutEnd,
+        lastTs: ts,
+      });
+      expect(next).not.toBeNull();
+      expect(next).toBeGreaterThan(ts ?? 0);
+      expect(next).toBeLessThan(cutBoundary);
+      ts = next;
+    }
   });
 
   it("waits for the window's first whole second to be over", () => {
@@ -60,12 +88,12 @@ describe("meterTimestamp", () => {
       periodEnd: end,
       lastTs: endS - (3 * DAY) / 1000,
     });
-    expect(first).toBe(boundaryS - POST_END_RESERVE_SECONDS);
+    expect(first).toBe(boundaryS - POST_LAG_SECONDS);
     const second = meterTimestamp({ now, periodStart: start, periodEnd: end, lastTs: first });
-    expect(second).toBe(boundaryS - POST_END_RESERVE_SECONDS + 1);
+    expect(second).toBe(boundaryS - POST_LAG_SECONDS + 1);
     // also in the window's last partial minute, before it ended
     expect(meterTimestamp({ now: end - 5000, periodStart: start, periodEnd: end, lastTs: null })).toBe(
-      boundaryS - POST_END_RESERVE_SECONDS,
+      boundaryS - POST_LAG_SECONDS,
     );
   });
 

@@ -8,8 +8,13 @@
  */
 import { backoff } from "@aigate/shared";
 
-/** Seconds at the end of a period kept for posts made after the period ended (grace window). */
-export const POST_END_RESERVE_SECONDS = 600;
+/**
+ * How far behind the current second a post's timestamp stays (and, once a window ended, how many
+ * seconds before its last minute boundary its posts start from). Whenever Stripe cuts a window
+ * short (a change or a cancellation now), at least this many seconds less one minute are left in
+ * it after its last post, for what is judged during its final invoice's grace.
+ */
+export const POST_LAG_SECONDS = 600;
 
 export interface TimestampInput {
   now: number;
@@ -23,13 +28,14 @@ export interface TimestampInput {
  * The timestamp (unix seconds) of the next post for a series, or null when no valid one exists
  * right now (then the series waits: to be posted later, or, once frozen, adjusted).
  *
- * - inside the series' window and never in the future: while the window runs, the second before
- *   the current one (so a plan change or cancellation made after this post, even within the same
- *   second, still sees it: Stripe bills usage before the change's second); once it ended, the next
- *   free second of a 600 s reserve at its end, so several posts after the end still increase
- *   strictly;
- * - strictly after the last post (`last` must never depend on equal timestamps): a second post
- *   within the same second waits (null) rather than take a timestamp in the future;
+ * - inside the series' window and never in the future: 600 s before the current second while the
+ *   window runs, 600 s before its last minute boundary once it ended (the same rule: the earlier of
+ *   the two), never before the window's start. A plan change or cancellation made after a post, even
+ *   within the same second, sees it (Stripe bills usage before the change's second), and a window
+ *   cut short by one still has about ten minutes of seconds after its last post, so posts made
+ *   during its final invoice's grace still increase strictly inside it;
+ * - strictly after the last post (`last` must never depend on equal timestamps): a post with no
+ *   second left before the current one waits (null) rather than take a timestamp in the future;
  * - before the window's last whole minute boundary when the window spans one: the minute-aligned
  *   summary window of a series (see `summaryWindow`) then holds its own events only, never the
  *   previous or the next series' (which start at or after the boundary).
@@ -40,7 +46,7 @@ export function meterTimestamp({ now, periodStart, periodEnd, lastTs }: Timestam
   const boundary = Math.floor(periodEnd / 60_000) * 60;
   const stop = boundary > startS ? boundary - 1 : Math.ceil(periodEnd / 1000) - 1;
   if (stop < startS) return null;
-  const base = nowS <= stop ? nowS - 1 : Math.max(startS, stop - POST_END_RESERVE_SECONDS + 1);
+  const base = Math.min(nowS, stop + 1) - POST_LAG_SECONDS;
   const ts = Math.max(base, startS, (lastTs ?? Number.NEGATIVE_INFINITY) + 1);
   if (ts > stop || ts > nowS - 1) return null;
   return ts;

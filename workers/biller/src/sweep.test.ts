@@ -2,7 +2,7 @@ import { createScheduledController, env } from "cloudflare:test";
 import { beforeEach, describe, expect, it } from "vitest";
 import { createBiller } from "./config";
 import worker from "./index";
-import { POST_END_RESERVE_SECONDS } from "./meter";
+import { POST_LAG_SECONDS } from "./meter";
 import { sweep } from "./sweep";
 import {
   billableInD1,
@@ -100,8 +100,8 @@ describe("ended windows", () => {
     const boundary = Math.floor(p1.end / MIN) * 60;
     // both posts came after the window ended: the reserve's first seconds, in order
     expect(events.map((e) => [e.value, e.timestamp])).toEqual([
-      [3, boundary - POST_END_RESERVE_SECONDS],
-      [4, boundary - POST_END_RESERVE_SECONDS + 1],
+      [3, boundary - POST_LAG_SECONDS],
+      [4, boundary - POST_LAG_SECONDS + 1],
     ]);
     expect((await meterUsage(c.customerId, "pro", p1)).value).toBe(4);
     expect((await meterUsage(c.customerId, "pro", p2)).events).toBe(0);
