@@ -1,6 +1,7 @@
 /**
  * The chaos run's knobs, from the environment: CHAOS_SEED (replay a run), CHAOS_SESSIONS (size),
- * CHAOS_SOAK=1 (a longer run). The CI run uses the fixed default seed.
+ * CHAOS_SOAK=1 (a longer run), CHAOS_LIFECYCLE=0 (without the lifecycle part). The CI run uses the
+ * fixed default seed.
  */
 
 export const DEFAULT_SEED = 20261125;
@@ -16,10 +17,7 @@ export interface ChaosConfig {
   cronTickSeconds: number;
   /** Upper bound for the whole money test. */
   timeoutMs: number;
-  /**
-   * Whether the lifecycle part runs (`CHAOS_LIFECYCLE=1`; docs/chaos.md): off in the default run
-   * while the mismatches it still finds are open.
-   */
+  /** Whether the lifecycle part runs (docs/chaos.md): on unless `CHAOS_LIFECYCLE=0`. */
   lifecycle: boolean;
   /** Customers of the lifecycle part (on top of the plain run's subscribers). */
   lifecycleUsers: number;
@@ -45,7 +43,7 @@ export function chaosConfig(): ChaosConfig {
     settleSeconds: 20,
     cronTickSeconds: 2,
     timeoutMs: Math.max(480_000, 240_000 + sessions * 400),
-    lifecycle: process.env.CHAOS_LIFECYCLE === "1" || process.env.CHAOS_LIFECYCLE === "true",
+    lifecycle: process.env.CHAOS_LIFECYCLE !== "0" && process.env.CHAOS_LIFECYCLE !== "false",
     lifecycleUsers: intFromEnv("CHAOS_LIFECYCLE_USERS", soak ? 16 : 8, 1, 200),
     lifecycleTimeoutMs: 1_500_000,
   };
