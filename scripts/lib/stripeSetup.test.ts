@@ -87,9 +87,9 @@ describe("runStripeSetup", () => {
       expect(price.recurring?.usage_type).toBe(want?.usage);
       expect(price.recurring?.meter ?? null).toBe(want?.meter);
     }
-    const paygPrice = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.paygSession]);
+    const paygPrice = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.paygSession] ?? "");
     expect(paygPrice.unit_amount).toBe(10);
-    const proSession = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.proSession], {
+    const proSession = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.proSession] ?? "", {
       expand: ["tiers"],
     });
     expect(proSession.tiers?.map((t) => [t.up_to, t.unit_amount])).toEqual([
