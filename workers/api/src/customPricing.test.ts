@@ -23,7 +23,6 @@ const webhooksEnv: WebhooksEnv = {
   STRIPE_API_BASE: env.STRIPE_API_BASE,
   STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET,
 };
-const DAY_S = 86_400;
 
 let seq = 0;
 const newUser = (name: string) => `cp_${name}_${Date.now().toString(36)}_${++seq}`;
