@@ -234,6 +234,16 @@ describe("PUT /admin/customers/{user_id}/pricing", () => {
       .first();
     expect(row).toEqual({ plan: "pro", pending_plan: null });
 
+    // nor something the customer can take back: their resume has nothing to resume
+    const resume = await SELF.fetch("http://api.test/api/billing/plan", {
+      method: "POST",
+      headers: { authorization: `Bearer ${await userToken(c.user)}`, "content-type": "application/json" },
+      body: JSON.stringify({ resume: true }),
+    });
+    expect(resume.status).toBe(409);
+    expect(await resume.json()).toMatchObject({ error: { code: "nothing_to_resume" } });
+    expect((await subscriptionOf(c.subscription.id)).schedule).toBe(scheduled.schedule);
+
     // the same request again: the same version and price, nothing new in Stripe
     const again = await json<PricingView>(await putPricing(c.user, body));
     expect(again).toEqual(first);
