@@ -65,9 +65,21 @@ export interface UsageBody {
 }
 
 function samePrice(a: MeteredPrice, b: MeteredPrice): boolean {
+  if (a.currency.toLowerCase() !== b.currency.toLowerCase()) return false;
+  if (a.kind === "per_unit") return b.kind === "per_unit" && a.unit_amount === b.unit_amount;
+  if (b.kind === "per_unit") return false;
   return (
-    JSON.stringify({ ...a, currency: a.currency.toLowerCase() }) ===
-    JSON.stringify({ ...b, currency: b.currency.toLowerCase() })
+    a.kind === b.kind &&
+    a.tiers.length === b.tiers.length &&
+    a.tiers.every((t, i) => {
+      const u = b.tiers[i];
+      return (
+        u !== undefined &&
+        t.up_to === u.up_to &&
+        t.unit_amount === u.unit_amount &&
+        t.flat_amount === u.flat_amount
+      );
+    })
   );
 }
 
