@@ -166,6 +166,11 @@ describe("PUT /admin/customers/{user_id}/pricing: bad input", () => {
     const pending = await putPricing(pro.user, { per_session_cents: 5, included_sessions: 500 });
     expect(pending.status).toBe(409);
     expect(await pending.json()).toMatchObject({ error: { code: "change_pending" } });
+    // refused before anything was recorded or created
+    expect(await json(await admin(`/admin/customers/${pro.user}/pricing`))).toEqual({
+      user_id: pro.user,
+      versions: [],
+    });
 
     const payg = await subscriber("payg");
     await scenario.stripe.subscriptions.update(payg.subscription.id, { cancel_at_period_end: true });

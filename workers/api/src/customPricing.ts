@@ -127,6 +127,17 @@ export async function customPricingRows(db: D1Database, userId: string): Promise
   return results;
 }
 
+async function latestRow(db: D1Database, userId: string): Promise<CustomPricingRow | null> {
+  return db
+    .prepare("SELECT * FROM custom_pricing WHERE user_id = ?1 ORDER BY version DESC LIMIT 1")
+    .bind(userId)
+    .first<CustomPricingRow>();
+}
+
+function sameRequest(row: CustomPricingRow, plan: PaidPlanId, mode: TiersMode, tiersJson: string): boolean {
+  return row.plan === plan && row.tiers_mode === mode && row.tiers === tiersJson;
+}
+
 /**
  * The version for this price: the latest one when it asks the same (plan, mode, tiers), else a new
  * one numbered after it (`INSERT ... ON CONFLICT DO NOTHING RETURNING`: two racing requests get one
@@ -142,12 +153,8 @@ async function versionFor(
   now: number,
 ): Promise<CustomPricingRow> {
   for (let attempt = 0; attempt < 5; attempt++) {
-    const latest = await db
-      .prepare("SELECT * FROM custom_pricing WHERE user_id = ?1 ORDER BY version DESC LIMIT 1")
-      .bind(userId)
-      .first<CustomPricingRow>();
-    if (latest && latest.plan === plan && latest.tiers_mode === mode && latest.tiers === tiersJson)
-      return latest;
+    const latest = await latestRow(db, userId);
+    if (latest && sameRequest(latest, plan, mode, tiersJson)) return latest;
     const created = await db
       .prepare(
         `INSERT INTO custom_pricing (user_id, version, plan, tiers_mode, tiers, applies, state, requested_at)
@@ -284,12 +291,19 @@ export async function setCustomPricing(
   if (plan === null || !meteredItem(sub)) throw new Error(`subscription ${sub.id} has no plan price`);
   const { mode, tiers } = requestedTiers(body);
   const tiersJson = JSON.stringify(tiers);
-  const row = await versionFor(db, ctx.userId, plan, mode, tiersJson, when, ctx.deps.now());
   // asked again as it was applied: nothing to do
-  if (row.state === "applied" && row.applies === when && row.stripe_price_id) {
-    const inForce = meteredItem(sub)?.price.id === row.stripe_price_id;
-    if (inForce || (when === "period_end" && sub.schedule)) return customPricingView(row);
+  const latest = await latestRow(db, ctx.userId);
+  if (
+    latest &&
+    sameRequest(latest, plan, mode, tiersJson) &&
+    latest.state === "applied" &&
+    latest.applies === when &&
+    latest.stripe_price_id
+  ) {
+    const inForce = meteredItem(sub)?.price.id === latest.stripe_price_id;
+    if (inForce || (when === "period_end" && sub.schedule)) return customPricingView(latest);
   }
+  // refused before anything is recorded
   if (isCanceling(sub))
     throw new ApiError(409, "subscription_ending", "the subscription is set to cancel: resume it first");
   if (!(await scheduleIsOurs(stripe, sub, ctx.userId)))
@@ -298,6 +312,7 @@ export async function setCustomPricing(
       "change_pending",
       "a plan change is scheduled for this subscription: let it take effect or take it back first",
     );
+  const row = await versionFor(db, ctx.userId, plan, mode, tiersJson, when, ctx.deps.now());
   const priceId = await ensureCustomPrice(stripe, row, sub, tiers);
   await db
     .prepare("UPDATE custom_pricing SET stripe_price_id = ?3 WHERE user_id = ?1 AND version = ?2")
@@ -311,11 +326,11 @@ export async function setCustomPricing(
       : await applyAtPeriodEnd(stripe, sub, priceId);
   if (alreadyBilled && sub.schedule && (await scheduleIsOurs(stripe, sub, ctx.userId)))
     await stripe.subscriptionSchedules.release(sub.schedule);
-  const latest =
+  const invoiceId =
     when === "now" && !alreadyBilled ? (await retrieveSubscription(stripe, sub.id)).latest_invoice : null;
   await syncFromStripe(ctx.deps, {
     subscriptionId: sub.id,
-    invoiceId: latest ?? null,
+    invoiceId: invoiceId ?? null,
     userHints: [ctx.userId],
   });
   const applied = await db
