@@ -16,7 +16,7 @@
  */
 import { runStripeSetup } from "@aigate/scripts/stripe-setup";
 import { CATALOG as CATALOG_IN_FORCE, parseCatalog } from "@aigate/shared/catalog";
-import { ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
+import { catalogPrice, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { DEV_SECRETS } from "@aigate/test-support";
 import { SignJWT } from "jose";
 import Stripe from "stripe";
@@ -123,7 +123,7 @@ function priceMap(catalog: StripeCatalog, version: number, into: Map<string, Pri
   const set = (id: string, info: PriceInfo) => {
     if (!into.has(id)) into.set(id, info);
   };
-  const id = (key: string) => catalog.prices[key] ?? "";
+  const id = (key: string) => catalogPrice(catalog, key);
   set(id("aigate_payg_session"), { plan: "payg", version, kind: "metered" });
   set(id("aigate_pro_session"), { plan: "pro", version, kind: "metered" });
   set(id("aigate_pro_monthly"), { plan: "pro", version, kind: "fee" });
