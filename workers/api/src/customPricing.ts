@@ -318,9 +318,11 @@ export async function setCustomPricing(
     .prepare("UPDATE custom_pricing SET stripe_price_id = ?3 WHERE user_id = ?1 AND version = ?2")
     .bind(ctx.userId, row.version, priceId)
     .run();
-  const alreadyBilled = meteredItem(sub)?.price.id === priceId;
+  const billing = meteredItem(sub);
+  const alreadyBilled = billing?.price.id === priceId;
+  // already billed (a retry after the change was made): from the period it started
   const effectiveAt = alreadyBilled
-    ? (row.effective_at ?? ctx.deps.now())
+    ? (row.effective_at ?? (billing?.current_period_start ?? 0) * 1000)
     : when === "now"
       ? await applyNow(stripe, sub, priceId)
       : await applyAtPeriodEnd(stripe, sub, priceId);
