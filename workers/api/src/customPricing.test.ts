@@ -377,4 +377,35 @@ describe("PUT /admin/customers/{user_id}/pricing", () => {
     const v2price = await scenario.stripe.prices.retrieve(v2.stripe_price_id);
     expect(v2price).toMatchObject({ tiers_mode: "volume", metadata: { aigate_pricing_version: "2" } });
   });
+
+  it("completes a request that Stripe failed half-way when it is repeated: one version, one price", async () => {
+    const c = await subscriber("payg");
+    const body = { per_session_cents: 7, included_sessions: 50 };
+    const mark = (await scenario.emulator.calls()).length;
+    // the price is created, then every try at the schedule fails (the SDK's retries included)
+    await scenario.emulator.addFault({ status: 500, count: 3, path_prefix: "/v1/subscription_schedules" });
+    try {
+      const failed = await putPricing(c.user, body);
+      expect(failed.status).toBe(502);
+      expect(await failed.json()).toMatchObject({ error: { code: "payment_provider_error" } });
+    } finally {
+      await scenario.emulator.clearFaults();
+    }
+    const [half] = (
+      await json<{ versions: PricingView[] }>(await admin(`/admin/customers/${c.user}/pricing`))
+    ).versions;
+    expect(half).toMatchObject({
+      version: 1,
+      state: "requested",
+      stripe_price_id: expect.stringMatching(/^price_/),
+    });
+
+    const done = await json<PricingView>(await putPricing(c.user, body));
+    expect(done).toMatchObject({ version: 1, state: "applied", when: "period_end" });
+    expect(done.stripe_price_id).toBe(half?.stripe_price_id);
+    expect(await pricesPosted(mark)).toBe(1);
+    const sub = await subscriptionOf(c.subscription.id);
+    const schedule = await scenario.stripe.subscriptionSchedules.retrieve(String(sub.schedule));
+    expect(schedule.phases.at(-1)?.items.map((i) => String(i.price))).toEqual([done.stripe_price_id]);
+  });
 });
