@@ -2,6 +2,13 @@
  * PUT /admin/customers/{user_id}/pricing through the api worker, on the Stripe emulator: the
  * customer's own Stripe price, applied at the period end (a schedule phase, on a test clock) or
  * now (as an upgrade), idempotent, and bad input answered with the contract's envelope.
+ *
+ * Stripe: a schedule's phases change a subscription's prices at set times, a phase's items
+ * replacing the subscription's from its start
+ * (https://docs.stripe.com/billing/subscriptions/subscription-schedules); resetting the billing
+ * cycle anchor to now starts a new period and "you charge the customer for the usage accrued
+ * during the shortened billing period" (https://docs.stripe.com/billing/subscriptions/billing-cycle);
+ * tiered prices as in https://docs.stripe.com/api/prices/object#price_object-tiers_mode.
  */
 import { createExecutionContext, env, SELF, waitOnExecutionContext } from "cloudflare:test";
 import { accountStatus } from "@aigate/shared";

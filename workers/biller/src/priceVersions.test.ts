@@ -3,6 +3,12 @@
  * (here a copy of it, parsed by the same schema) and the setup run again. The changed price gets a
  * new version holding the lookup key; the subscriber of the old version is still billed at it, a
  * new subscriber gets the new one, and each series records the price it bills.
+ *
+ * Stripe: `transfer_lookup_key` "If set to true, will atomically remove the lookup key from the
+ * existing price, and assign it to this price" (https://docs.stripe.com/api/prices/create);
+ * graduated tiers: "pricing can change as the quantity grows", volume: "the maximum quantity
+ * within a period determines the per unit price"
+ * (https://docs.stripe.com/api/prices/object#price_object-tiers_mode).
  */
 import { CATALOG, parseCatalog } from "@aigate/shared/catalog";
 import { catalogPrice, DEFAULT_METER_PREFIX, ensureStripeCatalog } from "@aigate/shared/stripeCatalog";
