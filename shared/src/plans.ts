@@ -81,7 +81,7 @@ export function plansOf(catalog: PricingCatalog): Record<PlanId, Plan> {
 
 export const PLANS: Record<PlanId, Plan> = plansOf(CATALOG);
 
-/** The lookup keys of the catalog's prices, by role. */
+/** The lookup keys of the catalog's prices, by role (`proMonthly` is "" should pro have no fee). */
 export const PRICE_LOOKUP_KEYS = {
   paygSession: CATALOG.plans.payg.session_lookup_key,
   proMonthly: CATALOG.plans.pro.fee_lookup_key ?? "",
