@@ -1,3 +1,4 @@
+import { CATALOG, parseCatalog } from "@aigate/shared/catalog";
 import { PRICE_LOOKUP_KEYS } from "@aigate/shared/plans";
 import { createStripe } from "@aigate/shared/stripe";
 import { DEFAULT_METER_PREFIX, PORTAL_CONFIGURATION_METADATA } from "@aigate/shared/stripeCatalog";
@@ -87,9 +88,9 @@ describe("runStripeSetup", () => {
       expect(price.recurring?.usage_type).toBe(want?.usage);
       expect(price.recurring?.meter ?? null).toBe(want?.meter);
     }
-    const paygPrice = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.paygSession]);
+    const paygPrice = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.paygSession] ?? "");
     expect(paygPrice.unit_amount).toBe(10);
-    const proSession = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.proSession], {
+    const proSession = await stripe().prices.retrieve(prices[PRICE_LOOKUP_KEYS.proSession] ?? "", {
       expand: ["tiers"],
     });
     expect(proSession.tiers?.map((t) => [t.up_to, t.unit_amount])).toEqual([
@@ -131,5 +132,43 @@ describe("runStripeSetup", () => {
     expect(b.catalog.meters.payg.eventName).toBe("prefb_payg_sessions");
     expect(b.catalog.meters.payg.id).not.toBe(a.catalog.meters.payg.id);
     expect(b.catalog.meters.pro.id).not.toBe(a.catalog.meters.pro.id);
+  });
+
+  it("publishes an edited catalog (payg $0.10 up to 1,000 sessions, then $0.08) as a new payg price version", async () => {
+    const vars = { STRIPE_API_BASE: env.STRIPE_API_BASE };
+    const before = await runStripeSetup(vars);
+    const edited = parseCatalog({
+      ...CATALOG,
+      plans: {
+        ...CATALOG.plans,
+        payg: {
+          ...CATALOG.plans.payg,
+          tiers: [
+            { up_to: 1000, unit_amount_cents: 10 },
+            { up_to: null, unit_amount_cents: 8 },
+          ],
+        },
+      },
+    });
+    const after = await runStripeSetup(vars, undefined, edited);
+    const key = PRICE_LOOKUP_KEYS.paygSession;
+    const moved = after.catalog.prices[key] ?? "";
+    expect(moved).not.toBe(before.catalog.prices[key]);
+    expect(after.lines).toContain(`  price   ${moved}  lookup_key=${key}`);
+    const price = await stripe().prices.retrieve(moved, { expand: ["tiers"] });
+    expect(price).toMatchObject({ lookup_key: key, billing_scheme: "tiered", tiers_mode: "graduated" });
+    expect(price.tiers?.map((t) => [t.up_to, t.unit_amount])).toEqual([
+      [1000, 10],
+      [null, 8],
+    ]);
+    // pro untouched, the old payg version kept for its subscribers, and a rerun changes nothing
+    expect(after.catalog.prices[PRICE_LOOKUP_KEYS.proSession]).toBe(
+      before.catalog.prices[PRICE_LOOKUP_KEYS.proSession],
+    );
+    expect(await stripe().prices.retrieve(before.catalog.prices[key] ?? "")).toMatchObject({
+      active: true,
+      lookup_key: null,
+    });
+    expect((await runStripeSetup(vars, undefined, edited)).catalog.prices).toEqual(after.catalog.prices);
   });
 });

@@ -4,6 +4,7 @@
  * ensureStripeCatalog) against the emulator or real Stripe, and prints what the workers must be
  * configured with. Logic here, so it is tested.
  */
+import { CATALOG, type PricingCatalog } from "@aigate/shared/catalog";
 import { createStripe } from "@aigate/shared/stripe";
 import { DEFAULT_METER_PREFIX, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { DEV_SECRETS } from "../dev/credentials";
@@ -65,9 +66,14 @@ export function formatSetup(target: StripeTarget, catalog: StripeCatalog): strin
   ];
 }
 
-export async function runStripeSetup(vars: Record<string, string | undefined>, emulatorApiBase?: string) {
+/** Sets up Stripe for `pricing` (the catalog in force, shared/catalog/pricing.json, unless given). */
+export async function runStripeSetup(
+  vars: Record<string, string | undefined>,
+  emulatorApiBase?: string,
+  pricing: PricingCatalog = CATALOG,
+) {
   const target = resolveStripeTarget(vars, emulatorApiBase);
   const stripe = createStripe({ STRIPE_SECRET_KEY: target.secretKey, STRIPE_API_BASE: target.apiBase });
-  const catalog = await ensureStripeCatalog(stripe, target.meterPrefix);
+  const catalog = await ensureStripeCatalog(stripe, target.meterPrefix, pricing);
   return { target, catalog, lines: formatSetup(target, catalog) };
 }

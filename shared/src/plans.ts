@@ -1,9 +1,18 @@
 /**
- * The one plan catalog. Every price, quota and limit in the product comes from here.
- * Money is integer cents.
+ * The plans as the product uses them, derived from the pricing catalog (catalog.ts,
+ * shared/catalog/pricing.json): nothing here holds a number of its own. Money is integer cents.
  */
 import { z } from "zod";
-import type { MeteredPrice } from "./pricing";
+import {
+  CATALOG,
+  type CatalogTier,
+  includedSessionsOf,
+  maxSessionCentsOf,
+  type PricingCatalog,
+  type TiersMode,
+  tiersPrice,
+} from "./catalog";
+import { amountFor, type MeteredPrice } from "./pricing";
 
 export const PlanId = z.enum(["free", "payg", "pro"]);
 export type PlanId = z.infer<typeof PlanId>;
@@ -17,70 +26,75 @@ export interface Plan {
   monthlyFeeCents: number;
   /** Successful sessions included in each billing period before per-session pricing applies. */
   includedSessions: number;
-  /** Price per successful session beyond the included ones, in cents. */
+  /**
+   * Price per successful session beyond the included ones, in cents: the highest tier's when the
+   * catalog has several paid tiers (what spend caps count with, so a cap is never overrun).
+   */
   perSessionCents: number;
   /** Hard monthly cap on successful sessions (free plan only), null = unlimited. */
   monthlyQuota: number | null;
   /** Concurrent session limit, null = unlimited. */
   concurrentLimit: number | null;
-  /** Stripe price lookup keys making up this plan's subscription. */
+  /** How the per-session tiers price a period (paid plans; "graduated" for free). */
+  tiersMode: TiersMode;
+  /** The per-session tiers (empty for free). */
+  tiers: CatalogTier[];
+  /** Stripe price lookup keys making up this plan's subscription: the fee's (if any), then the sessions'. */
   stripeLookupKeys: string[];
 }
 
+/** The plans a catalog describes. */
+export function plansOf(catalog: PricingCatalog): Record<PlanId, Plan> {
+  const free = catalog.plans.free;
+  const paid = (id: PaidPlanId): Plan => {
+    const p = catalog.plans[id];
+    return {
+      id,
+      name: p.name,
+      monthlyFeeCents: p.monthly_fee_cents,
+      includedSessions: includedSessionsOf(p.tiers_mode, p.tiers),
+      perSessionCents: maxSessionCentsOf(p.tiers),
+      monthlyQuota: null,
+      concurrentLimit: p.concurrent_limit,
+      tiersMode: p.tiers_mode,
+      tiers: p.tiers.map((t) => ({ ...t })),
+      stripeLookupKeys: [...(p.fee_lookup_key === null ? [] : [p.fee_lookup_key]), p.session_lookup_key],
+    };
+  };
+  return {
+    free: {
+      id: "free",
+      name: free.name,
+      monthlyFeeCents: 0,
+      includedSessions: free.monthly_quota,
+      perSessionCents: 0,
+      monthlyQuota: free.monthly_quota,
+      concurrentLimit: free.concurrent_limit,
+      tiersMode: "graduated",
+      tiers: [],
+      stripeLookupKeys: [],
+    },
+    payg: paid("payg"),
+    pro: paid("pro"),
+  };
+}
+
+export const PLANS: Record<PlanId, Plan> = plansOf(CATALOG);
+
+/** The lookup keys of the catalog's prices, by role (`proMonthly` is "" should pro have no fee). */
 export const PRICE_LOOKUP_KEYS = {
-  paygSession: "aigate_payg_session",
-  proMonthly: "aigate_pro_monthly",
-  proSession: "aigate_pro_session",
+  paygSession: CATALOG.plans.payg.session_lookup_key,
+  proMonthly: CATALOG.plans.pro.fee_lookup_key ?? "",
+  proSession: CATALOG.plans.pro.session_lookup_key,
 } as const;
 
-export const PLANS: Record<PlanId, Plan> = {
-  free: {
-    id: "free",
-    name: "Free",
-    monthlyFeeCents: 0,
-    includedSessions: 100,
-    perSessionCents: 0,
-    monthlyQuota: 100,
-    concurrentLimit: 5,
-    stripeLookupKeys: [],
-  },
-  payg: {
-    id: "payg",
-    name: "Pay-as-you-go",
-    monthlyFeeCents: 0,
-    includedSessions: 0,
-    perSessionCents: 10,
-    monthlyQuota: null,
-    concurrentLimit: null,
-    stripeLookupKeys: [PRICE_LOOKUP_KEYS.paygSession],
-  },
-  pro: {
-    id: "pro",
-    name: "Pro",
-    monthlyFeeCents: 2900,
-    includedSessions: 400,
-    perSessionCents: 7,
-    monthlyQuota: null,
-    concurrentLimit: null,
-    stripeLookupKeys: [PRICE_LOOKUP_KEYS.proMonthly, PRICE_LOOKUP_KEYS.proSession],
-  },
-};
-
 /**
- * A paid plan's metered price as the catalog defines it (graduated tiers for pro's included
- * sessions). Stripe's own price object is used whenever a series names one.
+ * A paid plan's metered price as the catalog defines it (per unit for one tier, else the catalog's
+ * tiers_mode). Stripe's own price object is used whenever a series names one.
  */
 export function catalogMeteredPrice(plan: PaidPlanId): MeteredPrice {
   const p = PLANS[plan];
-  if (p.includedSessions === 0) return { kind: "per_unit", unit_amount: p.perSessionCents, currency: "usd" };
-  return {
-    kind: "graduated",
-    currency: "usd",
-    tiers: [
-      { up_to: p.includedSessions, unit_amount: 0, flat_amount: 0 },
-      { up_to: null, unit_amount: p.perSessionCents, flat_amount: 0 },
-    ],
-  };
+  return tiersPrice(p.tiersMode, p.tiers);
 }
 
 /** The quota shown to users: the free cap, pro's included sessions, none for payg. */
@@ -94,9 +108,8 @@ export function displayedQuota(plan: PlanId): number | null {
 export function estimateCostCents(plan: PlanId, sessions: number): number {
   if (!Number.isInteger(sessions) || sessions < 0)
     throw new RangeError("sessions must be a non-negative integer");
-  const p = PLANS[plan];
   if (plan === "free") return 0;
-  return p.monthlyFeeCents + p.perSessionCents * Math.max(0, sessions - p.includedSessions);
+  return PLANS[plan].monthlyFeeCents + amountFor(catalogMeteredPrice(plan), sessions);
 }
 
 /** Cents to a dollar amount for display (exact for integer cents). */

@@ -62,3 +62,15 @@ export function sessionPrice(price: MeteredPrice, rank: number, total: number): 
   const base = Math.floor(amount / total);
   return base + (rank <= amount - base * total ? 1 : 0);
 }
+
+/**
+ * Sessions a period includes at no charge under a price: the first tier's bound when the price is
+ * graduated and that tier costs nothing (pro's 400); 0 otherwise.
+ */
+export function includedUnits(price: MeteredPrice): number {
+  if (price.kind !== "graduated") return 0;
+  const [first] = price.tiers;
+  return first && first.up_to !== null && first.unit_amount === 0 && first.flat_amount === 0
+    ? first.up_to
+    : 0;
+}

@@ -1,6 +1,46 @@
+import { env } from "cloudflare:test";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { alertSignature, capSessions, SpendLimitsBody, usageChargeCents } from "./spendLimits";
+import { amountFor, type MeteredPrice } from "./pricing";
+import {
+  alertSignature,
+  capSessions,
+  meteredAmountSql,
+  SpendLimitsBody,
+  usageChargeCents,
+} from "./spendLimits";
+
+describe("meteredAmountSql", () => {
+  const tiers = [
+    { up_to: 1000, unit_amount: 10, flat_amount: 0 },
+    { up_to: 5000, unit_amount: 8, flat_amount: 0 },
+    { up_to: null, unit_amount: 6, flat_amount: 0 },
+  ];
+  const prices: MeteredPrice[] = [
+    { kind: "per_unit", unit_amount: 10, currency: "usd" },
+    { kind: "graduated", currency: "usd", tiers },
+    { kind: "volume", currency: "usd", tiers },
+    {
+      kind: "graduated",
+      currency: "usd",
+      tiers: [
+        { up_to: 400, unit_amount: 0, flat_amount: 0 },
+        { up_to: null, unit_amount: 7, flat_amount: 0 },
+      ],
+    },
+  ];
+  it("computes in D1 the cents amountFor computes, at and around every tier bound", async () => {
+    const ns = [0, 1, 399, 400, 401, 999, 1000, 1001, 4999, 5000, 5001, 123_456];
+    for (const price of prices) {
+      const { results } = await env.DB.prepare(
+        `SELECT n.value AS n, ${meteredAmountSql(price, "n.value")} AS cents FROM json_each(?1) n`,
+      )
+        .bind(JSON.stringify(ns))
+        .all<{ n: number; cents: number }>();
+      expect(results.map((r) => [r.n, r.cents])).toEqual(ns.map((n) => [n, amountFor(price, n)]));
+    }
+  });
+});
 
 describe("capSessions", () => {
   it("is the most sessions whose usage charges stay within the cap (property, both paid plans)", () => {

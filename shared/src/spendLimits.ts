@@ -7,7 +7,7 @@
  */
 import { z } from "zod";
 import { catalogMeteredPrice, type PaidPlanId, PLANS } from "./plans";
-import { amountFor } from "./pricing";
+import { amountFor, type MeteredPrice } from "./pricing";
 
 export const DEFAULT_ALERT_THRESHOLDS: readonly number[] = [50, 80, 100];
 /** The largest cap accepted: $1,000,000 a period. */
@@ -20,7 +20,9 @@ export function usageChargeCents(plan: PaidPlanId, sessions: number): number {
 
 /**
  * The most billable sessions one series of `plan` may hold without its usage charges passing
- * `capCents`: pro's included sessions cost nothing, every later one its per-session price.
+ * `capCents`: the included sessions cost nothing, every later one the plan's per-session price
+ * (its highest tier's when the catalog has several paid tiers, so the cap is never passed; with
+ * cheaper later tiers admission stops before the cap is quite reached).
  */
 export function capSessions(plan: PaidPlanId, capCents: number): number {
   if (!Number.isInteger(capCents) || capCents < 0)
@@ -46,12 +48,36 @@ export const SpendLimitsBody = z
   .strict();
 export type SpendLimitsBody = z.infer<typeof SpendLimitsBody>;
 
+/**
+ * `amountFor(price, n)` as an SQL expression of the integer expression `n` (the same cents: tiers
+ * carry no flat amounts in the catalog, so only unit amounts are summed).
+ */
+export function meteredAmountSql(price: MeteredPrice, n: string): string {
+  if (price.kind === "per_unit") return `(${price.unit_amount} * ${n})`;
+  if (price.kind === "volume") {
+    const cases = price.tiers.map((t) =>
+      t.up_to === null
+        ? `ELSE ${t.unit_amount} * ${n}`
+        : `WHEN ${n} <= ${t.up_to} THEN ${t.unit_amount} * ${n}`,
+    );
+    return `(CASE ${cases.join(" ")} END)`;
+  }
+  let below = 0;
+  const terms = price.tiers.map((t) => {
+    const from = below;
+    below = t.up_to ?? below;
+    const top = t.up_to === null ? n : `min(${n}, ${t.up_to})`;
+    return `${t.unit_amount} * max(0, ${top} - ${from})`;
+  });
+  return `(${terms.join(" + ")})`;
+}
+
 /** The usage charges of a series in SQL, from its billable sessions (`u` is the usage_periods row). */
 function usageChargeSql(alias: string): string {
-  const cases = (["payg", "pro"] as const).map((plan) => {
-    const p = PLANS[plan];
-    return `WHEN '${plan}' THEN ${p.perSessionCents} * max(0, ${alias}.billable_sessions - ${p.includedSessions})`;
-  });
+  const cases = (["payg", "pro"] as const).map(
+    (plan) =>
+      `WHEN '${plan}' THEN ${meteredAmountSql(catalogMeteredPrice(plan), `${alias}.billable_sessions`)}`,
+  );
   return `(CASE ${alias}.plan ${cases.join(" ")} ELSE 0 END)`;
 }
 

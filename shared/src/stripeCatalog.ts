@@ -11,7 +11,8 @@
  * price version (lookup keys move to the newest version).
  */
 import type Stripe from "stripe";
-import { type PaidPlanId, PLANS, PRICE_LOOKUP_KEYS } from "./plans";
+import { CATALOG, type CatalogTier, describeTiers, type PricingCatalog, type TiersMode } from "./catalog";
+import { type PaidPlanId, PaidPlanId as PaidPlanIds, plansOf } from "./plans";
 
 export const DEFAULT_METER_PREFIX = "aigate";
 
@@ -25,8 +26,16 @@ export const PORTAL_CONFIGURATION_METADATA = { aigate_portal: "v1" } as const;
 
 export interface StripeCatalog {
   meters: Record<PaidPlanId, { id: string; eventName: string }>;
-  prices: Record<(typeof PRICE_LOOKUP_KEYS)[keyof typeof PRICE_LOOKUP_KEYS], string>;
+  /** Price ids by lookup key (every key of the catalog). */
+  prices: Record<string, string>;
   portalConfigurationId: string;
+}
+
+/** The id of the price holding `lookupKey` in a set-up catalog; throws for a key the catalog lacks. */
+export function catalogPrice(catalog: StripeCatalog, lookupKey: string): string {
+  const id = catalog.prices[lookupKey];
+  if (id === undefined) throw new Error(`no price with lookup key ${lookupKey} in the Stripe catalog`);
+  return id;
 }
 
 type PriceSpec = Omit<Stripe.PriceCreateParams, "product" | "lookup_key" | "recurring"> & {
@@ -35,61 +44,80 @@ type PriceSpec = Omit<Stripe.PriceCreateParams, "product" | "lookup_key" | "recu
   recurring: { interval: "month"; usage_type: "metered" | "licensed" };
 };
 
-function priceSpecs(): PriceSpec[] {
-  return [
-    {
-      lookup_key: PRICE_LOOKUP_KEYS.paygSession,
-      product: "payg",
-      currency: "usd",
-      unit_amount: PLANS.payg.perSessionCents,
-      recurring: { interval: "month", usage_type: "metered" },
-    },
-    {
-      lookup_key: PRICE_LOOKUP_KEYS.proMonthly,
-      product: "pro",
-      currency: "usd",
-      unit_amount: PLANS.pro.monthlyFeeCents,
-      recurring: { interval: "month", usage_type: "licensed" },
-    },
-    {
-      lookup_key: PRICE_LOOKUP_KEYS.proSession,
-      product: "pro",
-      currency: "usd",
-      billing_scheme: "tiered",
-      tiers_mode: "graduated",
-      tiers: [
-        { up_to: PLANS.pro.includedSessions, unit_amount: 0 },
-        { up_to: "inf", unit_amount: PLANS.pro.perSessionCents },
-      ],
-      recurring: { interval: "month", usage_type: "metered" },
-    },
-  ];
+/** Stripe's tiers for catalog tiers: `up_to: "inf"` for the unbounded last tier. */
+export function stripeTiers(tiers: readonly CatalogTier[]): Stripe.PriceCreateParams.Tier[] {
+  return tiers.map((t) => ({ up_to: t.up_to ?? "inf", unit_amount: t.unit_amount_cents }));
 }
 
-const PRODUCTS = {
-  payg: {
-    name: "AI Gate Pay-as-you-go",
-    description: "$0.10 per successful session",
-    metadata: { plan: "payg", success_only: "true" },
-  },
-  pro: {
-    name: "AI Gate Pro",
-    description: "$29/month, 400 successful sessions included, then $0.07 each",
-    metadata: { plan: "pro", included_sessions: "400", overage_price: "7" },
-  },
-} as const;
+/**
+ * The recurring price of per-session tiers: one unbounded tier is a per-unit price, several a
+ * tiered one (`billing_scheme: tiered` with the catalog's `tiers_mode`).
+ */
+export function sessionPriceParams(
+  mode: TiersMode,
+  tiers: readonly CatalogTier[],
+): Pick<Stripe.PriceCreateParams, "unit_amount" | "billing_scheme" | "tiers_mode" | "tiers"> {
+  const [only] = tiers;
+  if (tiers.length === 1 && only) return { unit_amount: only.unit_amount_cents };
+  return { billing_scheme: "tiered", tiers_mode: mode, tiers: stripeTiers(tiers) };
+}
+
+function priceSpecs(catalog: PricingCatalog): PriceSpec[] {
+  return PaidPlanIds.options.flatMap((plan): PriceSpec[] => {
+    const p = catalog.plans[plan];
+    const fee: PriceSpec[] =
+      p.fee_lookup_key === null
+        ? []
+        : [
+            {
+              lookup_key: p.fee_lookup_key,
+              product: plan,
+              currency: catalog.currency,
+              unit_amount: p.monthly_fee_cents,
+              recurring: { interval: "month", usage_type: "licensed" },
+            },
+          ];
+    return [
+      ...fee,
+      {
+        lookup_key: p.session_lookup_key,
+        product: plan,
+        currency: catalog.currency,
+        ...sessionPriceParams(p.tiers_mode, p.tiers),
+        recurring: { interval: "month", usage_type: "metered" },
+      },
+    ];
+  });
+}
+
+/** A plan's product as first created (later catalog edits make new prices, not new products). */
+function productParams(catalog: PricingCatalog, plan: PaidPlanId): Stripe.ProductCreateParams {
+  const p = plansOf(catalog)[plan];
+  const sessions = describeTiers(p.tiersMode, p.tiers);
+  const fee = p.monthlyFeeCents > 0 ? `$${(p.monthlyFeeCents / 100).toFixed(0)}/month, ` : "";
+  return {
+    name: `AI Gate ${p.name}`,
+    description: `${fee}${sessions}`,
+    metadata: {
+      plan,
+      ...(p.includedSessions > 0
+        ? { included_sessions: String(p.includedSessions), overage_price: String(p.perSessionCents) }
+        : { success_only: "true" }),
+    },
+  };
+}
 
 async function ensureMeter(
   stripe: Stripe,
-  plan: PaidPlanId,
   eventName: string,
+  planName: string,
 ): Promise<Stripe.Billing.Meter> {
   for await (const meter of stripe.billing.meters.list({ status: "active", limit: 100 })) {
     if (meter.event_name === eventName) return meter;
   }
   return stripe.billing.meters.create(
     {
-      display_name: `AI Gate ${PLANS[plan].name} successful sessions`,
+      display_name: `AI Gate ${planName} successful sessions`,
       event_name: eventName,
       // absolute, only-growing totals per customer and period: re-sending a total never double-charges
       default_aggregation: { formula: "last" },
@@ -100,15 +128,19 @@ async function ensureMeter(
   );
 }
 
-async function ensureProduct(stripe: Stripe, plan: PaidPlanId, existing: Stripe.Price[]): Promise<string> {
-  const fromPrice = existing.find(
-    (p) => p.metadata?.plan === plan || PLANS[plan].stripeLookupKeys.includes(p.lookup_key ?? ""),
-  );
+async function ensureProduct(
+  stripe: Stripe,
+  catalog: PricingCatalog,
+  plan: PaidPlanId,
+  existing: Stripe.Price[],
+): Promise<string> {
+  const keys = plansOf(catalog)[plan].stripeLookupKeys;
+  const fromPrice = existing.find((p) => p.metadata?.plan === plan || keys.includes(p.lookup_key ?? ""));
   if (fromPrice) return typeof fromPrice.product === "string" ? fromPrice.product : fromPrice.product.id;
   for await (const product of stripe.products.list({ active: true, limit: 100 })) {
     if (product.metadata?.plan === plan) return product.id;
   }
-  const created = await stripe.products.create(PRODUCTS[plan], {
+  const created = await stripe.products.create(productParams(catalog, plan), {
     idempotencyKey: `aigate-product-${plan}-v1`,
   });
   return created.id;
@@ -121,7 +153,8 @@ function samePrice(p: Stripe.Price, spec: PriceSpec, meterId: string): boolean {
   if (spec.billing_scheme === "tiered") {
     const tiers = p.tiers ?? [];
     return (
-      p.tiers_mode === "graduated" &&
+      p.billing_scheme === "tiered" &&
+      p.tiers_mode === spec.tiers_mode &&
       tiers.length === spec.tiers?.length &&
       tiers.every((t, i) => {
         const s = spec.tiers?.[i];
@@ -131,7 +164,7 @@ function samePrice(p: Stripe.Price, spec: PriceSpec, meterId: string): boolean {
       })
     );
   }
-  return p.unit_amount === spec.unit_amount;
+  return p.billing_scheme !== "tiered" && p.unit_amount === spec.unit_amount;
 }
 
 /**
@@ -173,18 +206,22 @@ async function ensurePortalConfiguration(stripe: Stripe): Promise<string> {
   return created.id;
 }
 
-/** Creates the meters, products, prices and portal configuration that are missing; returns their ids. */
+/**
+ * Creates the meters, products, prices and portal configuration that are missing; returns their
+ * ids. A price whose catalog entry changed gets a new version that takes over its lookup key.
+ */
 export async function ensureStripeCatalog(
   stripe: Stripe,
   meterPrefix = DEFAULT_METER_PREFIX,
+  catalog: PricingCatalog = CATALOG,
 ): Promise<StripeCatalog> {
-  const payg = await ensureMeter(stripe, "payg", meterEventName("payg", meterPrefix));
-  const pro = await ensureMeter(stripe, "pro", meterEventName("pro", meterPrefix));
+  const payg = await ensureMeter(stripe, meterEventName("payg", meterPrefix), catalog.plans.payg.name);
+  const pro = await ensureMeter(stripe, meterEventName("pro", meterPrefix), catalog.plans.pro.name);
   const meters = {
     payg: { id: payg.id, eventName: payg.event_name },
     pro: { id: pro.id, eventName: pro.event_name },
   };
-  const specs = priceSpecs();
+  const specs = priceSpecs(catalog);
   const existing = (
     await stripe.prices.list({
       lookup_keys: specs.map((s) => s.lookup_key),
@@ -201,7 +238,7 @@ export async function ensureStripeCatalog(
       prices[spec.lookup_key] = current.id;
       continue;
     }
-    const product = await ensureProduct(stripe, spec.product, existing);
+    const product = await ensureProduct(stripe, catalog, spec.product, existing);
     const { product: _plan, recurring, ...rest } = spec;
     const created = await stripe.prices.create({
       ...rest,
@@ -215,7 +252,7 @@ export async function ensureStripeCatalog(
   }
   return {
     meters,
-    prices: prices as StripeCatalog["prices"],
+    prices,
     portalConfigurationId: await ensurePortalConfiguration(stripe),
   };
 }

@@ -15,8 +15,8 @@
  * pipeline to go quiet between steps.
  */
 import { runStripeSetup } from "@aigate/scripts/stripe-setup";
-import { PLANS } from "@aigate/shared/plans";
-import { ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
+import { CATALOG as CATALOG_IN_FORCE, parseCatalog } from "@aigate/shared/catalog";
+import { catalogPrice, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { DEV_SECRETS } from "@aigate/test-support";
 import { SignJWT } from "jose";
 import Stripe from "stripe";
@@ -45,6 +45,7 @@ import {
   CATALOG,
   type PaidPlan,
   type PlanName,
+  type PlanPrices,
   type PriceVersion,
   type TimelineEvent,
 } from "./model";
@@ -122,9 +123,10 @@ function priceMap(catalog: StripeCatalog, version: number, into: Map<string, Pri
   const set = (id: string, info: PriceInfo) => {
     if (!into.has(id)) into.set(id, info);
   };
-  set(catalog.prices.aigate_payg_session, { plan: "payg", version, kind: "metered" });
-  set(catalog.prices.aigate_pro_session, { plan: "pro", version, kind: "metered" });
-  set(catalog.prices.aigate_pro_monthly, { plan: "pro", version, kind: "fee" });
+  const id = (key: string) => catalogPrice(catalog, key);
+  set(id("aigate_payg_session"), { plan: "payg", version, kind: "metered" });
+  set(id("aigate_pro_session"), { plan: "pro", version, kind: "metered" });
+  set(id("aigate_pro_monthly"), { plan: "pro", version, kind: "fee" });
 }
 
 async function retried<T>(run: () => Promise<T>): Promise<T> {
@@ -138,32 +140,29 @@ async function retried<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Publishes the next price version as a catalog change would: the stripe:setup library, run with the changed prices. */
+/** Publishes the next price version as a catalog change would: the stripe:setup library, run with the changed catalog. */
 async function publishNextVersion(stripeUrl: string): Promise<StripeCatalog> {
-  const saved = {
-    payg: PLANS.payg.perSessionCents,
-    included: PLANS.pro.includedSessions,
-    pro: PLANS.pro.perSessionCents,
-  };
-  const tiers = NEXT_VERSION.pro.metered.kind === "graduated" ? NEXT_VERSION.pro.metered.tiers : [];
-  PLANS.payg.perSessionCents =
-    NEXT_VERSION.payg.metered.kind === "per_unit" ? NEXT_VERSION.payg.metered.unit : 0;
-  PLANS.pro.includedSessions = tiers[0]?.upTo ?? 0;
-  PLANS.pro.perSessionCents = tiers[1]?.unit ?? 0;
-  try {
-    // Stripe faults stay armed meanwhile (on the meters' list among others): setup is safe to rerun
-    return await retried(async () => {
-      const { catalog } = await runStripeSetup({
-        STRIPE_API_BASE: stripeUrl,
-        STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
-      });
-      return catalog;
-    });
-  } finally {
-    PLANS.payg.perSessionCents = saved.payg;
-    PLANS.pro.includedSessions = saved.included;
-    PLANS.pro.perSessionCents = saved.pro;
-  }
+  const tiers = (m: PlanPrices["metered"]) =>
+    m.kind === "per_unit"
+      ? [{ up_to: null, unit_amount_cents: m.unit }]
+      : m.tiers.map((t) => ({ up_to: t.upTo, unit_amount_cents: t.unit }));
+  const next = parseCatalog({
+    ...CATALOG_IN_FORCE,
+    plans: {
+      ...CATALOG_IN_FORCE.plans,
+      payg: { ...CATALOG_IN_FORCE.plans.payg, tiers: tiers(NEXT_VERSION.payg.metered) },
+      pro: { ...CATALOG_IN_FORCE.plans.pro, tiers: tiers(NEXT_VERSION.pro.metered) },
+    },
+  });
+  // Stripe faults stay armed meanwhile (on the meters' list among others): setup is safe to rerun
+  return await retried(async () => {
+    const { catalog } = await runStripeSetup(
+      { STRIPE_API_BASE: stripeUrl, STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY },
+      undefined,
+      next,
+    );
+    return catalog;
+  });
 }
 
 export async function runLifecycle(

@@ -230,11 +230,29 @@ describe("pending change", () => {
         { start_date: T0 + MONTH, end_date: T0 + 2 * MONTH, items: [{ price: "price_payg" }] },
       ],
     };
-    expect(pendingChange(sub({ schedule: "sub_sched_1" }), schedule, plans)).toEqual({
+    const onPro = sub({
+      schedule: "sub_sched_1",
+      items: { data: [item(prices.price_pro_fee as StripePrice), item(prices.price_pro_use as StripePrice)] },
+    });
+    expect(pendingChange(onPro, schedule, plans)).toEqual({
       plan: "payg",
       effectiveAt: (T0 + MONTH) * 1000,
     });
     expect(pendingChange(sub(), { ...schedule, status: "released" }, plans)).toBeNull();
+  });
+  it("is no change when the next phase keeps the plan and only swaps its price (a custom price from the period end)", () => {
+    const schedule: StripeSchedule = {
+      id: "sub_sched_2",
+      status: "active",
+      subscription: "sub_1",
+      current_phase: { start_date: T0, end_date: T0 + MONTH },
+      phases: [
+        { start_date: T0, end_date: T0 + MONTH, items: [{ price: "price_payg" }] },
+        { start_date: T0 + MONTH, end_date: T0 + 2 * MONTH, items: [{ price: "price_payg_custom" }] },
+      ],
+    };
+    const withCustom = (id: string) => (id === "price_payg_custom" ? "payg" : plans(id));
+    expect(pendingChange(sub({ schedule: "sub_sched_2" }), schedule, withCustom)).toBeNull();
   });
 });
 

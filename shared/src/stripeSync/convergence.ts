@@ -151,8 +151,10 @@ export interface PendingChange {
 }
 
 /**
- * What Stripe will change next: a cancellation (to free) or the plan of the schedule's next phase.
- * `planOfPriceId` names the plan of a price id (the phase items hold ids).
+ * What Stripe will change next: a cancellation (to free) or the plan of the schedule's next phase
+ * when it differs from the subscription's plan (a phase that keeps the plan only swaps its price:
+ * a custom price from the period end, not a plan change). `planOfPriceId` names the plan of a
+ * price id (the phase items hold ids).
  */
 export function pendingChange(
   sub: StripeSubscription,
@@ -169,7 +171,7 @@ export function pendingChange(
   if (!next) return null;
   for (const item of next.items) {
     const plan = planOfPriceId(item.price);
-    if (plan) return { plan, effectiveAt: ms(next.start_date) };
+    if (plan) return plan === planOfSubscription(sub) ? null : { plan, effectiveAt: ms(next.start_date) };
   }
   return null;
 }

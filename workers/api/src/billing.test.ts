@@ -137,6 +137,7 @@ describe("GET /api/billing/usage", () => {
       concurrent_limit: 5,
       pending_plan: null,
       pending_effective_at: null,
+      session_price: null,
     });
   });
 
@@ -159,6 +160,55 @@ describe("GET /api/billing/usage", () => {
     expect((await getJson(user, "/api/billing/usage")).period_start).toBe(
       new Date(period.start).toISOString(),
     );
+  });
+
+  it("estimates with the Stripe price the series bills: an older version or a custom price, tiers and all", async () => {
+    const user = newUser("versioned");
+    const period = { start: Date.now() - 3 * DAY, end: Date.now() + 27 * DAY };
+    await seedSubscription(user, "payg", period);
+    // a payg price that is not the catalog's current one: $0.10 for 2 sessions, then $0.08
+    const [current] = (await scenario.stripe.prices.list({ lookup_keys: [PRICE_LOOKUP_KEYS.paygSession] }))
+      .data;
+    const older = await scenario.stripe.prices.create({
+      product: String(current?.product),
+      currency: "usd",
+      billing_scheme: "tiered",
+      tiers_mode: "graduated",
+      tiers: [
+        { up_to: 2, unit_amount: 10 },
+        { up_to: "inf", unit_amount: 8 },
+      ],
+      recurring: { interval: "month", usage_type: "metered", meter: String(current?.recurring?.meter) },
+      metadata: { plan: "payg" },
+    });
+    await setBillable(user, "payg", period.start, 5);
+    await env.DB.prepare("UPDATE usage_periods SET stripe_price_id = ?2 WHERE user_id = ?1")
+      .bind(user, older.id)
+      .run();
+    const body = await getJson(user, "/api/billing/usage");
+    expect(body).toMatchObject({
+      plan: "payg",
+      sessions_this_month: 5,
+      estimated_cost_cents: 2 * 10 + 3 * 8,
+      estimated_cost: 0.44,
+      quota: null,
+      session_price: {
+        tiers_mode: "graduated",
+        tiers: [
+          { up_to: 2, unit_amount_cents: 10 },
+          { up_to: null, unit_amount_cents: 8 },
+        ],
+        catalog: false,
+      },
+    });
+    // a series naming the catalog's price is estimated as before
+    await env.DB.prepare("UPDATE usage_periods SET stripe_price_id = ?2 WHERE user_id = ?1")
+      .bind(user, current?.id)
+      .run();
+    expect(await getJson(user, "/api/billing/usage")).toMatchObject({
+      estimated_cost_cents: 50,
+      session_price: { tiers_mode: "per_unit", catalog: true },
+    });
   });
 
   it("never shows one user another user's usage", async () => {

@@ -18,9 +18,14 @@
  * without waiting for the webhook; the webhook then changes nothing.
  */
 import { ApiError, type PaidPlanId, type PlanId } from "@aigate/shared";
-import { planOfSubscription } from "@aigate/shared/stripeSync/convergence";
+import { pendingChange, planOfPrice, planOfSubscription } from "@aigate/shared/stripeSync/convergence";
 import type { StripeSubscription } from "@aigate/shared/stripeSync/objects";
-import { retrieveSubscription, type SyncDeps, syncFromStripe } from "@aigate/shared/stripeSync/sync";
+import {
+  retrievePrice,
+  retrieveSubscription,
+  type SyncDeps,
+  syncFromStripe,
+} from "@aigate/shared/stripeSync/sync";
 import type Stripe from "stripe";
 import { z } from "zod";
 import { planLineItems } from "./checkout";
@@ -47,17 +52,53 @@ export function defaultWhen(from: PaidPlanId, to: PlanId): "now" | "period_end" 
   return from === "payg" && to === "pro" ? "now" : "period_end";
 }
 
-function isScheduled(sub: StripeSubscription): boolean {
-  return sub.schedule !== null && sub.schedule !== undefined;
+/**
+ * Whether a plan change is scheduled: a schedule whose next phase bills another plan. A phase that
+ * keeps the plan only swaps its price (an operator's custom price from the period end,
+ * docs/billing.md "Custom pricing"): the customer has nothing to take back there.
+ */
+async function isScheduled(stripe: Stripe, sub: StripeSubscription): Promise<boolean> {
+  if (!sub.schedule) return false;
+  const schedule = await stripe.subscriptionSchedules.retrieve(sub.schedule);
+  const phases = schedule.phases.map((p) => ({
+    start_date: p.start_date,
+    end_date: p.end_date,
+    items: p.items.map((i) => ({ price: typeof i.price === "string" ? i.price : i.price.id })),
+  }));
+  const plans = new Map<string, PaidPlanId | null>();
+  for (const id of new Set(phases.flatMap((p) => p.items.map((i) => i.price))))
+    plans.set(id, planOfPrice(await retrievePrice(stripe, id)));
+  const view = {
+    id: schedule.id,
+    status: schedule.status,
+    subscription: sub.id,
+    current_phase: schedule.current_phase,
+    phases,
+  };
+  return (
+    pendingChange(
+      { ...sub, cancel_at_period_end: false, cancel_at: null },
+      view,
+      (id) => plans.get(id) ?? null,
+    ) !== null
+  );
 }
 
 function isCanceling(sub: StripeSubscription): boolean {
   return sub.cancel_at_period_end || (sub.cancel_at !== null && sub.cancel_at !== undefined);
 }
 
-/** Takes back whatever is scheduled: the schedule's next phases and a pending cancellation. */
-async function clearScheduled(stripe: Stripe, sub: StripeSubscription): Promise<void> {
-  if (sub.schedule) await stripe.subscriptionSchedules.release(sub.schedule);
+/**
+ * Takes back what is scheduled: the schedule's next phases and a pending cancellation. A resume
+ * (`planChangesOnly`) keeps a schedule that only swaps the plan's price; a change now releases any.
+ */
+async function clearScheduled(
+  stripe: Stripe,
+  sub: StripeSubscription,
+  planChangesOnly = false,
+): Promise<void> {
+  if (sub.schedule && (!planChangesOnly || (await isScheduled(stripe, sub))))
+    await stripe.subscriptionSchedules.release(sub.schedule);
   if (isCanceling(sub)) {
     await stripe.subscriptions.update(sub.id, { cancel_at_period_end: false, cancel_at: "" });
   }
@@ -115,16 +156,16 @@ export async function changePlan(ctx: ChangeContext, body: PlanChangeBody): Prom
   let changedNow = false;
 
   if ("resume" in body) {
-    if (!isScheduled(sub) && !isCanceling(sub))
+    if (!(await isScheduled(stripe, sub)) && !isCanceling(sub))
       throw new ApiError(409, "nothing_to_resume", "no plan change or cancellation is scheduled");
-    await clearScheduled(stripe, sub);
+    await clearScheduled(stripe, sub, true);
   } else {
     const when = body.when ?? defaultWhen(current, body.plan);
     if (body.plan === current) {
       throw new ApiError(
         409,
         "already_on_plan",
-        isScheduled(sub) || isCanceling(sub)
+        (await isScheduled(stripe, sub)) || isCanceling(sub)
           ? `you are on the ${current} plan with a change scheduled: resume to keep it`
           : `you are already on the ${current} plan`,
       );

@@ -7,13 +7,19 @@ import type { Cursor } from "./cursor";
 
 /** Billable sessions of one usage series (usage_periods, counted with each verdict). */
 export async function billableSessions(db: D1Database, userId: string, plan: PlanId, periodStart: number) {
+  return (await currentSeries(db, userId, plan, periodStart)).billable_sessions;
+}
+
+/** A series' billable sessions and the Stripe price it bills (null before the series exists or names one). */
+export async function currentSeries(db: D1Database, userId: string, plan: PlanId, periodStart: number) {
   const row = await db
     .prepare(
-      "SELECT billable_sessions FROM usage_periods WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3",
+      `SELECT billable_sessions, stripe_price_id FROM usage_periods
+       WHERE user_id = ?1 AND plan = ?2 AND period_start = ?3`,
     )
     .bind(userId, plan, periodStart)
-    .first<{ billable_sessions: number }>();
-  return row?.billable_sessions ?? 0;
+    .first<{ billable_sessions: number; stripe_price_id: string | null }>();
+  return { billable_sessions: row?.billable_sessions ?? 0, stripe_price_id: row?.stripe_price_id ?? null };
 }
 
 /** Sessions judged unbillable among those billed at a time in [start, end) (idx_sessions_user_billed). */

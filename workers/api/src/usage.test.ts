@@ -16,6 +16,57 @@ const body = (plan: PlanId, billable: number, limitsPlan: PlanId = plan) =>
   });
 
 describe("usage body", () => {
+  it("prices with the subscriber's own price when their series bills one that differs from the catalog", () => {
+    const custom = { plan: "pro" as const, billable: 520 };
+    const withPrice = usageBody({
+      plan: custom.plan,
+      limitsPlan: custom.plan,
+      period,
+      billableSessions: custom.billable,
+      failedSessions: 0,
+      activeSessions: 0,
+      pendingPlan: null,
+      pendingEffectiveAt: null,
+      seriesPrice: {
+        kind: "graduated",
+        currency: "usd",
+        tiers: [
+          { up_to: 500, unit_amount: 0, flat_amount: 0 },
+          { up_to: null, unit_amount: 5, flat_amount: 0 },
+        ],
+      },
+    });
+    // $29 fee + 20 sessions beyond 500 included at 5 cents
+    expect(withPrice).toMatchObject({ estimated_cost_cents: 3000, estimated_cost: 30, quota: 500 });
+    expect(withPrice.session_price).toEqual({
+      tiers_mode: "graduated",
+      tiers: [
+        { up_to: 500, unit_amount_cents: 0 },
+        { up_to: null, unit_amount_cents: 5 },
+      ],
+      catalog: false,
+    });
+    // the catalog's own price (as Stripe returns it: per unit) is marked as such
+    const payg = usageBody({
+      ...{
+        plan: "payg" as const,
+        limitsPlan: "payg" as const,
+        period,
+        billableSessions: 3,
+        failedSessions: 0,
+      },
+      ...{ activeSessions: 0, pendingPlan: null, pendingEffectiveAt: null },
+      seriesPrice: { kind: "per_unit", unit_amount: 10, currency: "usd" },
+    });
+    expect(payg.session_price).toEqual({
+      tiers_mode: "per_unit",
+      tiers: [{ up_to: null, unit_amount_cents: 10 }],
+      catalog: true,
+    });
+    expect(body("free", 3).session_price).toBeNull();
+    expect(body("pro", 3).session_price?.catalog).toBe(true);
+  });
+
   it("estimates pro at $29 up to 400 sessions, then 7 cents each", () => {
     expect([399, 400, 401].map((n) => body("pro", n).estimated_cost_cents)).toEqual([2900, 2900, 2907]);
     expect(body("pro", 401).estimated_cost).toBe(29.07);
@@ -66,6 +117,7 @@ describe("usage body", () => {
         "concurrent_limit",
         "pending_plan",
         "pending_effective_at",
+        "session_price",
       ].sort(),
     );
     expect([b.period_start, b.period_end]).toEqual(["2026-11-01T00:00:00.000Z", "2026-12-01T00:00:00.000Z"]);

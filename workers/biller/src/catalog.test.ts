@@ -1,5 +1,6 @@
 import { PaidPlanId, PLANS, PRICE_LOOKUP_KEYS } from "@aigate/shared";
 import {
+  catalogPrice,
   ensureStripeCatalog,
   findPortalConfiguration,
   meterEventName,
@@ -115,7 +116,7 @@ it("sets up the portal for our plan-change policy: cancellation at the period en
 it("creates a changed price as a new version: the lookup key moves to it, the old version stays", async () => {
   const before = await ensureStripeCatalog(stripe());
   // someone made the payg price's lookup key point at a 12-cent price in the Dashboard
-  const product = (await stripe().prices.retrieve(before.prices.aigate_payg_session)).product;
+  const product = (await stripe().prices.retrieve(catalogPrice(before, "aigate_payg_session"))).product;
   const wrong = await stripe().prices.create({
     product: String(product),
     currency: "usd",
@@ -126,9 +127,9 @@ it("creates a changed price as a new version: the lookup key moves to it, the ol
     metadata: { plan: "payg" },
   });
   const after = await ensureStripeCatalog(stripe());
-  expect(after.prices.aigate_payg_session).not.toBe(wrong.id);
-  expect(after.prices.aigate_payg_session).not.toBe(before.prices.aigate_payg_session);
-  const current = await stripe().prices.retrieve(after.prices.aigate_payg_session);
+  expect(catalogPrice(after, "aigate_payg_session")).not.toBe(wrong.id);
+  expect(catalogPrice(after, "aigate_payg_session")).not.toBe(catalogPrice(before, "aigate_payg_session"));
+  const current = await stripe().prices.retrieve(catalogPrice(after, "aigate_payg_session"));
   expect(current).toMatchObject({
     unit_amount: PLANS.payg.perSessionCents,
     lookup_key: PRICE_LOOKUP_KEYS.paygSession,

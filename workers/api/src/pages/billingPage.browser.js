@@ -13,7 +13,9 @@
  * @typedef {{ plan: string, sessions_this_month: number, quota: number | null, period_start: string,
  *   period_end: string, estimated_cost_cents: number, failed_sessions: number, active_sessions: number,
  *   concurrent_limit: number | null, warning: boolean, pending_plan: string | null,
- *   pending_effective_at: string | null }} Usage
+ *   pending_effective_at: string | null, session_price: SessionPrice | null }} Usage
+ * @typedef {{ tiers_mode: string, tiers: { up_to: number | null, unit_amount_cents: number }[],
+ *   catalog: boolean }} SessionPrice
  * @typedef {{ plan: string, when: "now" | "period_end", label: string, detail: string }} PlanChange
  * @typedef {{ created_at: string, session_id: string, project_id: string, audio_ms: number,
  *   billable: boolean, charged: boolean, reason: string }} SessionRow
@@ -48,6 +50,18 @@
 
   /** @param {string} id */
   const plan = (id) => PLANS[id] ?? { name: id, perSessionCents: 0, includedSessions: 0, monthlyFeeCents: 0 };
+
+  /**
+   * What a session beyond the included ones costs under the subscriber's own price (an older
+   * price version or a custom price may differ from the catalog's); null when the usage has none.
+   * @param {Usage} u
+   */
+  function nextSessionCents(u) {
+    const tiers = u.session_price?.tiers ?? [];
+    const next = Math.max(u.sessions_this_month, u.quota ?? 0) + 1;
+    const tier = tiers.find((t) => t.up_to === null || next <= t.up_to);
+    return tier ? tier.unit_amount_cents : null;
+  }
 
   /** @param {string} iso */
   function dateUtc(iso) {
@@ -128,7 +142,7 @@
       } else {
         byId("banner-text").textContent =
           `You have used ${used} of the ${u.quota} sessions included in ${current.name} (${pct} %). ` +
-          `Further sessions cost ${dollars(current.perSessionCents)} each.`;
+          `Further sessions cost ${dollars(nextSessionCents(u) ?? current.perSessionCents)} each.`;
       }
     }
   }

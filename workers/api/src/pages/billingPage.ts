@@ -6,18 +6,22 @@
  * cap and alerts (GET/PUT /api/billing/limits, PUT /api/billing/alert-endpoint).
  */
 import { centsToDollars, PLANS, PlanId } from "@aigate/shared";
+import { describeTiers } from "@aigate/shared/catalog";
 import { html, raw } from "hono/html";
 import script from "./billingPage.browser.js";
 import { type Html, renderPage } from "./layout";
 
 function planCard(id: PlanId): Html {
   const p = PLANS[id];
+  // the catalog's words for its tiers: "$0.10 per successful session", "400 successful sessions
+  // included, then $0.07 each", "$0.10 per successful session up to 1,000, then $0.08 each"
+  const sessions = describeTiers(p.tiersMode, p.tiers);
   const price =
     id === "free"
       ? `$0, ${p.monthlyQuota} successful sessions per month, ${p.concurrentLimit} at a time`
-      : id === "payg"
-        ? `$${centsToDollars(p.perSessionCents).toFixed(2)} per successful session, billed monthly`
-        : `$${centsToDollars(p.monthlyFeeCents)} per month with ${p.includedSessions} sessions included, then $${centsToDollars(p.perSessionCents).toFixed(2)} each`;
+      : p.monthlyFeeCents > 0
+        ? `$${centsToDollars(p.monthlyFeeCents)} per month, ${sessions}`
+        : `${sessions}, billed monthly`;
   const action =
     id === "free"
       ? ""

@@ -8,8 +8,11 @@
  *   DELETE /admin/dead-letters/:id?force=true                 purge one
  *   GET    /admin/metrics?month=YYYY-MM
  *   GET    /admin/reconciliation?limit=
+ *   PUT    /admin/customers/:user_id/pricing                  a customer's custom per-session price
+ *   GET    /admin/customers/:user_id/pricing                  its versions, newest first
  */
-import { ApiError, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
+import { ApiError, accountStatus, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
+import { createStripe } from "@aigate/shared/stripe";
 import { Hono } from "hono";
 import { z } from "zod";
 import {
@@ -23,6 +26,7 @@ import {
 } from "../adminQueries";
 import type { ApiEnv } from "../context";
 import { decodeCursor, encodeCursor } from "../cursor";
+import { CustomPricingBody, customPricingRows, customPricingView, setCustomPricing } from "../customPricing";
 import {
   describeBody,
   MAX_REPLAY_PER_REQUEST,
@@ -32,6 +36,7 @@ import {
   replayDeadLetters,
 } from "../deadLetters";
 import { metricsBody, monthWindow } from "../metrics";
+import { stripeCustomerOf } from "../queries";
 
 export const admin = new Hono<ApiEnv>();
 
@@ -214,3 +219,40 @@ function parseReport(text: string): unknown {
     return text;
   }
 }
+
+/** A user id in a path: what users are named by (tokens, sessions), bounded. */
+const UserIdParam = z.string().min(1).max(200);
+
+admin.put("/customers/:user_id/pricing", async (c) => {
+  const userId = parseInput(UserIdParam, c.req.param("user_id"));
+  const body = parseInput(CustomPricingBody, await c.req.json().catch(() => undefined));
+  const db = c.env.DB;
+  const customer = await stripeCustomerOf(db, userId);
+  const account = customer
+    ? await accountStatus(db, userId, Date.now(), c.var.config.pastDueGraceDays)
+    : null;
+  const view = await setCustomPricing(
+    {
+      deps: { db, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
+      userId,
+      account: account && { plan: account.plan, subscriptionId: account.subscriptionId },
+    },
+    body,
+  );
+  c.get("log").info("custom pricing set", {
+    user_id: userId,
+    version: view.version,
+    stripe_price_id: view.stripe_price_id,
+    when: view.when,
+  });
+  return c.json(view);
+});
+
+admin.get("/customers/:user_id/pricing", async (c) => {
+  const userId = parseInput(UserIdParam, c.req.param("user_id"));
+  const db = c.env.DB;
+  const rows = await customPricingRows(db, userId);
+  if (rows.length === 0 && !(await stripeCustomerOf(db, userId)))
+    throw new ApiError(404, "customer_not_found", `no customer ${userId}`);
+  return c.json({ user_id: userId, versions: rows.map(customPricingView) });
+});

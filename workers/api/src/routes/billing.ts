@@ -2,9 +2,11 @@
  * The billing API, for end users holding a user token: GET /usage, GET /sessions, GET /invoices,
  * GET /invoices/{id}/sessions, POST /checkout, POST /plan, POST /portal under /api/billing.
  */
-import { ApiError, accountStatus, PaidPlanId, parseInput } from "@aigate/shared";
+import { ApiError, accountStatus, type MeteredPrice, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
-import { Hono } from "hono";
+import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";
+import { retrievePrice } from "@aigate/shared/stripeSync/sync";
+import { type Context, Hono } from "hono";
 import { z } from "zod";
 import { verifyUserToken } from "../auth";
 import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout";
@@ -15,7 +17,7 @@ import { invoiceSession, seriesPrices, sessionsCsv } from "../invoiceSessions";
 import { changePlan, PlanChangeBody } from "../planChange";
 import {
   activeLeases,
-  billableSessions,
+  currentSeries,
   failedSessions,
   type InvoiceSessionRow,
   invoiceLines,
@@ -42,8 +44,8 @@ billing.get("/usage", async (c) => {
   const { pastDueGraceDays, leaseTtlMs } = c.var.config;
   const account = await accountStatus(c.env.DB, userId, now, pastDueGraceDays);
   const period = account.currentPeriod;
-  const [billable, failed, active] = await Promise.all([
-    billableSessions(c.env.DB, userId, account.series?.plan ?? "free", period.start),
+  const [series, failed, active] = await Promise.all([
+    currentSeries(c.env.DB, userId, account.series?.plan ?? "free", period.start),
     failedSessions(c.env.DB, userId, period.start, period.end),
     activeLeases(c.env.DB, userId, now, leaseTtlMs),
   ]);
@@ -52,14 +54,33 @@ billing.get("/usage", async (c) => {
       plan: account.plan,
       limitsPlan: account.limitsPlan,
       period,
-      billableSessions: billable,
+      billableSessions: series.billable_sessions,
       failedSessions: failed,
       activeSessions: active,
       pendingPlan: account.pendingPlan,
       pendingEffectiveAt: account.pendingEffectiveAt,
+      seriesPrice: await seriesPriceOf(c, series.stripe_price_id),
     }),
   );
 });
+
+/**
+ * The metered price a series bills, read from Stripe (prices never change, so once per price and
+ * isolate); null for a series naming none. When Stripe cannot be read the estimate falls back to
+ * the catalog's price rather than failing the page, and says so in the log.
+ */
+async function seriesPriceOf(c: Context<ApiEnv>, priceId: string | null): Promise<MeteredPrice | null> {
+  if (priceId === null) return null;
+  try {
+    return meteredPriceOf(await retrievePrice(createStripe(c.var.config.stripe), priceId));
+  } catch (err) {
+    c.get("log").warn("series price unreadable, estimating with the catalog", {
+      stripe_price_id: priceId,
+      error: err instanceof Error ? err.message : String(err),
+    });
+    return null;
+  }
+}
 
 const SessionsQuery = z.object({
   limit: z

@@ -22,7 +22,7 @@ import {
   type VerdictMessage,
 } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
-import { ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
+import { catalogPrice, ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { syncFromStripe } from "@aigate/shared/stripeSync/sync";
 import { EmulatorClient } from "@aigate/stripe-emulator/client";
 import { createBiller } from "../config";
@@ -58,8 +58,10 @@ export function meterOf(plan: PaidPlanId): string {
 }
 
 export function meteredPriceId(plan: PaidPlanId): string {
-  const prices = catalog().prices;
-  return plan === "payg" ? prices[PRICE_LOOKUP_KEYS.paygSession] : prices[PRICE_LOOKUP_KEYS.proSession];
+  return catalogPrice(
+    catalog(),
+    plan === "payg" ? PRICE_LOOKUP_KEYS.paygSession : PRICE_LOOKUP_KEYS.proSession,
+  );
 }
 
 let seq = 0;
