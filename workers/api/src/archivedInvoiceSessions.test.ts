@@ -6,11 +6,20 @@
 
 import { env, SELF } from "cloudflare:test";
 import { userToken } from "@aigate/test-support";
+import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { archivedInvoiceSessions, chargingInvoice } from "./archivedInvoiceSessions";
 import { readRetentionConfig } from "./config";
 import { invoiceSessionsPage } from "./queries";
-import { archiveKey, runSessionArchive } from "./sessionArchive";
+import {
+  type ArchivedSession,
+  archiveKey,
+  gzip,
+  runSessionArchive,
+  SESSION_COLUMNS,
+  sha256Hex,
+  toNdjson,
+} from "./sessionArchive";
 
 const DAY = 86_400_000;
 const PERIOD = Date.UTC(2026, 8, 1);
@@ -203,5 +212,158 @@ describe("chargingInvoice", () => {
     const credit = [{ plan: "payg", period_start: 0, from_seq: 2, to_seq: 3, stripe_invoice_id: "in_adj" }];
     expect(chargingInvoice(3, { ...series, billed_seq: 2, stripe_billed: 4 }, credit)).toBe("in_adj");
     expect(chargingInvoice(2, { ...series, billed_seq: 2, stripe_billed: 4 }, credit)).toBe("in_s");
+  });
+});
+
+/** A random state of one user's series, adjustments and sessions, over two months. */
+const seriesArb = fc.record({
+  billable: fc.integer({ min: 0, max: 10 }),
+  holes: fc.integer({ min: 0, max: 2 }),
+  unbillable: fc.integer({ min: 0, max: 3 }),
+  frozen: fc.boolean(),
+  stripeBilled: fc.integer({ min: 0, max: 12 }),
+  billedSeq: fc.option(fc.integer({ min: 0, max: 12 }), { nil: null }),
+  invoice: fc.constantFrom("in_a", "in_b"),
+  adjustments: fc.array(
+    fc.record({
+      from: fc.integer({ min: 0, max: 12 }),
+      span: fc.integer({ min: 1, max: 4 }),
+      credit: fc.boolean(),
+      invoice: fc.constantFrom("in_a", "in_b", "in_c"),
+    }),
+    { maxLength: 2 },
+  ),
+});
+const stateArb = fc.record({
+  series: fc.array(seriesArb, { minLength: 1, maxLength: 2 }),
+  /** Which of the 28 days of each month are archived. */
+  archivedDays: fc.uniqueArray(fc.integer({ min: 0, max: 55 }), { maxLength: 40 }),
+  seed: fc.integer({ min: 0, max: 1_000_000 }),
+});
+
+describe("the archive's answer matches the database's", () => {
+  it("for any series, adjustments and archived days: the same rows, positions and invoices as before the archive", async () => {
+    await fc.assert(
+      fc.asyncProperty(stateArb, async (state) => {
+        const user = `prop_${crypto.randomUUID().slice(0, 8)}`;
+        const months = [Date.UTC(2026, 6, 1), Date.UTC(2026, 7, 1)];
+        const statements: D1PreparedStatement[] = [];
+        for (const id of ["in_a", "in_b", "in_c"]) {
+          statements.push(
+            env.DB.prepare(
+              `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, status, currency, subtotal_cents,
+                 total_cents, amount_paid_cents, period_start, period_end, stripe_created, updated_at)
+               VALUES (?1, ?2, 'cus_x', 'paid', 'usd', 0, 0, 0, 0, 0, 0, 0)`,
+            ).bind(`${id}_${user}`, user),
+          );
+        }
+        let rand = state.seed;
+        const next = () => {
+          rand = (rand * 1_103_515_245 + 12_345) % 2_147_483_648;
+          return rand;
+        };
+        state.series.forEach((s, k) => {
+          const period = months[k] ?? 0;
+          const seqTop = s.billable + s.holes;
+          statements.push(
+            env.DB.prepare(
+              `INSERT INTO usage_periods (user_id, plan, period_start, period_end, billable_sessions, seq_top, updated_at,
+                 frozen_at, stripe_billed, billed_seq, adjusted, stripe_invoice_id, stripe_customer_id)
+               VALUES (?1, 'payg', ?2, ?2 + 28 * 86400000, ?3, ?4, 0, ?5, ?6, ?7, 0, ?8, 'cus_x')`,
+            ).bind(
+              user,
+              period,
+              s.billable,
+              seqTop,
+              s.frozen ? period + 29 * DAY : null,
+              s.frozen ? s.stripeBilled : null,
+              s.frozen ? s.billedSeq : null,
+              s.frozen ? `${s.invoice}_${user}` : null,
+            ),
+          );
+          s.adjustments.forEach((a, j) => {
+            const sessions = a.credit ? -a.span : a.span;
+            statements.push(
+              env.DB.prepare(
+                `INSERT INTO usage_adjustments (id, user_id, plan, period_start, stripe_customer_id, sessions, from_seq,
+                   to_seq, amount_cents, currency, state, stripe_invoice_item_id, stripe_invoice_id, created_at, updated_at)
+                 VALUES (?1, ?2, 'payg', ?3, 'cus_x', ?4, ?5, ?6, 0, 'usd', 'created', 'ii_x', ?7, 0, 0)`,
+              ).bind(
+                `${user}|${k}|${j}`,
+                user,
+                period,
+                sessions,
+                a.from,
+                a.from + a.span,
+                `${a.invoice}_${user}`,
+              ),
+            );
+          });
+          // billable sessions ranked 1..seqTop with `holes` ranks left out, and unbillable ones
+          const ranks = Array.from({ length: seqTop }, (_, i) => i + 1);
+          for (let h = 0; h < s.holes && ranks.length > 0; h++) ranks.splice(next() % ranks.length, 1);
+          const rows = [
+            ...ranks.slice(0, s.billable).map((seq) => ({ seq, billable: 1 })),
+            ...Array.from({ length: s.unbillable }, () => ({ seq: null, billable: 0 })),
+          ];
+          rows.forEach((r, i) => {
+            const billedAt = period + (next() % 28) * DAY + (next() % 86_400) * 1000;
+            statements.push(
+              env.DB.prepare(
+                `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, created_at,
+                   first_event_at, last_event_at, ended_at, audio_ms, open, verdict_at, billable, reason, billed_at,
+                   plan, period_start, seq)
+                 VALUES (?1, ?2, 'p', ?3, ?3, ?3, ?3, ?3 + 5000, ?4, ?5, 0, ?3, ?6, 'r', ?3, 'payg', ?7, ?8)`,
+              ).bind(
+                `s${k}_${i}_${user}`,
+                user,
+                billedAt,
+                i % 3 === 0 ? null : billedAt + 4000,
+                next() % 90_000,
+                r.billable,
+                period,
+                r.seq,
+              ),
+            );
+          });
+        });
+        await env.DB.batch(statements);
+
+        const invoices = ["in_a", "in_b", "in_c"].map((id) => `${id}_${user}`);
+        const before = new Map<string, unknown>();
+        for (const id of invoices) before.set(id, await invoiceSessionsPage(env.DB, user, id, null, 10_000));
+
+        // archive the chosen days by hand (whatever their state: the answer must not depend on it)
+        for (const d of state.archivedDays) {
+          const start = (months[0] ?? 0) + d * DAY;
+          const { results } = await env.DB.prepare(
+            `SELECT ${SESSION_COLUMNS.join(", ")} FROM sessions WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3`,
+          )
+            .bind(user, start, start + DAY)
+            .all<ArchivedSession>();
+          if (results.length === 0) continue;
+          const day = new Date(start).toISOString().slice(0, 10);
+          const bytes = await gzip(toNdjson(results));
+          const sha = await sha256Hex(bytes);
+          await env.ARCHIVE.put(archiveKey(user, day), bytes, { customMetadata: { sha256: sha } });
+          await env.DB.batch([
+            env.DB.prepare(
+              `INSERT INTO session_archives (user_id, day, object_key, row_count, byte_size, sha256, first_session_id,
+                 last_session_id, archived_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'x', 'y', 0)`,
+            ).bind(user, day, archiveKey(user, day), results.length, bytes.length, sha),
+            env.DB.prepare(
+              "DELETE FROM sessions WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3",
+            ).bind(user, start, start + DAY),
+          ]);
+        }
+
+        for (const id of invoices) {
+          const archived = await archivedInvoiceSessions(env.DB, env.ARCHIVE, user, id);
+          const answer = archived ?? (await invoiceSessionsPage(env.DB, user, id, null, 10_000));
+          expect(answer, id).toEqual(before.get(id));
+        }
+      }),
+      { numRuns: 40 },
+    );
   });
 });
