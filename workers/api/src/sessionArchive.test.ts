@@ -379,21 +379,30 @@ describe("idempotent and resumable", () => {
 
   it("deletes nothing when the object cannot be written, and nothing when the manifest row cannot", async () => {
     const user = await settledUser("nowrite", 4);
-    await expect(
-      runSessionArchive(env.DB, failingBucket(env.ARCHIVE), CONFIG, NOW, quietLogger()),
-    ).rejects.toThrow("simulated R2 outage");
+    const outage = quietLogger();
+    expect(await runSessionArchive(env.DB, failingBucket(env.ARCHIVE), CONFIG, NOW, outage)).toMatchObject({
+      archived: 0,
+      deleted: 0,
+      failed: 1,
+    });
+    expect(outage.lines).toContainEqual(
+      expect.objectContaining({
+        msg: "session archive of a user-day failed",
+        fields: expect.objectContaining({ user_id: user, day: "2026-09-10", error: "simulated R2 outage" }),
+      }),
+    );
     expect((await sessionIds(user)).length).toBe(4);
     expect(await manifest(user, "2026-09-10")).toBeNull();
 
-    await expect(
-      runSessionArchive(
+    expect(
+      await runSessionArchive(
         crashingDb(env.DB, /INSERT INTO session_archives/, 0),
         env.ARCHIVE,
         CONFIG,
         NOW,
         quietLogger(),
       ),
-    ).rejects.toThrow("simulated crash");
+    ).toMatchObject({ failed: 1, deleted: 0 });
     expect((await sessionIds(user)).length).toBe(4);
     expect(await manifest(user, "2026-09-10")).toBeNull();
 
@@ -406,18 +415,45 @@ describe("idempotent and resumable", () => {
     expect(parseNdjson(await gunzip(bytes))).toEqual(before);
   });
 
+  it("goes on past a user-day that fails (its object no longer matches its manifest), and reports it", async () => {
+    const broken = await settledUser("a_broken", 2);
+    await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    // a later session into the archived day, whose archived object was damaged meanwhile
+    await env.ARCHIVE.put(archiveKey(broken, "2026-09-10"), "not what was archived");
+    await insertSessions([
+      {
+        id: "a_late",
+        user: broken,
+        billedAt: OLD + 1,
+        plan: "free",
+        periodStart: Date.UTC(2026, 8, 1),
+        seq: 1,
+      },
+    ]);
+    const healthy = await settledUser("b_healthy", 3);
+    const log = quietLogger();
+    const result = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, log);
+    expect(result).toMatchObject({ archived: 1, deleted: 3, failed: 1 });
+    expect(await sessionIds(healthy)).toEqual([]);
+    expect(await sessionIds(broken)).toEqual(["a_late"]);
+    expect(log.lines.at(-1)?.msg).toBe("session archive done");
+    expect(
+      String(log.lines.find((l) => l.msg === "session archive of a user-day failed")?.fields?.error),
+    ).toMatch(/has sha256 [0-9a-f]{64}, manifest [0-9a-f]{64}/);
+  });
+
   it("a crash between the archive and the deletes leaves every row; the next run deletes them without rewriting", async () => {
     const user = await settledUser("between", 6);
     const before = await allRows(user);
-    await expect(
-      runSessionArchive(
+    expect(
+      await runSessionArchive(
         crashingDb(env.DB, /DELETE FROM sessions/, 0),
         env.ARCHIVE,
         CONFIG,
         NOW,
         quietLogger(),
       ),
-    ).rejects.toThrow("simulated crash");
+    ).toMatchObject({ failed: 1, deleted: 0 });
     expect(await allRows(user)).toEqual(before);
     const m = await manifest(user, "2026-09-10");
     expect(m?.row_count).toBe(6);
@@ -433,15 +469,10 @@ describe("idempotent and resumable", () => {
     const user = await settledUser("batches", 10);
     const before = await allRows(user);
     await expect(
-      runSessionArchive(
-        crashingDb(env.DB, /DELETE FROM sessions/, 2),
-        env.ARCHIVE,
-        CONFIG,
-        NOW,
-        quietLogger(),
-        {
-          deleteBatch: 3,
-        },
+      archiveUserDay(
+        { db: crashingDb(env.DB, /DELETE FROM sessions/, 2), bucket: env.ARCHIVE, now: NOW, deleteBatch: 3 },
+        user,
+        "2026-09-10",
       ),
     ).rejects.toThrow("simulated crash");
     // two batches of 3 went, in billing-time order

@@ -23,7 +23,7 @@
  * all the user-day's rows (before step 3), or whole batches of them: nothing leaves D1 before
  * its object and manifest row exist, and the next run finishes the work by the same rule.
  */
-import type { Logger } from "@aigate/shared";
+import { errorFields, type Logger } from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
 
@@ -311,6 +311,12 @@ export interface SessionArchiveResult {
   deleted: number;
   /** User-days past the window holding a session that is not settled yet. */
   waiting: number;
+  /**
+   * User-days whose archive failed in this run (an R2 or D1 error, an archived object that does
+   * not match its manifest): each is logged, left whole or in whole batches, and tried again next
+   * run; the others go on.
+   */
+  failed: number;
   /** Whether the run stopped at its limits with candidates left. */
   more: boolean;
 }
@@ -339,7 +345,14 @@ export async function runSessionArchive(
   const maxScanPages = opts.maxScanPages ?? ARCHIVE_MAX_SCAN_PAGES;
   // only whole days: the cutoff is the start of the UTC day the window reaches into
   const cutoff = Math.floor((now - config.sessionsMs) / DAY_MS) * DAY_MS;
-  const result: SessionArchiveResult = { archived: 0, written: 0, deleted: 0, waiting: 0, more: false };
+  const result: SessionArchiveResult = {
+    archived: 0,
+    written: 0,
+    deleted: 0,
+    waiting: 0,
+    failed: 0,
+    more: false,
+  };
   const seen = new Set<string>();
   let after = { billedAt: -1, id: "" };
   const scan = db.prepare(
@@ -360,11 +373,14 @@ export async function runSessionArchive(
         break scanning;
       }
       seen.add(unit);
-      const outcome = await archiveUserDay(
-        { db, bucket, now, deleteBatch: opts.deleteBatch },
-        r.user_id,
-        day,
-      );
+      let outcome: UserDayOutcome;
+      try {
+        outcome = await archiveUserDay({ db, bucket, now, deleteBatch: opts.deleteBatch }, r.user_id, day);
+      } catch (err) {
+        result.failed += 1;
+        log.error("session archive of a user-day failed", { user_id: r.user_id, day, ...errorFields(err) });
+        continue;
+      }
       if (outcome.state === "waiting") result.waiting += 1;
       else {
         result.archived += 1;
@@ -377,6 +393,8 @@ export async function runSessionArchive(
     after = { billedAt: last.billed_at, id: last.session_id };
     if (page === maxScanPages - 1) result.more = true;
   }
-  log.info("session archive done", { ...result, cutoff: new Date(cutoff).toISOString() });
+  const fields = { ...result, cutoff: new Date(cutoff).toISOString() };
+  if (result.failed > 0) log.warn("session archive done", fields);
+  else log.info("session archive done", fields);
   return result;
 }
