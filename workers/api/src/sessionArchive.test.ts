@@ -442,6 +442,45 @@ describe("idempotent and resumable", () => {
     ).toMatch(/has sha256 [0-9a-f]{64}, manifest [0-9a-f]{64}/);
   });
 
+  it("deletes nothing when the object was replaced between the archive and the deletes", async () => {
+    const user = await settledUser("replaced", 3);
+    // another writer replaces the object while the manifest row is being written
+    const racing = new Proxy(env.DB, {
+      get(target, prop) {
+        if (prop === "prepare")
+          return (text: string) => {
+            const stmt = target.prepare(text);
+            if (!/INSERT INTO session_archives/.test(text)) return stmt;
+            return new Proxy(stmt, {
+              get(s, p) {
+                if (p !== "bind") return Reflect.get(s, p);
+                return (...values: unknown[]) => ({
+                  run: async () => {
+                    const result = await s.bind(...values).run();
+                    await env.ARCHIVE.put(archiveKey(user, "2026-09-10"), await gzip("{}\n"), {
+                      customMetadata: { sha256: "other" },
+                    });
+                    return result;
+                  },
+                });
+              },
+            });
+          };
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const log = quietLogger();
+    expect(await runSessionArchive(racing, env.ARCHIVE, CONFIG, NOW, log)).toMatchObject({
+      failed: 1,
+      deleted: 0,
+    });
+    expect((await sessionIds(user)).length).toBe(3);
+    expect(
+      String(log.lines.find((l) => l.msg === "session archive of a user-day failed")?.fields?.error),
+    ).toContain("changed before its sessions were deleted");
+  });
+
   it("a crash between the archive and the deletes leaves every row; the next run deletes them without rewriting", async () => {
     const user = await settledUser("between", 6);
     const before = await allRows(user);

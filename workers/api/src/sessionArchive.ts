@@ -291,7 +291,11 @@ export async function archiveUserDay(
     .bind(userId, day, key, all.length, bytes.length, sha, first.session_id, last.session_id, now)
     .run();
 
-  // 3. the rows, in batches
+  // 3. the rows, in batches, once the object in R2 is still the one just archived (an archive run
+  // running at the same time, which the hourly cron never starts, could have replaced it)
+  const check = await bucket.head(key);
+  if (check?.customMetadata?.sha256 !== sha || check.size !== bytes.length)
+    throw new Error(`session archive object ${key} changed before its sessions were deleted`);
   const batch = deps.deleteBatch ?? ARCHIVE_DELETE_BATCH;
   let deleted = 0;
   for (let i = 0; i < live.length; i += batch) {
