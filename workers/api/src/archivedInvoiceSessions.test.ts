@@ -100,6 +100,14 @@ async function scenario(user: string) {
       ),
     ),
   );
+  // the classifier writes each judged session's daily rollup with its verdict
+  await env.DB.prepare(
+    `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
+     SELECT user_id, strftime('%Y-%m-%d', billed_at / 1000, 'unixepoch'), reason, count(*), sum(audio_ms)
+     FROM sessions WHERE user_id = ?1 GROUP BY 1, 2, 3`,
+  )
+    .bind(user)
+    .run();
 }
 
 async function text(user: string, path: string) {

@@ -1,9 +1,10 @@
 /**
  * The session archive on the local runtime (D1 and R2), with the real migrations: which user-days
- * leave D1 (old enough and settled) and which wait, what the object and its manifest row hold,
- * that a repeat writes and deletes nothing more, and that a run cut off at each step (before the
- * object, before the manifest row, between the archive and the deletes, between two batches of
- * deletes) removes nothing unarchived and is finished by the next run.
+ * leave D1 (old enough and settled) and which wait (and are archived once settled), what the
+ * object and its manifest row hold, that a repeat writes and deletes nothing more, and that a run
+ * cut off at each step (before the object, before the manifest row, between the archive and the
+ * deletes, between two batches of deletes) removes nothing unarchived and is finished by a later
+ * run. Sessions are inserted as the classifier leaves them: judged, with their daily rollup.
  */
 
 import {
@@ -89,6 +90,11 @@ interface SessionSpec {
 }
 
 async function insertSessions(rows: SessionSpec[]) {
+  const rollup = env.DB.prepare(
+    `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
+     VALUES (?1, strftime('%Y-%m-%d', ?2 / 1000, 'unixepoch'), ?3, 1, 6000)
+     ON CONFLICT (user_id, day, reason) DO UPDATE SET sessions = sessions + 1, audio_ms = audio_ms + 6000`,
+  );
   const stmt = env.DB.prepare(
     `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, created_at, first_event_at,
        last_event_at, ended_at, audio_ms, open, verdict_at, billable, reason, rule_version, billed_at, plan,
@@ -111,6 +117,11 @@ async function insertSessions(rows: SessionSpec[]) {
           billable ? (r.seq ?? null) : null,
         );
       }),
+    );
+    await env.DB.batch(
+      rows
+        .slice(i, i + 100)
+        .map((r) => rollup.bind(r.user, r.billedAt, (r.billable ?? true) ? "success" : "too_short")),
     );
   }
 }
@@ -161,6 +172,16 @@ async function manifest(user: string, day: string) {
       first_session_id: string;
       last_session_id: string;
     }>();
+}
+
+async function waitingList(): Promise<string[][]> {
+  const { results } = await env.DB.prepare(
+    "SELECT user_id, day FROM session_archive_waiting ORDER BY day, user_id",
+  ).all<{
+    user_id: string;
+    day: string;
+  }>();
+  return results.map((r) => [r.user_id, r.day]);
 }
 
 async function objectBytes(key: string): Promise<Uint8Array | null> {
@@ -339,14 +360,19 @@ describe("which sessions leave D1", () => {
         { id: `failed_${user}`, user, billedAt: OLD + 5, plan: "payg", periodStart: period, billable: false },
       ]);
       const result = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
-      expect(result, name).toMatchObject({ archived: 0, deleted: 0, waiting: 1 });
+      expect(result, name).toMatchObject({ archived: 0, deleted: 0, waiting: 1, waiting_listed: 1 });
       expect((await sessionIds(user)).length, name).toBe(3);
       expect(await manifest(user, "2026-09-10"), name).toBeNull();
-      await env.DB.prepare("DELETE FROM sessions WHERE user_id = ?1").bind(user).run();
+      expect(await waitingList(), name).toEqual([[user, "2026-09-10"]]);
+      await env.DB.batch([
+        env.DB.prepare("DELETE FROM sessions WHERE user_id = ?1").bind(user),
+        env.DB.prepare("DELETE FROM session_archive_waiting"),
+        env.DB.prepare("DELETE FROM session_archive_cursor"),
+      ]);
     }
   });
 
-  it("works past a waiting user-day to the settled ones after it, within its limits", async () => {
+  it("works past a waiting user-day, within its limits, and archives it once its series is settled", async () => {
     const period = Date.UTC(2026, 8, 1);
     const waiting = `a_wait_${crypto.randomUUID().slice(0, 8)}`;
     await insertSeries({ user: waiting, plan: "payg", periodStart: period, billable: 3, frozen: false });
@@ -356,11 +382,25 @@ describe("which sessions leave D1", () => {
       maxUserDays: 3,
       scanPage: 2,
     });
-    expect(first).toMatchObject({ archived: 2, waiting: 1, more: true });
+    expect(first).toMatchObject({ archived: 2, waiting: 1, waiting_listed: 1, more: true });
+    expect(await waitingList()).toEqual([[waiting, "2026-09-09"]]);
     const second = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger(), { scanPage: 2 });
-    expect(second).toMatchObject({ archived: 1, waiting: 1, more: false });
+    // the waiting user-day looked at again (still waiting), the scan goes on from where it was
+    expect(second).toMatchObject({ archived: 1, waiting: 1, waiting_listed: 1, more: false });
     for (const user of users) expect(await sessionIds(user)).toEqual([]);
     expect((await sessionIds(waiting)).length).toBe(3);
+
+    // Stripe invoices the series: the next run archives the waiting user-day and lists it no more
+    await env.DB.prepare(
+      `UPDATE usage_periods SET frozen_at = ?2, stripe_billed = 3, billed_seq = 3, stripe_invoice_id = 'in_x'
+       WHERE user_id = ?1`,
+    )
+      .bind(waiting, NOW - DAY)
+      .run();
+    const third = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    expect(third).toMatchObject({ archived: 1, deleted: 3, waiting: 0, waiting_listed: 0 });
+    expect(await sessionIds(waiting)).toEqual([]);
+    expect(await waitingList()).toEqual([]);
   });
 });
 
@@ -373,6 +413,10 @@ describe("idempotent and resumable", () => {
     const etag = (await env.ARCHIVE.head(key))?.etag;
     const again = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
     expect(again).toMatchObject({ archived: 0, written: 0, deleted: 0 });
+    // and a scan from the start (its cursor lost) finds nothing left to do either
+    await env.DB.prepare("DELETE FROM session_archive_cursor").run();
+    const rescan = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    expect(rescan).toMatchObject({ archived: 0, written: 0, deleted: 0, waiting: 0, failed: 0 });
     expect(await objectBytes(key)).toEqual(bytes);
     expect((await env.ARCHIVE.head(key))?.etag).toBe(etag);
   });
@@ -415,31 +459,49 @@ describe("idempotent and resumable", () => {
     expect(parseNdjson(await gunzip(bytes))).toEqual(before);
   });
 
-  it("goes on past a user-day that fails (its object no longer matches its manifest), and reports it", async () => {
+  it("goes on past a user-day that fails, reports it, and archives it on a later run", async () => {
     const broken = await settledUser("a_broken", 2);
-    await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
-    // a later session into the archived day, whose archived object was damaged meanwhile
-    await env.ARCHIVE.put(archiveKey(broken, "2026-09-10"), "not what was archived");
-    await insertSessions([
-      {
-        id: "a_late",
-        user: broken,
-        billedAt: OLD + 1,
-        plan: "free",
-        periodStart: Date.UTC(2026, 8, 1),
-        seq: 1,
-      },
-    ]);
     const healthy = await settledUser("b_healthy", 3);
+    // R2 refuses the first user's object only
+    const bucket = new Proxy(env.ARCHIVE, {
+      get(target, prop) {
+        if (prop === "put")
+          return async (key: string, ...rest: unknown[]) => {
+            if (key === archiveKey(broken, "2026-09-10")) throw new Error("simulated R2 error");
+            return Reflect.apply(target.put, target, [key, ...rest]);
+          };
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
     const log = quietLogger();
-    const result = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, log);
-    expect(result).toMatchObject({ archived: 1, deleted: 3, failed: 1 });
+    const result = await runSessionArchive(env.DB, bucket, CONFIG, NOW, log);
+    expect(result).toMatchObject({ archived: 1, deleted: 3, failed: 1, waiting_listed: 1 });
     expect(await sessionIds(healthy)).toEqual([]);
-    expect(await sessionIds(broken)).toEqual(["a_late"]);
+    expect((await sessionIds(broken)).length).toBe(2);
     expect(log.lines.at(-1)?.msg).toBe("session archive done");
-    expect(
-      String(log.lines.find((l) => l.msg === "session archive of a user-day failed")?.fields?.error),
-    ).toMatch(/has sha256 [0-9a-f]{64}, manifest [0-9a-f]{64}/);
+    expect(log.lines.find((l) => l.msg === "session archive of a user-day failed")?.fields).toMatchObject({
+      user_id: broken,
+      day: "2026-09-10",
+      error: "simulated R2 error",
+    });
+
+    const later = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    expect(later).toMatchObject({ archived: 1, deleted: 2, failed: 0, waiting_listed: 0 });
+    expect(await sessionIds(broken)).toEqual([]);
+  });
+
+  it("refuses to merge into an archived object that no longer matches its manifest", async () => {
+    const user = await settledUser("damaged", 2);
+    await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    await env.ARCHIVE.put(archiveKey(user, "2026-09-10"), "not what was archived");
+    await insertSessions([
+      { id: "a_left", user, billedAt: OLD + 1, plan: "free", periodStart: Date.UTC(2026, 8, 1), seq: 1 },
+    ]);
+    await expect(
+      archiveUserDay({ db: env.DB, bucket: env.ARCHIVE, now: NOW }, user, "2026-09-10"),
+    ).rejects.toThrow(/has sha256 [0-9a-f]{64}, manifest [0-9a-f]{64}/);
+    expect(await sessionIds(user)).toEqual(["a_left"]);
   });
 
   it("deletes nothing when the object was replaced between the archive and the deletes", async () => {
@@ -528,7 +590,7 @@ describe("idempotent and resumable", () => {
     expect(parseNdjson(await gunzip(bytes ?? new Uint8Array()))).toEqual(before);
   });
 
-  it("adds a session judged later into an archived day to its object, keeping the ones already archived", async () => {
+  it("adds a row left in an archived day to its object, keeping the ones already archived", async () => {
     const user = await settledUser("late", 3);
     const archived = await allRows(user);
     await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
@@ -544,8 +606,9 @@ describe("idempotent and resumable", () => {
       },
     ]);
     const late = await allRows(user);
-    const result = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
-    expect(result).toMatchObject({ archived: 1, written: 1, deleted: 1 });
+    // (the scan has passed that day; a user-day left with rows is looked at again from the waiting list)
+    const result = await archiveUserDay({ db: env.DB, bucket: env.ARCHIVE, now: NOW }, user, "2026-09-10");
+    expect(result).toMatchObject({ state: "archived", written: true, rows: 4, deleted: 1, remaining: 0 });
     const m = await manifest(user, "2026-09-10");
     expect(m).toMatchObject({ row_count: 4, first_session_id: "a_late" });
     const bytes = (await objectBytes(m?.object_key ?? "")) ?? new Uint8Array();
@@ -581,11 +644,14 @@ describe("idempotent and resumable", () => {
         return typeof value === "function" ? value.bind(target) : value;
       },
     });
-    const result = await archiveUserDay({ db: racing, bucket: env.ARCHIVE, now: NOW }, user, "2026-09-10");
-    expect(result).toMatchObject({ state: "archived", deleted: 1 });
+    const result = await runSessionArchive(racing, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    // the changed row stays, and its user-day is listed to be looked at again
+    expect(result).toMatchObject({ archived: 0, deleted: 1, waiting_listed: 1 });
     expect(await sessionIds(user)).toEqual([first?.session_id]);
+    expect(await waitingList()).toEqual([[user, "2026-09-10"]]);
 
-    await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    const next = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
+    expect(next).toMatchObject({ archived: 1, written: 1, deleted: 1, waiting_listed: 0 });
     expect(await sessionIds(user)).toEqual([]);
     const m = await manifest(user, "2026-09-10");
     const rows = parseNdjson(await gunzip((await objectBytes(m?.object_key ?? "")) ?? new Uint8Array()));

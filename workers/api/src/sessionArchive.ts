@@ -11,17 +11,28 @@
  *
  * 1. its rows (every column) are written to R2 as gzipped NDJSON under a key that depends only
  *    on the user and the day (`sessions/v1/<day>/<user>.ndjson.gz`), in billing-time order, merged
- *    with what an earlier run already archived for that user-day (so a session judged into an
- *    archived day later is added, never overwriting the ones already gone from D1);
+ *    with what an earlier run already archived for that user-day (so rows left behind by an
+ *    earlier run are added, never overwriting the ones already gone from D1);
  * 2. its manifest row (`session_archives`: key, row count, byte size, sha256, first and last
  *    session id) is upserted;
- * 3. its sessions are deleted in batches, each batch one statement that deletes a row only if
- *    it still holds what was archived (a row that changed meanwhile stays for the next run).
+ * 3. the object is checked to be still the one just written, then its sessions are deleted in
+ *    batches, each batch one statement that deletes a row only if it still holds what was
+ *    archived (a row that changed meanwhile stays for the next run).
  *
  * The same rows give the same bytes, so a repeated run finds the manifest's sha256 unchanged and
  * the object in place, writes nothing and goes on deleting. A run cut off anywhere leaves either
  * all the user-day's rows (before step 3), or whole batches of them: nothing leaves D1 before
- * its object and manifest row exist, and the next run finishes the work by the same rule.
+ * its object and manifest row exist, and a later run finishes the work by the same rule.
+ *
+ * **Finding the user-days** without an index on `sessions` (one would cost a row written per
+ * session): `daily_rollups` holds a row for every user-day with a judged session (written with
+ * the verdict, keyed by the same UTC day of the billing time), and its day index lists them in
+ * (day, user) order. A cursor (`session_archive_cursor`) remembers how far that list was walked;
+ * the user-days it passed that could not be archived whole (waiting for their series, failed,
+ * or a row changed during the deletes) are listed in `session_archive_waiting` and looked at
+ * again by later runs, least recently checked first. One run at a time is assumed (the hourly
+ * cron); the check before the deletes makes a second run at the same time fail its user-day
+ * rather than delete rows the object no longer holds.
  */
 import { errorFields, type Logger } from "@aigate/shared";
 import { z } from "zod";
@@ -31,11 +42,15 @@ const DAY_MS = 86_400_000;
 
 /** Rows deleted per statement. */
 export const ARCHIVE_DELETE_BATCH = 500;
-/** User-days archived per run at most. */
-export const ARCHIVE_MAX_USER_DAYS = 200;
-/** Candidate rows scanned per statement, and statements per run, while looking for user-days. */
-export const ARCHIVE_SCAN_PAGE = 1000;
-export const ARCHIVE_MAX_SCAN_PAGES = 20;
+/**
+ * New user-days taken from the scan per run, and waiting ones looked at again: four or five D1
+ * queries each, so that a run (with the other retention batches, at most 60 statements) stays
+ * well under D1's 1,000 queries per invocation.
+ */
+export const ARCHIVE_MAX_USER_DAYS = 120;
+export const ARCHIVE_MAX_WAITING_CHECKS = 30;
+/** User-days read from daily_rollups per statement. */
+export const ARCHIVE_SCAN_PAGE = 100;
 
 /** Every column of `sessions`, in the table's order: an archived line holds them all. */
 export const ArchivedSession = z.object({
@@ -228,7 +243,7 @@ function deleteGuard(r: ArchivedSession) {
 }
 
 export type UserDayOutcome =
-  | { state: "archived"; written: boolean; rows: number; deleted: number }
+  | { state: "archived"; written: boolean; rows: number; deleted: number; remaining: number }
   | { state: "waiting"; rows: number; waiting: number };
 
 export interface ArchiveDeps {
@@ -252,7 +267,7 @@ export async function archiveUserDay(
   const waiting = rows.filter((r) => r.archivable !== 1).length;
   if (waiting > 0) return { state: "waiting", rows: rows.length, waiting };
   const live = rows.map(({ archivable: _, ...r }) => ArchivedSession.parse(r));
-  if (live.length === 0) return { state: "archived", written: false, rows: 0, deleted: 0 };
+  if (live.length === 0) return { state: "archived", written: false, rows: 0, deleted: 0, remaining: 0 };
 
   // 1. the object: what is archived already for this user-day, with D1's rows over it
   const key = archiveKey(userId, day);
@@ -303,38 +318,76 @@ export async function archiveUserDay(
     const { meta } = await db.prepare(DELETE_SQL).bind(JSON.stringify(guards), userId).run();
     deleted += meta.changes;
   }
-  return { state: "archived", written: !unchanged, rows: all.length, deleted };
+  return {
+    state: "archived",
+    written: !unchanged,
+    rows: all.length,
+    deleted,
+    remaining: live.length - deleted,
+  };
 }
 
 export interface SessionArchiveResult {
-  /** User-days archived (object and manifest in place) by this run. */
+  /** User-days archived whole (object and manifest in place, every row deleted) by this run. */
   archived: number;
   /** Objects written (a repeat of an unchanged user-day writes none). */
   written: number;
   /** Session rows deleted from D1. */
   deleted: number;
-  /** User-days past the window holding a session that is not settled yet. */
+  /** User-days looked at that hold a session not settled yet (they stay listed as waiting). */
   waiting: number;
   /**
    * User-days whose archive failed in this run (an R2 or D1 error, an archived object that does
-   * not match its manifest): each is logged, left whole or in whole batches, and tried again next
-   * run; the others go on.
+   * not match its manifest): each is logged, left whole or in whole batches, listed as waiting
+   * and tried again by a later run; the others go on.
    */
   failed: number;
-  /** Whether the run stopped at its limits with candidates left. */
+  /** User-days listed as waiting after this run (all of them, not only this run's). */
+  waiting_listed: number;
+  /** Whether the run stopped at its limits with user-days past the window left to scan. */
   more: boolean;
 }
 
 export interface SessionArchiveOptions {
   maxUserDays?: number;
+  maxWaitingChecks?: number;
   scanPage?: number;
-  maxScanPages?: number;
   deleteBatch?: number;
 }
 
+type Tally = Omit<SessionArchiveResult, "waiting_listed" | "more">;
+
+/** Archives one user-day for a run; true when it is done (archived whole, or nothing left in D1). */
+async function handle(
+  deps: ArchiveDeps,
+  userId: string,
+  day: string,
+  tally: Tally,
+  log: Logger,
+): Promise<boolean> {
+  let outcome: UserDayOutcome;
+  try {
+    outcome = await archiveUserDay(deps, userId, day);
+  } catch (err) {
+    tally.failed += 1;
+    log.error("session archive of a user-day failed", { user_id: userId, day, ...errorFields(err) });
+    return false;
+  }
+  if (outcome.state === "waiting") {
+    tally.waiting += 1;
+    return false;
+  }
+  tally.written += outcome.written ? 1 : 0;
+  tally.deleted += outcome.deleted;
+  if (outcome.remaining > 0) return false;
+  if (outcome.rows > 0) tally.archived += 1;
+  return true;
+}
+
 /**
- * One archive run at `now`: the user-days whose whole UTC day is older than the window, oldest
- * first, each archived and deleted or left waiting. Logs one line with what it did.
+ * One archive run at `now`: first some of the waiting user-days again, then the scan onwards from
+ * its cursor, over the user-days whose whole UTC day is older than the window. Logs one line with
+ * what it did.
  */
 export async function runSessionArchive(
   db: D1Database,
@@ -346,58 +399,82 @@ export async function runSessionArchive(
 ): Promise<SessionArchiveResult> {
   const maxUserDays = opts.maxUserDays ?? ARCHIVE_MAX_USER_DAYS;
   const scanPage = opts.scanPage ?? ARCHIVE_SCAN_PAGE;
-  const maxScanPages = opts.maxScanPages ?? ARCHIVE_MAX_SCAN_PAGES;
-  // only whole days: the cutoff is the start of the UTC day the window reaches into
+  const deps: ArchiveDeps = { db, bucket, now, deleteBatch: opts.deleteBatch };
+  // only whole days: user-days before the UTC day the window reaches into
   const cutoff = Math.floor((now - config.sessionsMs) / DAY_MS) * DAY_MS;
-  const result: SessionArchiveResult = {
-    archived: 0,
-    written: 0,
-    deleted: 0,
-    waiting: 0,
-    failed: 0,
-    more: false,
-  };
-  const seen = new Set<string>();
-  let after = { billedAt: -1, id: "" };
+  const cutoffDay = dayOf(cutoff);
+  const tally: Tally = { archived: 0, written: 0, deleted: 0, waiting: 0, failed: 0 };
+
+  // 1. user-days the scan passed while they could not be archived whole
+  const { results: waitingDays } = await db
+    .prepare(
+      `SELECT user_id, day FROM session_archive_waiting WHERE day < ?1
+       ORDER BY checked_at, day, user_id LIMIT ?2`,
+    )
+    .bind(cutoffDay, opts.maxWaitingChecks ?? ARCHIVE_MAX_WAITING_CHECKS)
+    .all<{ user_id: string; day: string }>();
+  for (const w of waitingDays) {
+    const done = await handle(deps, w.user_id, w.day, tally, log);
+    const statement = done
+      ? db
+          .prepare("DELETE FROM session_archive_waiting WHERE user_id = ?1 AND day = ?2")
+          .bind(w.user_id, w.day)
+      : db
+          .prepare("UPDATE session_archive_waiting SET checked_at = ?3 WHERE user_id = ?1 AND day = ?2")
+          .bind(w.user_id, w.day, now);
+    await statement.run();
+  }
+
+  // 2. the scan, onwards from its cursor, in daily_rollups' (day, user) order
+  const cursor = (await db
+    .prepare("SELECT day, user_id FROM session_archive_cursor WHERE id = 1")
+    .first<{ day: string; user_id: string }>()) ?? { day: "", user_id: "" };
   const scan = db.prepare(
-    `SELECT user_id, billed_at, session_id FROM sessions
-     WHERE billed_at IS NOT NULL AND billed_at < ?1 AND (billed_at > ?2 OR (billed_at = ?2 AND session_id > ?3))
-     ORDER BY billed_at, session_id LIMIT ?4`,
+    `SELECT day, user_id FROM daily_rollups
+     WHERE day < ?1 AND (day > ?2 OR (day = ?2 AND user_id > ?3))
+     GROUP BY day, user_id ORDER BY day, user_id LIMIT ?4`,
   );
-  scanning: for (let page = 0; page < maxScanPages; page++) {
+  const saveCursor = db.prepare(
+    `INSERT INTO session_archive_cursor (id, day, user_id) VALUES (1, ?1, ?2)
+     ON CONFLICT (id) DO UPDATE SET day = excluded.day, user_id = excluded.user_id`,
+  );
+  const listWaiting = db.prepare(
+    `INSERT INTO session_archive_waiting (user_id, day, since, checked_at) VALUES (?1, ?2, ?3, ?3)
+     ON CONFLICT (user_id, day) DO UPDATE SET checked_at = excluded.checked_at`,
+  );
+  let taken = 0;
+  let more = false;
+  scanning: for (;;) {
+    // one more than the run may take, to know whether the scan has more
+    const limit = Math.min(scanPage, maxUserDays - taken + 1);
     const { results } = await scan
-      .bind(cutoff, after.billedAt, after.id, scanPage)
-      .all<{ user_id: string; billed_at: number; session_id: string }>();
+      .bind(cutoffDay, cursor.day, cursor.user_id, limit)
+      .all<{ day: string; user_id: string }>();
     for (const r of results) {
-      const day = dayOf(r.billed_at);
-      const unit = JSON.stringify([r.user_id, day]);
-      if (seen.has(unit)) continue;
-      if (seen.size >= maxUserDays) {
-        result.more = true;
+      if (taken >= maxUserDays) {
+        more = true;
         break scanning;
       }
-      seen.add(unit);
-      let outcome: UserDayOutcome;
-      try {
-        outcome = await archiveUserDay({ db, bucket, now, deleteBatch: opts.deleteBatch }, r.user_id, day);
-      } catch (err) {
-        result.failed += 1;
-        log.error("session archive of a user-day failed", { user_id: r.user_id, day, ...errorFields(err) });
-        continue;
-      }
-      if (outcome.state === "waiting") result.waiting += 1;
-      else {
-        result.archived += 1;
-        result.written += outcome.written ? 1 : 0;
-        result.deleted += outcome.deleted;
-      }
+      taken += 1;
+      // listed before the cursor passes it: a run cut off in between looks at it again
+      if (!(await handle(deps, r.user_id, r.day, tally, log)))
+        await listWaiting.bind(r.user_id, r.day, now).run();
+      cursor.day = r.day;
+      cursor.user_id = r.user_id;
     }
-    const last = results.at(-1);
-    if (results.length < scanPage || !last) break;
-    after = { billedAt: last.billed_at, id: last.session_id };
-    if (page === maxScanPages - 1) result.more = true;
+    // saved per page: a run cut off within a page looks at its user-days again, which is harmless
+    if (results.length > 0) await saveCursor.bind(cursor.day, cursor.user_id).run();
+    if (results.length < limit) break;
   }
-  const fields = { ...result, cutoff: new Date(cutoff).toISOString() };
+  if (more) await saveCursor.bind(cursor.day, cursor.user_id).run();
+
+  const listed = await db.prepare("SELECT count(*) AS n FROM session_archive_waiting").first<{ n: number }>();
+  const result: SessionArchiveResult = { ...tally, waiting_listed: listed?.n ?? 0, more };
+  const fields = {
+    ...result,
+    cutoff: new Date(cutoff).toISOString(),
+    cursor: `${cursor.day} ${cursor.user_id}`,
+  };
   if (result.failed > 0) log.warn("session archive done", fields);
   else log.info("session archive done", fields);
   return result;
