@@ -425,13 +425,14 @@ export async function runSessionArchive(
     await statement.run();
   }
 
-  // 2. the scan, onwards from its cursor, in daily_rollups' (day, user) order
+  // 2. the scan, onwards from its cursor, in daily_rollups' (day, user) order: one range of the
+  // covering index idx_rollups_day (the row value keeps SQLite from sorting the whole range)
   const cursor = (await db
     .prepare("SELECT day, user_id FROM session_archive_cursor WHERE id = 1")
     .first<{ day: string; user_id: string }>()) ?? { day: "", user_id: "" };
   const scan = db.prepare(
     `SELECT day, user_id FROM daily_rollups
-     WHERE day < ?1 AND (day > ?2 OR (day = ?2 AND user_id > ?3))
+     WHERE (day, user_id) > (?2, ?3) AND day < ?1
      GROUP BY day, user_id ORDER BY day, user_id LIMIT ?4`,
   );
   const saveCursor = db.prepare(
