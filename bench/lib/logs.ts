@@ -58,20 +58,44 @@ export interface InvocationLoad {
   invocations: number;
   d1_rows_read: number;
   d1_rows_written: number;
+  /** Milliseconds D1 spent running the statements (the sum of their `meta.duration`). */
+  d1_duration_ms: number;
 }
 
-/** Invocations and D1 rows per kind of invocation, keyed `<worker> <done line>`. */
+/** Invocations, D1 rows and D1 time per kind of invocation, keyed `<worker> <done line>`. */
 export function loadByInvocation(lines: LogLine[]): Record<string, InvocationLoad> {
   const out: Record<string, InvocationLoad> = {};
   for (const l of lines) {
     if (!isDone(l)) continue;
     const key = `${String(l.worker)} ${String(l.msg)}`;
-    const w = out[key] ?? { invocations: 0, d1_rows_read: 0, d1_rows_written: 0 };
+    const w = out[key] ?? { invocations: 0, d1_rows_read: 0, d1_rows_written: 0, d1_duration_ms: 0 };
     const n = weight(l);
     w.invocations += n;
     w.d1_rows_read += Number(l.d1_rows_read ?? 0) * n;
     w.d1_rows_written += Number(l.d1_rows_written ?? 0) * n;
+    w.d1_duration_ms += Number(l.d1_duration_ms ?? 0) * n;
     out[key] = w;
   }
   return out;
+}
+
+/**
+ * D1 busy time per session, per worker: the milliseconds D1 spent on each worker's statements
+ * (every invocation in the window, crons included) divided by the sessions of the window.
+ */
+export function d1BusyPerSession(
+  load: Record<string, InvocationLoad>,
+  sessions: number,
+): { total: number; by_worker: Record<string, number> } {
+  const byWorker: Record<string, number> = {};
+  for (const [key, w] of Object.entries(load)) {
+    const worker = key.split(" ")[0] ?? key;
+    byWorker[worker] = (byWorker[worker] ?? 0) + w.d1_duration_ms;
+  }
+  const per = (ms: number) => (sessions > 0 ? ms / sessions : 0);
+  const total = Object.values(byWorker).reduce((a, b) => a + b, 0);
+  return {
+    total: per(total),
+    by_worker: Object.fromEntries(Object.entries(byWorker).map(([k, v]) => [k, per(v)])),
+  };
 }

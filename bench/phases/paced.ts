@@ -2,13 +2,17 @@
  * Lag and cost under a steady load: `sessions_per_customer_per_minute` sessions per paying
  * customer for `paced_seconds`. Lag from `ended` to the verdict and from the verdict to the Stripe
  * meter; cost per session from the workers' own counts in their log lines and the Stripe calls
- * the emulator saw. Leaves the window's log lines for later phases (`artifacts.paced`).
+ * the emulator saw; D1 busy time per session (the `d1_duration_ms` of every invocation of the
+ * window) and the bytes per session of each table and index in the local D1 file (dbstat), the
+ * two measured inputs of docs/scale.md. Leaves the window's log lines for later phases
+ * (`artifacts.paced`).
  */
 import { type Cost, cost } from "../lib/cost";
 import { meterEventCalls, pacedSessionsPerUser } from "../lib/customers";
 import { feedPaced, seconds } from "../lib/feed";
 import {
   acceptedRequests,
+  d1BusyPerSession,
   type InvocationLoad,
   isDone,
   loadByInvocation,
@@ -20,11 +24,19 @@ import {
 import type { Phase } from "../lib/phase";
 import { fmt } from "../lib/report";
 import { percentile } from "../lib/stats";
+import { type D1Storage, d1Storage } from "../lib/storage";
 import { EVENTS_PER_SESSION, workload } from "../workload";
 
 export interface PacedResult {
-  /** Invocations and D1 rows per kind of invocation (`<worker> <done line>`). */
+  /** Invocations, D1 rows and D1 time per kind of invocation (`<worker> <done line>`). */
   d1_by_worker: Record<string, InvocationLoad>;
+  /**
+   * Milliseconds D1 spent per session of the window, in all and per worker. One D1 runs one
+   * statement at a time: 1000 / total is the sessions per second one database can carry.
+   */
+  d1_busy_ms_per_session: { total: number; by_worker: Record<string, number> };
+  /** The local D1 file after the window: bytes per session of each table and index. */
+  storage: D1Storage;
   sessions: number;
   billed: number;
   feed_seconds: number;
@@ -95,8 +107,11 @@ export const paced: Phase<"paced", PacedResult> = {
     const billed = sessions.filter((s) => s.billable).length;
     const accepted = acceptedRequests(lines);
     ctx.artifacts.paced = { sessions: sessions.length, billed, lines, stateDir: stack.stateDir };
+    const load = loadByInvocation(lines);
     return {
-      d1_by_worker: loadByInvocation(lines),
+      d1_by_worker: load,
+      d1_busy_ms_per_session: d1BusyPerSession(load, sessions.length),
+      storage: d1Storage(stack.stateDir),
       sessions: sessions.length,
       billed,
       feed_seconds: seconds(fed.started, fed.finished),
@@ -145,6 +160,26 @@ export const paced: Phase<"paced", PacedResult> = {
         target: { ...D1_WRITES_TARGET, value: r.cost.d1_rows_written_per_session },
       },
       { label: "D1 rows read per session", value: fmt(r.cost.d1_rows_read_per_session) },
+      {
+        label: "D1 busy ms per session (all workers)",
+        value: fmt(r.d1_busy_ms_per_session.total),
+        against: Object.entries(r.d1_busy_ms_per_session.by_worker)
+          .map(([w, ms]) => `${w} ${fmt(ms)}`)
+          .join(", "),
+      },
+      {
+        label: "one D1's ceiling, sessions/s (1000 / busy ms)",
+        value: fmt(r.d1_busy_ms_per_session.total > 0 ? 1000 / r.d1_busy_ms_per_session.total : null),
+      },
+      {
+        label: "D1 bytes per session: sessions + its indexes",
+        value: fmt(r.storage.sessions_bytes_per_session),
+        against: `${r.storage.objects
+          .filter((o) => o.table === "sessions")
+          .map((o) => `${o.name} ${fmt(o.bytes_per_session)}`)
+          .join(", ")} (${r.storage.sessions} sessions in the file)`,
+      },
+      { label: "D1 bytes per session: whole file", value: fmt(r.storage.total_bytes_per_session) },
       {
         label: "Stripe calls per 1000 billed sessions",
         value: fmt(r.cost.stripe_calls_per_1000_billed),

@@ -1,6 +1,6 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
-import { countingD1 } from "./d1stats";
+import { countingD1, d1LogFields } from "./d1stats";
 
 describe("countingD1", () => {
   it("adds up rows written and read by run, first, all and batch", async () => {
@@ -32,5 +32,39 @@ describe("countingD1", () => {
     expect(stats.rowsRead).toBeGreaterThan(0);
     const all = await db.prepare("SELECT sessions FROM daily_rollups").all<{ sessions: number }>();
     expect(all.results).toEqual([{ sessions: 3 }]);
+  });
+
+  it("adds up the time D1 reports for each statement, and logs it as d1_duration_ms", async () => {
+    // a database answering every statement with a fixed duration
+    const meta = { rows_read: 1, rows_written: 0, duration: 1.2345 };
+    const statement = {
+      bind: () => statement,
+      all: async () => ({ results: [], success: true, meta }),
+    };
+    const fake = {
+      prepare: () => statement,
+      batch: async (list: unknown[]) => list.map(() => ({ results: [], success: true, meta })),
+    } as unknown as D1Database;
+    const { db, stats } = countingD1(fake);
+    await db.prepare("SELECT 1").run();
+    await db.prepare("SELECT 1").first();
+    await db.batch([db.prepare("SELECT 1"), db.prepare("SELECT 1")]);
+    expect(stats.queries).toBe(4);
+    expect(stats.durationMs).toBeCloseTo(4 * 1.2345, 9);
+    expect(d1LogFields(stats)).toEqual({
+      d1_queries: 4,
+      d1_rows_read: 4,
+      d1_rows_written: 0,
+      d1_duration_ms: 4.938,
+    });
+
+    // and the real D1 reports a duration for a statement that works
+    const real = countingD1(env.DB);
+    await real.db
+      .prepare(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) SELECT count(*) FROM n",
+      )
+      .first();
+    expect(real.stats.durationMs).toBeGreaterThan(0);
   });
 });

@@ -1,6 +1,6 @@
 /**
  * Counting what a handler costs in D1: wraps a D1Database so every statement's result metadata
- * (rows read, rows written) is added up. `raw()` is passed through uncounted. Workers log the totals with each request or batch, and
+ * (rows read, rows written, and the time D1 spent running it) is added up. `raw()` is passed through uncounted. Workers log the totals with each request or batch, and
  * the benchmark and tests read them from there.
  */
 
@@ -8,16 +8,27 @@ export interface D1Stats {
   queries: number;
   rowsRead: number;
   rowsWritten: number;
+  /**
+   * Milliseconds D1 spent executing the statements (`meta.duration`, as D1 reports it: the time
+   * inside the database, not the round trip). One D1 database runs one statement at a time, so
+   * this is the share of the database an invocation used (docs/scale.md).
+   */
+  durationMs: number;
 }
 
 export function emptyStats(): D1Stats {
-  return { queries: 0, rowsRead: 0, rowsWritten: 0 };
+  return { queries: 0, rowsRead: 0, rowsWritten: 0, durationMs: 0 };
 }
 
-function add(stats: D1Stats, meta: { rows_read?: number; rows_written?: number } | undefined) {
+function add(
+  stats: D1Stats,
+  meta: { rows_read?: number; rows_written?: number; duration?: number } | undefined,
+) {
   stats.queries += 1;
   stats.rowsRead += meta?.rows_read ?? 0;
   stats.rowsWritten += meta?.rows_written ?? 0;
+  stats.durationMs +=
+    typeof meta?.duration === "number" && Number.isFinite(meta.duration) ? meta.duration : 0;
 }
 
 /** The real statement behind each wrapper (D1's batch() needs the real ones). */
@@ -87,7 +98,12 @@ export function withD1Stats<E extends { DB: D1Database }>(env: E): { env: E; sta
   return { env: { ...env, DB: db }, stats };
 }
 
-/** The log fields every worker reports per request, batch or cron run. */
+/** The log fields every worker reports per request, batch or cron run (durations to the microsecond). */
 export function d1LogFields(stats: D1Stats): Record<string, number> {
-  return { d1_queries: stats.queries, d1_rows_read: stats.rowsRead, d1_rows_written: stats.rowsWritten };
+  return {
+    d1_queries: stats.queries,
+    d1_rows_read: stats.rowsRead,
+    d1_rows_written: stats.rowsWritten,
+    d1_duration_ms: Math.round(stats.durationMs * 1000) / 1000,
+  };
 }

@@ -38,7 +38,16 @@ export const RETENTION_DEFAULTS = {
   RETENTION_STRIPE_EVENTS_DAYS: 7,
   RETENTION_DEAD_LETTERS_DAYS: 30,
   RETENTION_RECONCILIATION_DAYS: 90,
+  RETENTION_SESSIONS_DAYS: 45,
 } as const;
+
+/**
+ * The least age, in days, of a session the archive may move out of D1: Stripe accepts meter
+ * events up to 35 days old (the reconciliation looks back as far), an invoice stays a draft for
+ * at most 72 hours after its period ends, plus a day of margin. The series must be frozen and
+ * settled as well (sessionArchive.ts); the age is the second guard.
+ */
+export const SESSIONS_ARCHIVE_FLOOR_DAYS = 35 + 3 + 1;
 
 /** A retention window in whole days: unset or empty means `fallback`; `min` says why it is the least. */
 function retentionDays(fallback: number, min: number, why: string) {
@@ -72,6 +81,11 @@ const RetentionVars = z.object({
     1,
     "a reconciliation run stays visible for at least a day",
   ),
+  RETENTION_SESSIONS_DAYS: retentionDays(
+    RETENTION_DEFAULTS.RETENTION_SESSIONS_DAYS,
+    SESSIONS_ARCHIVE_FLOOR_DAYS,
+    "Stripe's 35 days of meter events and reconciliation, 3 days of invoice grace and a day of margin",
+  ),
 });
 
 export interface RetentionConfig {
@@ -81,6 +95,8 @@ export interface RetentionConfig {
   deadLettersMs: number;
   /** Reconciliation runs started longer ago than this are deleted. */
   reconciliationMs: number;
+  /** Settled sessions billed longer ago than this (whole UTC days) are archived to R2, then deleted. */
+  sessionsMs: number;
 }
 
 /** The retention windows (the hourly cron reads only these, not the api's secrets). */
@@ -90,6 +106,7 @@ export function readRetentionConfig(env: unknown): RetentionConfig {
     stripeEventsMs: vars.RETENTION_STRIPE_EVENTS_DAYS * DAY_MS,
     deadLettersMs: vars.RETENTION_DEAD_LETTERS_DAYS * DAY_MS,
     reconciliationMs: vars.RETENTION_RECONCILIATION_DAYS * DAY_MS,
+    sessionsMs: vars.RETENTION_SESSIONS_DAYS * DAY_MS,
   };
 }
 

@@ -1,6 +1,7 @@
 /**
  * aigate-api: billing API, dashboard, admin endpoints (see app.ts), the dead-letter drain, the
- * delivery of spend alerts (alerts.ts) and the retention of operational tables (retention.ts).
+ * delivery of spend alerts (alerts.ts), the retention of operational tables (retention.ts) and the
+ * archive of settled sessions to R2 (sessionArchive.ts).
  */
 import { createLogger, instrumentFetch, instrumentQueue, instrumentScheduled, QUEUES } from "@aigate/shared";
 import { deliverAlerts, enqueueDueAlerts } from "./alerts";
@@ -8,6 +9,7 @@ import { createApp } from "./app";
 import { RETENTION_CRON, readRetentionConfig } from "./config";
 import { drainDeadLetters } from "./deadLetters";
 import { runRetention } from "./retention";
+import { runSessionArchive } from "./sessionArchive";
 
 const app = createApp();
 
@@ -32,11 +34,14 @@ export default {
     }
     await drainDeadLetters(env.DB, batch, Date.now(), log);
   }),
-  // every minute: the spend alerts due for delivery go to aigate-alerts; hourly: retention
+  // every minute: the spend alerts due for delivery go to aigate-alerts; hourly: retention, then
+  // the session archive
   scheduled: instrumentScheduled("api", async (controller: ScheduledController, env: Env) => {
     if (controller.cron === RETENTION_CRON) {
       const log = createLogger("api", { cron: "retention", request_id: crypto.randomUUID() });
-      await runRetention(env.DB, readRetentionConfig(env), Date.now(), log);
+      const config = readRetentionConfig(env);
+      await runRetention(env.DB, config, Date.now(), log);
+      await runSessionArchive(env.DB, env.ARCHIVE, config, Date.now(), log);
       return;
     }
     const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });

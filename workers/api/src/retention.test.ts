@@ -99,19 +99,26 @@ const names = (prefix: string, n: number) =>
   Array.from({ length: n }, (_, i) => `${prefix}_${String(i).padStart(3, "0")}`);
 
 describe("retention windows (Worker vars)", () => {
-  it("defaults to 7 days of Stripe event dedupe, 30 of replayed dead letters and 90 of reconciliation runs", () => {
+  it("defaults to 7 days of Stripe event dedupe, 30 of replayed dead letters, 90 of reconciliation runs and 45 of sessions", () => {
     expect(RETENTION_DEFAULTS).toEqual({
       RETENTION_STRIPE_EVENTS_DAYS: 7,
       RETENTION_DEAD_LETTERS_DAYS: 30,
       RETENTION_RECONCILIATION_DAYS: 90,
+      RETENTION_SESSIONS_DAYS: 45,
     });
-    const windows = { stripeEventsMs: 7 * DAY, deadLettersMs: 30 * DAY, reconciliationMs: 90 * DAY };
+    const windows = {
+      stripeEventsMs: 7 * DAY,
+      deadLettersMs: 30 * DAY,
+      reconciliationMs: 90 * DAY,
+      sessionsMs: 45 * DAY,
+    };
     expect(readRetentionConfig({})).toEqual(windows);
     expect(
       readRetentionConfig({
         RETENTION_STRIPE_EVENTS_DAYS: "",
         RETENTION_DEAD_LETTERS_DAYS: "",
         RETENTION_RECONCILIATION_DAYS: "",
+        RETENTION_SESSIONS_DAYS: "",
       }),
     ).toEqual(windows);
     // the committed wrangler.jsonc says the same
@@ -125,7 +132,12 @@ describe("retention windows (Worker vars)", () => {
         RETENTION_DEAD_LETTERS_DAYS: "1",
         RETENTION_RECONCILIATION_DAYS: "3650",
       }),
-    ).toEqual({ stripeEventsMs: 4 * DAY, deadLettersMs: DAY, reconciliationMs: 3650 * DAY });
+    ).toEqual({
+      stripeEventsMs: 4 * DAY,
+      deadLettersMs: DAY,
+      reconciliationMs: 3650 * DAY,
+      sessionsMs: 45 * DAY,
+    });
   });
 
   it("refuses a Stripe event window within Stripe's three days of resends, saying why", () => {

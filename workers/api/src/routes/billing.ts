@@ -8,6 +8,7 @@ import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";
 import { retrievePrice } from "@aigate/shared/stripeSync/sync";
 import { type Context, Hono } from "hono";
 import { z } from "zod";
+import { archivedBefore, archivedInvoiceSessions, pageAfter } from "../archivedInvoiceSessions";
 import { verifyUserToken } from "../auth";
 import { createCheckout, createPortal, ensureStripeCustomer } from "../checkout";
 import type { ApiConfig } from "../config";
@@ -96,7 +97,10 @@ billing.get("/sessions", async (c) => {
   const query = parseInput(SessionsQuery, c.req.query());
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
-  const rows = await sessionsPage(c.env.DB, c.get("userId"), after, limit + 1);
+  const [rows, archived] = await Promise.all([
+    sessionsPage(c.env.DB, c.get("userId"), after, limit + 1),
+    archivedBefore(c.env.DB, c.get("userId")),
+  ]);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
   return c.json({
@@ -113,6 +117,8 @@ billing.get("/sessions", async (c) => {
     })),
     next_cursor:
       rows.length > limit && last ? encodeCursor({ createdAt: last.billed_at, id: last.session_id }) : null,
+    // sessions billed before this were archived out of this list; each invoice still lists its own
+    archived_before: archived,
   });
 });
 
@@ -186,10 +192,12 @@ billing.get("/invoices/:id/sessions", async (c) => {
   if (!invoice) throw new ApiError(404, "invoice_not_found", "no such invoice");
   const invoiceId = invoice.stripe_invoice_id;
   const stripe = () => createStripe(c.var.config.stripe);
+  // when some of its sessions were archived, the archive and D1 together answer (same rows)
+  const archived = await archivedInvoiceSessions(c.env.DB, c.env.ARCHIVE, userId, invoiceId);
 
   if (query.format === "csv") {
-    const rows: InvoiceSessionRow[] = [];
-    for (;;) {
+    const rows: InvoiceSessionRow[] = archived ?? [];
+    while (!archived) {
       const last = rows.at(-1);
       const after = last ? { createdAt: last.billed_at, id: last.session_id } : null;
       const chunk = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, CSV_CHUNK);
@@ -206,7 +214,9 @@ billing.get("/invoices/:id/sessions", async (c) => {
 
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
-  const rows = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, limit + 1);
+  const rows = archived
+    ? pageAfter(archived, after, limit + 1)
+    : await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, limit + 1);
   const page = rows.slice(0, limit);
   const priceOf = await seriesPrices(stripe, page);
   const last = page.at(-1);
