@@ -3,10 +3,10 @@
  * worker's real entry and wrap it with `withChaos` (faultEntry.ts), with the control server's URL
  * baked in. Passed to startStack as `mainOverrides`; production configs are never changed.
  *
- * The entries import a snapshot of the sources (workers/*\/src, shared/, the wrapper) copied at
- * the start of the run: `wrangler dev` reloads when a source it bundled changes, and a reload
- * drops every message of the local queues, which would turn someone's edit during a run into
- * lost verdicts. The snapshot resolves `@aigate/shared` to its own copy; other packages come
+ * The entries import a snapshot of the sources (workers/*\/src, shared/ with its pricing catalog,
+ * the wrapper) copied at the start of the run: `wrangler dev` reloads when a source it bundled
+ * changes, and a reload drops every message of the local queues, which would turn someone's
+ * edit during a run into lost verdicts. The snapshot resolves `@aigate/shared` to its own copy; other packages come
  * from the repository's node_modules as usual.
  */
 import { cpSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
@@ -24,6 +24,7 @@ function snapshotSources(dir: string): void {
       filter: (src) => !src.includes(`${path.sep}node_modules`) && !src.endsWith(".test.ts"),
     });
   copy("shared/src");
+  copy("shared/catalog");
   copy("shared/package.json");
   for (const worker of WORKERS) {
     copy(`workers/${worker}/src`);
