@@ -348,17 +348,23 @@ export async function runLifecycle(
     await deliver(list.map((s) => endedEvent(s.id, s.user, t)));
   };
 
+  /** Sessions D1 showed judged (a verdict is final). */
+  const seenJudged = new Set<string>();
   /** Waits until every completed session is judged and every paid series is posted or adjusted. */
   const settle = async (what: string, clockCapMs: number) => {
     const openIds = new Set(open.map((s) => s.id));
-    const due = sessions.filter((s) => !s.id.startsWith("base-") && !openIds.has(s.id)).map((s) => s.id);
+    // sessions seen judged stay judged: once the clock is past the retention window the archive
+    // (docs/operations.md "Retention") may have moved their rows out of D1 to R2
+    const due = sessions
+      .filter((s) => !s.id.startsWith("base-") && !openIds.has(s.id) && !seenJudged.has(s.id))
+      .map((s) => s.id);
     const deadline = Date.now() + 240_000;
     let last = "";
     for (let round = 0; ; round++) {
-      const [judged, unposted, unadjusted, pendingAdj, reattr] = await client.sql([
+      const [judgedRows, unposted, unadjusted, pendingAdj, reattr] = await client.sql([
         {
-          sql: "SELECT count(*) AS n FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_at IS NOT NULL AND open = 0",
-          params: [JSON.stringify(due)],
+          sql: "SELECT session_id FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_at IS NOT NULL AND open = 0",
+          params: [JSON.stringify(due.filter((id) => !seenJudged.has(id)))],
         },
         {
           // not posted yet, unless no meter timestamp is left in its window (docs/billing.md
@@ -375,9 +381,11 @@ export async function runLifecycle(
         { sql: "SELECT count(*) AS n FROM usage_adjustments WHERE state = 'pending'" },
         { sql: "SELECT count(*) AS n FROM reattributions" },
       ]);
-      const n = (rows: typeof judged) => (rows?.[0] ? num(rows[0], "n") : -1);
+      for (const r of judgedRows ?? []) seenJudged.add(String(r.session_id));
+      const judgedNow = due.filter((id) => seenJudged.has(id)).length;
+      const n = (rows: typeof unposted) => (rows?.[0] ? num(rows[0], "n") : -1);
       const state = [
-        n(judged) === due.length ? "" : `${n(judged)}/${due.length} judged`,
+        judgedNow === due.length ? "" : `${judgedNow}/${due.length} judged`,
         n(unposted) === 0 ? "" : `${n(unposted)} series not posted`,
         n(unadjusted) === 0 ? "" : `${n(unadjusted)} frozen series not adjusted`,
         n(pendingAdj) === 0 ? "" : `${n(pendingAdj)} adjustments pending`,
