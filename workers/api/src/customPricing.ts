@@ -33,6 +33,7 @@ import {
 } from "@aigate/shared/stripeSync/sync";
 import type Stripe from "stripe";
 import { z } from "zod";
+import { phaseItems, scheduleNextPhase } from "./planChange";
 
 const When = z.enum(["period_end", "now"]);
 
@@ -219,37 +220,6 @@ async function scheduleIsOurs(stripe: Stripe, sub: StripeSubscription, userId: s
   return false;
 }
 
-/** The subscription's items with its metered price replaced by `priceId`. */
-function itemsWith(sub: StripeSubscription, priceId: string) {
-  return sub.items.data.map((i) =>
-    i.price.recurring?.usage_type === "metered"
-      ? { price: priceId }
-      : { price: i.price.id, quantity: i.quantity ?? 1 },
-  );
-}
-
-/** Applies `priceId` from the period end: the schedule's next phase. Returns when it takes effect. */
-async function applyAtPeriodEnd(stripe: Stripe, sub: StripeSubscription, priceId: string): Promise<number> {
-  const scheduleId =
-    sub.schedule ?? (await stripe.subscriptionSchedules.create({ from_subscription: sub.id })).id;
-  const schedule = await stripe.subscriptionSchedules.retrieve(scheduleId);
-  const current = schedule.current_phase ?? schedule.phases[0];
-  if (!current) throw new Error(`subscription schedule ${scheduleId} has no current phase`);
-  const currentItems = sub.items.data.map((i) =>
-    i.price.recurring?.usage_type === "metered"
-      ? { price: i.price.id }
-      : { price: i.price.id, quantity: i.quantity ?? 1 },
-  );
-  await stripe.subscriptionSchedules.update(scheduleId, {
-    end_behavior: "release",
-    phases: [
-      { items: currentItems, start_date: current.start_date, end_date: current.end_date },
-      { items: itemsWith(sub, priceId), proration_behavior: "none" },
-    ],
-  });
-  return current.end_date * 1000;
-}
-
 /** Applies `priceId` now, as an upgrade: items replaced, a new period from now. Returns its start. */
 async function applyNow(stripe: Stripe, sub: StripeSubscription, priceId: string): Promise<number> {
   if (sub.schedule) await stripe.subscriptionSchedules.release(sub.schedule);
@@ -325,7 +295,7 @@ export async function setCustomPricing(
     ? (row.effective_at ?? (billing?.current_period_start ?? 0) * 1000)
     : when === "now"
       ? await applyNow(stripe, sub, priceId)
-      : await applyAtPeriodEnd(stripe, sub, priceId);
+      : await scheduleNextPhase(stripe, sub, phaseItems(sub, priceId));
   if (alreadyBilled && sub.schedule && (await scheduleIsOurs(stripe, sub, ctx.userId)))
     await stripe.subscriptionSchedules.release(sub.schedule);
   const invoiceId =

@@ -112,23 +112,44 @@ async function replacementItems(stripe: Stripe, sub: StripeSubscription, plan: P
 
 /** The plan's prices as the next phase of a schedule that starts at the current period's end. */
 async function scheduleAtPeriodEnd(stripe: Stripe, sub: StripeSubscription, plan: PaidPlanId): Promise<void> {
+  await scheduleNextPhase(stripe, sub, await planLineItems(stripe, plan));
+}
+
+/**
+ * The subscription's items as a schedule phase lists them, a metered price swapped for
+ * `meteredPrice` when given (a metered price carries no quantity).
+ */
+export function phaseItems(sub: StripeSubscription, meteredPrice?: string) {
+  return sub.items.data.map((i) =>
+    i.price.recurring?.usage_type === "metered"
+      ? { price: meteredPrice ?? i.price.id }
+      : { price: i.price.id, quantity: i.quantity ?? 1 },
+  );
+}
+
+/**
+ * Makes `next` the phase after the current one of the subscription's schedule (created from the
+ * subscription when it has none), released at its end. Returns when it starts: the current
+ * period's end (ms).
+ */
+export async function scheduleNextPhase(
+  stripe: Stripe,
+  sub: StripeSubscription,
+  next: Stripe.SubscriptionScheduleUpdateParams.Phase.Item[],
+): Promise<number> {
   const scheduleId =
     sub.schedule ?? (await stripe.subscriptionSchedules.create({ from_subscription: sub.id })).id;
   const schedule = await stripe.subscriptionSchedules.retrieve(scheduleId);
   const current = schedule.current_phase ?? schedule.phases[0];
   if (!current) throw new Error(`subscription schedule ${scheduleId} has no current phase`);
-  const items = sub.items.data.map((i) =>
-    i.price.recurring?.usage_type === "metered"
-      ? { price: i.price.id }
-      : { price: i.price.id, quantity: i.quantity ?? 1 },
-  );
   await stripe.subscriptionSchedules.update(scheduleId, {
     end_behavior: "release",
     phases: [
-      { items, start_date: current.start_date, end_date: current.end_date },
-      { items: await planLineItems(stripe, plan), proration_behavior: "none" },
+      { items: phaseItems(sub), start_date: current.start_date, end_date: current.end_date },
+      { items: next, proration_behavior: "none" },
     ],
   });
+  return current.end_date * 1000;
 }
 
 export interface ChangeContext {
