@@ -134,7 +134,10 @@ export function recordPostFailure(
 // ---------------------------------------------------------------------------------------------
 // Sweep.
 
-/** Paid series whose total Stripe has not confirmed, due for a post (idx_usage_periods_unposted). */
+/**
+ * Paid series whose total Stripe has not confirmed, due for a post: walks the live paid series
+ * (idx_usage_periods_paid_live, a few per paying customer) in order of their start.
+ */
 export async function unpostedSeries(db: D1Database, now: number, limit: number): Promise<UsagePeriodRow[]> {
   const { results } = await db
     .prepare(

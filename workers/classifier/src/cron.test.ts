@@ -1,13 +1,13 @@
 import { env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { sweepDueSessions } from "./cron";
-import { DUE_SESSIONS_SQL } from "./queries";
+import { readDueRows } from "./queries";
 import {
+  agenda,
   deliver,
   ev,
   eventsMessage,
   harness,
-  judgesOf,
   MAY,
   paidAccount,
   rollups,
@@ -20,20 +20,6 @@ import {
 
 const MINUTE = 60_000;
 const STALE_MS = 15 * MINUTE; // TEST_VARS.STALE_SESSION_MINUTES
-
-/** Runs the cron at `now`, then hands what it enqueued to the consumer (as the queue would). */
-async function cronThenConsume(h: ReturnType<typeof harness>, now: number) {
-  const swept = await sweepDueSessions(h.env, now);
-  const reminders = judgesOf(h.telemetry.drain());
-  for (const r of reminders) expect(r.delaySeconds).toBe(0);
-  if (reminders.length > 0)
-    await deliver(
-      h,
-      reminders.map((r) => ({ body: r.body })),
-      now,
-    );
-  return { swept, reminders };
-}
 
 describe("cron sweep", () => {
   it("judges a session without `ended` on what was seen once it has been silent for 15 minutes", async () => {
@@ -55,10 +41,13 @@ describe("cron sweep", () => {
       ],
       seen,
     );
-    expect((await cronThenConsume(h, seen + STALE_MS - 1)).swept.due).toBe(0);
+    // listed when first seen, due when it turns stale
+    expect(await agenda()).toEqual([{ due_at: seen + STALE_MS, ids: ["s1"] }]);
+    expect((await sweepDueSessions(h.env, seen + STALE_MS - 1)).rows).toBe(0);
     expect((await sessionRow("s1"))?.verdict_at).toBeNull();
 
-    await cronThenConsume(h, seen + STALE_MS);
+    expect(await sweepDueSessions(h.env, seen + STALE_MS)).toMatchObject({ rows: 1, judged: 1, relisted: 0 });
+    expect(await agenda()).toEqual([]);
     expect(await sessionRow("s1")).toMatchObject({
       verdict_at: seen + STALE_MS,
       billable: 0,
@@ -83,17 +72,27 @@ describe("cron sweep", () => {
       [{ body: eventsMessage([ev("heartbeat", { session: "s1", time: later })], later) }],
       later,
     );
-    expect((await cronThenConsume(h, T0 + STALE_MS + MINUTE)).swept.due).toBe(0);
+    // the row of its first sight comes due; the session is live, so it is listed again
+    expect(await sweepDueSessions(h.env, T0 + STALE_MS)).toMatchObject({ rows: 1, judged: 0, relisted: 1 });
     expect((await sessionRow("s1"))?.verdict_at).toBeNull();
+    expect(await agenda()).toEqual([{ due_at: later + STALE_MS, ids: ["s1"] }]);
+    expect(await sweepDueSessions(h.env, later + STALE_MS)).toMatchObject({
+      rows: 1,
+      judged: 1,
+      relisted: 0,
+    });
+    expect((await sessionRow("s1"))?.verdict_at).toBe(later + STALE_MS);
   });
 
-  it("judges a settled session whose reminder was lost, and tells the biller about its paid series", async () => {
+  it("judges a session once its settle window is over, and tells the biller about its paid series", async () => {
     const h = harness();
     const period = { start: Date.UTC(2026, 4, 3), end: Date.UTC(2026, 5, 3) };
     await paidAccount("user-1", { periods: [period] });
     await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), T0 + 40_000) }], T0 + 40_000);
-    h.telemetry.drain(); // the reminder is lost
-    await cronThenConsume(h, T0 + 40_000 + MINUTE);
+    expect(h.telemetry.sent).toEqual([]); // nothing goes through the queue
+    expect(await agenda()).toEqual([{ due_at: T0 + 40_000 + MINUTE, ids: ["s1"] }]);
+    expect((await sweepDueSessions(h.env, T0 + 40_000 + MINUTE - 1)).rows).toBe(0);
+    expect(await sweepDueSessions(h.env, T0 + 40_000 + MINUTE)).toMatchObject({ rows: 1, judged: 1 });
     expect(await sessionRow("s1")).toMatchObject({ billable: 1, reason: "success", plan: "payg", seq: 1 });
     expect(usageOf(h.verdicts)).toEqual([
       {
@@ -114,7 +113,11 @@ describe("cron sweep", () => {
     )
       .bind(T0)
       .run();
-    await cronThenConsume(h, T0 + STALE_MS);
+    // as ingest lists a lease it takes: due at once
+    await env.DB.prepare(`INSERT INTO session_due VALUES (?1, 'admit:1', '["ghost"]')`).bind(T0).run();
+    expect(await sweepDueSessions(h.env, T0 + MINUTE)).toMatchObject({ rows: 1, judged: 0, relisted: 1 });
+    expect(await agenda()).toEqual([{ due_at: T0 + STALE_MS, ids: ["ghost"] }]);
+    await sweepDueSessions(h.env, T0 + STALE_MS);
     expect(await sessionRow("ghost")).toMatchObject({
       open: 0,
       billable: 0,
@@ -130,33 +133,107 @@ describe("cron sweep", () => {
     ]);
   });
 
-  it("hands over at most `limit` sessions per run, oldest first, in JudgeMessages of at most 100 ids", async () => {
+  it("judges every due row of a run in passes of whole rows, the not-due sessions listed again", async () => {
     const h = harness();
-    const events = Array.from({ length: 150 }, (_, i) => ev("created", { session: `s${i}`, time: T0 + i }));
-    await deliver(h, [{ body: eventsMessage(events, T0) }], T0);
-    const swept = await sweepDueSessions(h.env, T0 + STALE_MS, 120);
-    expect(swept.due).toBe(120);
-    const sent = judgesOf(h.telemetry.drain());
-    expect(sent.map((s) => s.body.session_ids.length)).toEqual([100, 20]);
-    expect(sent[0]?.body.session_ids[0]).toBe("s0");
-    expect(sent.flatMap((s) => s.body.session_ids)).not.toContain("s120");
+    // three batches of 150 new sessions: three rows due when they turn stale
+    for (const batch of [0, 1, 2]) {
+      const events = Array.from({ length: 150 }, (_, i) =>
+        ev("created", { session: `s${batch}-${i}`, time: T0 + batch * 1000 }),
+      );
+      await deliver(h, [{ body: eventsMessage(events, T0 + batch * 1000) }], T0 + batch * 1000);
+    }
+    // one more, newer: not due at the run
+    await deliver(
+      h,
+      [{ body: eventsMessage([ev("created", { session: "late", time: T0 + MINUTE })], T0 + MINUTE) }],
+      T0 + MINUTE,
+    );
+    expect((await agenda()).map((r) => r.ids.length)).toEqual([150, 150, 150, 1]);
+    const swept = await sweepDueSessions(h.env, T0 + 2000 + STALE_MS, { sessionsPerPass: 200 });
+    // 200 per pass takes one whole row (a second would pass 200), so three passes
+    expect(swept).toMatchObject({ rows: 3, judged: 450, relisted: 0, passes: 3, more: false });
+    expect(await agenda()).toEqual([{ due_at: T0 + MINUTE + STALE_MS, ids: ["late"] }]);
+    expect((await rollups()).map((r) => r.sessions)).toEqual([450]);
   });
 
-  it("does not hand over judged sessions again", async () => {
+  it("leaves the rest for the next run when its time budget is spent", async () => {
+    const h = harness();
+    for (const batch of [0, 1]) {
+      const events = Array.from({ length: 10 }, (_, i) =>
+        ev("created", { session: `s${batch}-${i}`, time: T0 }),
+      );
+      await deliver(h, [{ body: eventsMessage(events, T0 + batch) }], T0 + batch);
+    }
+    const first = await sweepDueSessions(h.env, T0 + STALE_MS + 1, { sessionsPerPass: 10, budgetMs: 0 });
+    expect(first).toMatchObject({ rows: 1, judged: 10, passes: 1, more: true });
+    expect((await agenda()).map((r) => r.ids.length)).toEqual([10]);
+    expect(await sweepDueSessions(h.env, T0 + STALE_MS + 1)).toMatchObject({
+      rows: 1,
+      judged: 10,
+      more: false,
+    });
+    expect(await agenda()).toEqual([]);
+  });
+
+  it("finishes after a crash between the verdicts and the agenda update, counting nothing twice", async () => {
+    const h = harness();
+    await paidAccount("user-1");
+    await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), T0 + 40_000) }], T0 + 40_000);
+    const due = T0 + 40_000 + MINUTE;
+    // the verdict batch commits; the batch that deletes the agenda rows fails
+    h.d1.beforeNextBatch = async () => {
+      h.d1.failBeforeBatch = 1;
+    };
+    await expect(sweepDueSessions(h.env, due)).rejects.toThrow(/injected/);
+    expect((await sessionRow("s1"))?.billable).toBe(1);
+    expect((await agenda()).map((r) => r.ids)).toEqual([["s1"]]);
+    expect(await sweepDueSessions(h.env, due + MINUTE)).toMatchObject({ rows: 1, judged: 0, relisted: 0 });
+    expect(await agenda()).toEqual([]);
+    expect((await seriesRows()).map((r) => [r.plan, r.billable_sessions])).toEqual([["payg", 1]]);
+    expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
+  });
+
+  it("does not judge a session twice when it is listed twice", async () => {
     const h = harness();
     await deliver(h, [{ body: eventsMessage([ev("created", { session: "s1", time: T0 })], T0) }], T0);
-    expect((await cronThenConsume(h, T0 + STALE_MS)).swept.due).toBe(1);
+    // a redelivered batch lists it again
+    await env.DB.prepare(`INSERT INTO session_due VALUES (?1, 'again', '["s1"]')`)
+      .bind(T0 + 2 * STALE_MS)
+      .run();
+    expect((await sweepDueSessions(h.env, T0 + STALE_MS)).judged).toBe(1);
     expect((await sessionRow("s1"))?.verdict_at).toBe(T0 + STALE_MS);
-    expect((await cronThenConsume(h, T0 + 2 * STALE_MS)).swept.due).toBe(0);
+    expect(await sweepDueSessions(h.env, T0 + 2 * STALE_MS)).toMatchObject({
+      rows: 1,
+      judged: 0,
+      relisted: 0,
+    });
     expect((await sessionRow("s1"))?.verdict_at).toBe(T0 + STALE_MS);
     expect((await seriesRows()).map((r) => [r.plan, r.billable_sessions])).toEqual([["free", 0]]);
     expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
   });
 
-  it("finds due sessions through the partial index idx_sessions_pending", async () => {
-    const { results } = await env.DB.prepare(`EXPLAIN QUERY PLAN ${DUE_SESSIONS_SQL}`)
-      .bind(T0, T0, 10)
+  it("reads only the due rows of the agenda, through its primary key", async () => {
+    const { results } = await env.DB.prepare(
+      "EXPLAIN QUERY PLAN SELECT due_at, id, session_ids FROM session_due WHERE due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+    )
+      .bind(T0, 10)
       .all<{ detail: string }>();
-    expect(results.map((r) => r.detail).join("\n")).toMatch(/USING INDEX idx_sessions_pending/);
+    expect(results.map((r) => r.detail).join("\n")).toMatch(
+      /SEARCH session_due USING PRIMARY KEY \(due_at<\?\)/,
+    );
+    for (let i = 0; i < 50; i++) {
+      await env.DB.prepare("INSERT INTO session_due VALUES (?1, ?2, '[]')")
+        .bind(T0 + i * MINUTE, `r${i}`)
+        .run();
+    }
+    const rows = await readDueRows(env.DB, T0 + 2 * MINUTE, 100);
+    expect(rows.map((r) => r.id)).toEqual(["r0", "r1", "r2"]);
+    const { meta } = await env.DB.prepare(
+      "SELECT due_at, id, session_ids FROM session_due WHERE due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+    )
+      .bind(T0 + 2 * MINUTE, 100)
+      .all();
+    // the three due rows and the first one past them: not the 47 that are not due
+    expect(meta.rows_read).toBeLessThanOrEqual(4);
   });
 });

@@ -1,28 +1,72 @@
 /**
- * The minute cron: finds sessions due for a verdict whose reminder never came (lost, or never
- * sent after a crash) and stale sessions (no `ended`, no telemetry for STALE_SESSION_MINUTES),
- * and hands them to the queue consumer as JudgeMessages. Judging there, not here, keeps judging
- * retryable with backoff; usage recorded by a run that crashed before telling the biller reaches it
- * through its series rows (the biller's minute sweep posts them).
+ * The minute cron judges what the agenda (session_due) says is due: it reads the due rows in key
+ * order, judges their sessions in one run (so a run's series counts and rollups are written once
+ * per user, not once per session), then, in one transaction, deletes the rows it read and lists
+ * again the sessions that were not due yet. A crash before that leaves the rows for the next run,
+ * which finds the judged sessions judged (verdicts are final) and judges the rest. Usage recorded
+ * by a run that crashed before telling the biller reaches it through its series rows (the biller's
+ * minute sweep posts them).
  */
-import { chunkBySize, createLogger, type JudgeMessage } from "@aigate/shared";
+import { createLogger } from "@aigate/shared";
 import { readConfig } from "./config";
-import { readDueSessionIds } from "./queries";
-import { sendAll } from "./send";
+import { judgeSessions } from "./judging";
+import { type DueRow, deleteDueRows, listDue, readDueRows } from "./queries";
 
-/** Sessions handed over per cron run (the rest wait a minute). */
-export const SWEEP_LIMIT = 2000;
-const IDS_PER_MESSAGE = 100;
+/** Agenda rows read per pass. */
+const ROWS_PER_PASS = 100;
+/** Sessions judged per pass, at most (a pass takes whole rows while under it). */
+export const SESSIONS_PER_PASS = 2000;
+/** A run starts no new pass after this long (the rest waits for the next minute). */
+export const RUN_BUDGET_MS = 20_000;
 
-export async function sweepDueSessions(env: Env, now: number, limit = SWEEP_LIMIT): Promise<{ due: number }> {
-  const log = createLogger("classifier", { cron: "sweep" });
-  const { staleMs } = readConfig(env);
-  const ids = await readDueSessionIds(env.DB, now, now - staleMs, limit);
-  const messages: JudgeMessage[] = chunkBySize(ids, IDS_PER_MESSAGE, Number.MAX_SAFE_INTEGER, () => 1).map(
-    (session_ids) => ({ v: 1, kind: "judge", session_ids, due_at: now }),
-  );
-  await sendAll(env.TELEMETRY, messages);
-  if (ids.length > 0)
-    log.info("handed due sessions to the judge", { due: ids.length, messages: messages.length });
-  return { due: ids.length };
+export interface SweepOutcome {
+  rows: number;
+  judged: number;
+  /** Listed again: not due yet. */
+  relisted: number;
+  passes: number;
+  /** Due rows were left for the next run (the budget ran out). */
+  more: boolean;
+}
+
+/** The rows a pass takes: in order, whole rows, until SESSIONS_PER_PASS (always at least one). */
+function takeRows(rows: DueRow[], maxSessions: number): { taken: DueRow[]; ids: string[] } {
+  const taken: DueRow[] = [];
+  const ids = new Set<string>();
+  for (const row of rows) {
+    const list = JSON.parse(row.session_ids) as string[];
+    if (taken.length > 0 && ids.size + list.length > maxSessions) break;
+    taken.push(row);
+    for (const id of list) ids.add(id);
+  }
+  return { taken, ids: [...ids] };
+}
+
+export async function sweepDueSessions(
+  env: Env,
+  now: number,
+  opts: { sessionsPerPass?: number; budgetMs?: number } = {},
+): Promise<SweepOutcome> {
+  const log = createLogger("classifier", { cron: "judge" });
+  const settings = readConfig(env);
+  const started = Date.now();
+  const outcome: SweepOutcome = { rows: 0, judged: 0, relisted: 0, passes: 0, more: false };
+  for (;;) {
+    const rows = await readDueRows(env.DB, now, ROWS_PER_PASS);
+    if (rows.length === 0) break;
+    const { taken, ids } = takeRows(rows, opts.sessionsPerPass ?? SESSIONS_PER_PASS);
+    const judged = await judgeSessions(env.DB, { verdicts: env.VERDICTS }, ids, now, settings);
+    await env.DB.batch([deleteDueRows(env.DB, taken), ...listDue(env.DB, judged.notDue)]);
+    outcome.rows += taken.length;
+    outcome.judged += judged.judged;
+    outcome.relisted += judged.notDue.length;
+    outcome.passes += 1;
+    if (taken.length === rows.length && rows.length < ROWS_PER_PASS) break;
+    if (Date.now() - started >= (opts.budgetMs ?? RUN_BUDGET_MS)) {
+      outcome.more = true;
+      break;
+    }
+  }
+  if (outcome.rows > 0) log.info("judged due sessions", { ...outcome });
+  return outcome;
 }

@@ -1,6 +1,6 @@
 /**
- * Through the real local queue: wrangler.jsonc's consumer and producers, the exported handlers,
- * and a real delayed reminder (VERDICT_SETTLE_SECONDS = 1 in vitest.config.ts).
+ * Through the real local queue: wrangler.jsonc's consumer and producers and the exported handlers
+ * (VERDICT_SETTLE_SECONDS = 1 in vitest.config.ts).
  */
 import { createScheduledController, env } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
@@ -25,15 +25,22 @@ const verdictOf = (id: string) =>
     .first<{ reason: string; billable: number; verdict_at: number; settle_due_at: number }>();
 
 describe("through the local queue", () => {
-  it("records telemetry sent to aigate-telemetry and judges the session once the settle window has passed", async () => {
+  it("records telemetry sent to aigate-telemetry and its cron judges the session once the settle window has passed", async () => {
     const now = Date.now();
     await env.TELEMETRY.send(eventsMessage(typicalSession("q1", now - 40_000), now));
-    const verdict = await waitFor(() => verdictOf("q1"), 20_000);
+    await waitFor(
+      () => env.DB.prepare("SELECT 1 AS ok FROM sessions WHERE session_id = 'q1'").first<{ ok: number }>(),
+      20_000,
+    );
+    const verdict = await waitFor(async () => {
+      await worker.scheduled(createScheduledController(), env);
+      return verdictOf("q1");
+    }, 20_000);
     expect(verdict).toMatchObject({ reason: "success", billable: 1, settle_due_at: now + 1000 });
     expect(verdict.verdict_at).toBeGreaterThanOrEqual(now + 1000);
   });
 
-  it("has a cron that hands stale sessions to the consumer", async () => {
+  it("has a cron that judges stale sessions", async () => {
     const longAgo = Date.now() - 60 * 60_000;
     await env.TELEMETRY.send(eventsMessage([ev("created", { session: "q2", time: longAgo })], longAgo));
     await waitFor(

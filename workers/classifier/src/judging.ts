@@ -13,7 +13,6 @@ import {
   billedAt,
   chunkBySize,
   ensureSeries,
-  type JudgeMessage,
   judge,
   loadAccounts,
   recordSpendCrossings,
@@ -28,6 +27,7 @@ import type { ClassifierConfig } from "./config";
 import {
   addToDailyRollups,
   addToSeries,
+  type DueEntry,
   type JudgedRow,
   type JudgeRow,
   readJudgeRows,
@@ -36,7 +36,7 @@ import {
   type VerdictToRecord,
 } from "./queries";
 import { sendAll } from "./send";
-import { delaySecondsUntil, judgeState } from "./timing";
+import { judgeState } from "./timing";
 
 export interface JudgeOutcome {
   /** Verdicts recorded by this run. */
@@ -45,10 +45,19 @@ export interface JudgeOutcome {
   resent: number;
   /** Judged sessions whose paid plan could not be attributed yet (left to the biller). */
   unattributed: number;
-  /** Still settling: reminded again for later. */
+  /** Not due yet (settling, or live and not stale): listed in `notDue` for the agenda. */
   settling: number;
-  /** Not judged: unknown to D1, or live (the cron judges them once stale). */
+  /** Not judged: unknown to D1. */
   skipped: number;
+}
+
+export interface JudgeResult extends JudgeOutcome {
+  /**
+   * Listed sessions without a verdict that are not due yet, with when they are due as read: the
+   * caller puts them on the agenda again (telemetry that moves a session's time later is followed
+   * by another listing then; one that ended it lists it itself).
+   */
+  notDue: DueEntry[];
 }
 
 export function factsOfRow(row: JudgeRow): SessionFacts {
@@ -98,26 +107,25 @@ export function verdictToRecord(
 const MAX_PASSES = 4;
 /** Sessions per verdict statement (keeps the JSON parameter small). */
 const MAX_SESSIONS_PER_STATEMENT = 1000;
-const MAX_IDS_PER_REMINDER = 250;
 /** Series per usage message (ids are <= 200 characters: far below a message's 128 KB). */
 const MAX_SERIES_PER_MESSAGE = 200;
 
 /**
  * Judges the listed sessions that are due (those already judged are left alone), tells the biller
- * which paid series grew, and reminds again for those still settling. Throws on D1 or queue
- * failure; a retry is safe (a new judge token matches no row twice in the series and rollups; a
- * lost usage message is made up for by the biller's sweep, which posts every unposted series).
+ * which paid series grew, and returns those not due yet. Throws on D1 or queue failure; a retry is
+ * safe (a new judge token matches no row twice in the series and rollups; a lost usage message is
+ * made up for by the biller's sweep, which posts every unposted series).
  */
 export async function judgeSessions(
   db: D1Database,
-  queues: { verdicts: Queue; telemetry: Queue },
+  queues: { verdicts: Queue },
   sessionIds: readonly string[],
   now: number,
   settings: ClassifierConfig,
-): Promise<JudgeOutcome> {
+): Promise<JudgeResult> {
   const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0 };
   const grown = new Map<string, SeriesRef>();
-  const settling = new Map<string, number>();
+  const notDue = new Map<string, number>();
   let toCheck = [...new Set(sessionIds)];
 
   for (let pass = 0; toCheck.length > 0; pass += 1) {
@@ -131,10 +139,8 @@ export async function judgeSessions(
         outcome.resent += 1;
       } else if (state === "due") {
         due.push(row);
-      } else if (state === "settling" && row.settle_due_at !== null) {
-        settling.set(row.session_id, row.settle_due_at);
       } else {
-        outcome.skipped += 1;
+        notDue.set(row.session_id, row.settle_due_at ?? row.last_seen_at + settings.staleMs);
       }
     }
     if (due.length === 0) break;
@@ -236,16 +242,6 @@ export async function judgeSessions(
     await sendAll(queues.verdicts, messages);
   }
 
-  if (settling.size > 0) {
-    const dueAt = [...settling.values()].reduce((a, b) => Math.max(a, b));
-    const reminders: JudgeMessage[] = chunkBySize(
-      [...settling.keys()],
-      MAX_IDS_PER_REMINDER,
-      Number.MAX_SAFE_INTEGER,
-      () => 1,
-    ).map((session_ids) => ({ v: 1, kind: "judge", session_ids, due_at: dueAt }));
-    await sendAll(queues.telemetry, reminders, delaySecondsUntil(dueAt, now));
-    outcome.settling = settling.size;
-  }
-  return outcome;
+  outcome.settling = notDue.size;
+  return { ...outcome, notDue: [...notDue].map(([session_id, due_at]) => ({ session_id, due_at })) };
 }

@@ -114,13 +114,10 @@ export function readSessionStates(db: D1Database, sessionIds: readonly string[])
  * sessions changed under it since it read them. A stored digest that is a prefix passes: the
  * entries appended meanwhile are then the first entries of ours, the same ids with the same
  * payloads, and merging those again changes nothing.
- *
- * SQLite rewrites an index entry whenever its column is assigned, changed or not, so facts
- * without a `created` event go through the variant that leaves `created_at` (the key of
- * idx_sessions_pending) out of the SET: 1 row written per merge instead of 2.
+ * No index of `sessions` covers the columns merged here while a session is open, so a merge
+ * writes exactly one row.
  */
 export function upsertFacts(db: D1Database, merges: FactsToMerge[]): D1PreparedStatement {
-  const withCreated = merges.some((m) => m.facts.createdAt !== null);
   const rows = merges.map(({ facts: f, digest, conflicting }) => ({
     session_id: f.sessionId,
     user_id: f.userId,
@@ -170,7 +167,7 @@ export function upsertFacts(db: D1Database, merges: FactsToMerge[]): D1PreparedS
        FROM json_each(?1) AS f WHERE true
        ON CONFLICT (session_id) DO UPDATE SET
          source = ${minOf("source")},
-         ${withCreated ? `created_at = ${minOf("created_at")},` : ""}
+         created_at = ${minOf("created_at")},
          first_event_at = ${minOf("first_event_at")},
          last_event_at = coalesce(max(sessions.last_event_at, excluded.last_event_at),
                                   sessions.last_event_at, excluded.last_event_at),
@@ -370,23 +367,90 @@ export function addToDailyRollups(db: D1Database, sessionIds: string[], token: s
     .bind(JSON.stringify(sessionIds), token);
 }
 
-export const DUE_SESSIONS_SQL = `SELECT session_id FROM sessions
-  WHERE verdict_at IS NULL AND (settle_due_at <= ?1 OR last_seen_at <= ?2)
-  ORDER BY created_at LIMIT ?3`;
+/** A row of the agenda (session_due): sessions to judge from `due_at` on. */
+export interface DueRow {
+  due_at: number;
+  id: string;
+  session_ids: string;
+}
+
+/** Session ids per agenda row: keeps a row far below D1's 2 MB per value (ids are <= 200 characters). */
+export const IDS_PER_DUE_ROW = 500;
+/** Sessions due within this span of each other share an agenda row (the row is due at the latest). */
+export const DUE_ROW_SPAN_MS = 1000;
+
+/** A session to put on the agenda, due at `due_at`. */
+export interface DueEntry {
+  session_id: string;
+  due_at: number;
+}
 
 /**
- * Sessions without a verdict that are due: settled (`settle_due_at` passed, its reminder maybe
- * lost) or stale (no telemetry since `staleBefore`). Walks idx_sessions_pending, bounded.
+ * Groups sessions into agenda rows: in order of due time, a row takes sessions due within
+ * DUE_ROW_SPAN_MS of its first, at most IDS_PER_DUE_ROW, and is due when the last of them is.
  */
-export async function readDueSessionIds(
-  db: D1Database,
-  now: number,
-  staleBefore: number,
-  limit: number,
-): Promise<string[]> {
+export function dueRows(entries: readonly DueEntry[]): { due_at: number; session_ids: string[] }[] {
+  const rows: { due_at: number; session_ids: string[] }[] = [];
+  let first = 0;
+  for (const e of [...entries].sort((a, b) => a.due_at - b.due_at)) {
+    const row = rows.at(-1);
+    if (row && e.due_at - first <= DUE_ROW_SPAN_MS && row.session_ids.length < IDS_PER_DUE_ROW) {
+      row.session_ids.push(e.session_id);
+      row.due_at = e.due_at;
+    } else {
+      rows.push({ due_at: e.due_at, session_ids: [e.session_id] });
+      first = e.due_at;
+    }
+  }
+  return rows;
+}
+
+/**
+ * Puts sessions on the agenda (no read of `sessions`: the caller knows when each is due). Listing
+ * a session twice, or one judged meanwhile, is harmless: the cron finds it judged.
+ */
+export function listDue(db: D1Database, entries: readonly DueEntry[]): D1PreparedStatement[] {
+  const rows = dueRows(entries);
+  const statements: D1PreparedStatement[] = [];
+  const perStatement = 50;
+  for (let i = 0; i < rows.length; i += perStatement) {
+    const chunk = rows.slice(i, i + perStatement).map((r) => ({
+      due_at: r.due_at,
+      id: crypto.randomUUID(),
+      session_ids: JSON.stringify(r.session_ids),
+    }));
+    statements.push(
+      db
+        .prepare(
+          `INSERT INTO session_due (due_at, id, session_ids)
+           SELECT value->>'$.due_at', value->>'$.id', value->>'$.session_ids' FROM json_each(?1)`,
+        )
+        .bind(JSON.stringify(chunk)),
+    );
+  }
+  return statements;
+}
+
+/** The agenda rows due at `now`, earliest first (a range of the primary key: reads only them). */
+export async function readDueRows(db: D1Database, now: number, limit: number): Promise<DueRow[]> {
   const { results } = await db
-    .prepare(DUE_SESSIONS_SQL)
-    .bind(now, staleBefore, limit)
-    .all<{ session_id: string }>();
-  return results.map((r) => r.session_id);
+    .prepare(
+      "SELECT due_at, id, session_ids FROM session_due WHERE due_at <= ?1 ORDER BY due_at, id LIMIT ?2",
+    )
+    .bind(now, limit)
+    .all<DueRow>();
+  return results;
+}
+
+/** Deletes agenda rows by key. */
+export function deleteDueRows(
+  db: D1Database,
+  rows: readonly Pick<DueRow, "due_at" | "id">[],
+): D1PreparedStatement {
+  return db
+    .prepare(
+      `DELETE FROM session_due WHERE (due_at, id) IN
+         (SELECT value->>'$.due_at', value->>'$.id' FROM json_each(?1))`,
+    )
+    .bind(JSON.stringify(rows.map((r) => ({ due_at: r.due_at, id: r.id }))));
 }

@@ -4,6 +4,7 @@ import { describe, expect, it } from "vitest";
 import { readConfig } from "./config";
 import { judgeSessions } from "./judging";
 import {
+  agenda,
   deadLetters,
   deliver,
   dense,
@@ -11,7 +12,6 @@ import {
   eventsMessage,
   harness,
   judgeMessage,
-  judgesOf,
   MAY,
   paidAccount,
   RecordingQueue,
@@ -71,12 +71,12 @@ describe("recording telemetry", () => {
       body: eventsMessage(sessions.slice(k * 5, k * 5 + 5).flat(), RECEIVED),
     }));
     await deliver(h, messages, RECEIVED);
-    // one read of the owners, one upsert for 120 events of 20 sessions
-    expect(h.d1.statements).toBe(2);
+    // one read of the owners, one upsert for 120 events of 20 sessions, one agenda row
+    expect(h.d1.statements).toBe(3);
     const { results } = await env.DB.prepare("SELECT count(*) AS n FROM sessions").all<{ n: number }>();
     expect(results[0]?.n).toBe(20);
 
-    // Facts without a `created` event take the upsert variant that leaves created_at alone: 2 statements.
+    // known and new sessions, with and without `created`, in one upsert (and one agenda row for the new)
     const before = h.d1.statements;
     const heartbeats = sessions.map((_, i) =>
       ev("heartbeat", { session: `s${i}`, time: T0 + 50_000, audio: 40_000 }),
@@ -84,11 +84,12 @@ describe("recording telemetry", () => {
     const fresh = Array.from({ length: 5 }, (_, i) => ev("created", { session: `n${i}`, time: T0 }));
     await deliver(h, [{ body: eventsMessage([...heartbeats, ...fresh], RECEIVED + 1) }], RECEIVED + 1);
     expect(h.d1.statements - before).toBe(3);
+    expect((await agenda()).map((r) => r.ids.length)).toEqual([20, 5]);
     expect((await sessionRow("s7"))?.audio_ms).toBe(40_000);
     expect((await sessionRow("n4"))?.created_at).toBe(T0);
   });
 
-  it("sends one delayed judge reminder per batch for the sessions that ended in it", async () => {
+  it("lists a batch's sessions on the agenda in its transaction: ended ones at their settle time, others when stale", async () => {
     const h = harness();
     await deliver(
       h,
@@ -98,12 +99,27 @@ describe("recording telemetry", () => {
       ],
       RECEIVED + 500,
     );
-    const sent = judgesOf(h.telemetry.sent);
-    expect(sent).toEqual([
-      {
-        body: { v: 1, kind: "judge", session_ids: ["a", "b"], due_at: RECEIVED + SETTLE_MS },
-        delaySeconds: 60, // 59.5 s rounded up: never early
-      },
+    expect(h.telemetry.sent).toEqual([]); // no queue message
+    expect(await agenda()).toEqual([
+      { due_at: RECEIVED + SETTLE_MS, ids: ["a", "b"] },
+      { due_at: RECEIVED + STALE, ids: ["c"] },
+    ]);
+    // a known session is listed again only when `ended` comes
+    await deliver(
+      h,
+      [{ body: eventsMessage([ev("heartbeat", { session: "c", time: T0 + 1, audio: 2 })], RECEIVED + 1000) }],
+      RECEIVED + 1000,
+    );
+    expect(await agenda()).toHaveLength(2);
+    await deliver(
+      h,
+      [{ body: eventsMessage([ev("ended", { session: "c", time: T0 + 2, audio: 2 })], RECEIVED + 2000) }],
+      RECEIVED + 2000,
+    );
+    expect(await agenda()).toEqual([
+      { due_at: RECEIVED + SETTLE_MS, ids: ["a", "b"] },
+      { due_at: RECEIVED + 2000 + SETTLE_MS, ids: ["c"] },
+      { due_at: RECEIVED + STALE, ids: ["c"] },
     ]);
   });
 
@@ -113,10 +129,10 @@ describe("recording telemetry", () => {
     await deliver(h, [{ body: eventsMessage([ended], RECEIVED) }], RECEIVED);
     await deliver(h, [{ body: eventsMessage([ended], RECEIVED + 30_000) }], RECEIVED + 30_000);
     expect((await sessionRow("s1"))?.settle_due_at).toBe(RECEIVED + SETTLE_MS);
-    // the second reminder points at the original deadline
-    expect(judgesOf(h.telemetry.sent).map((j) => [j.body.due_at, j.delaySeconds])).toEqual([
-      [RECEIVED + SETTLE_MS, 60],
-      [RECEIVED + SETTLE_MS, 30],
+    // the first listing keeps the original deadline (the second, later one finds it judged)
+    expect((await agenda()).map((r) => r.due_at)).toEqual([
+      RECEIVED + SETTLE_MS,
+      RECEIVED + 30_000 + SETTLE_MS,
     ]);
   });
 
@@ -162,17 +178,17 @@ describe("recording telemetry", () => {
     expect((await sessionRow("s1"))?.audio_ms).toBe(33_000);
   });
 
-  it("retries when the reminder cannot be sent after the facts committed, and the redelivery sends it", async () => {
+  it("retries when the batch committed but the worker crashed, and the redelivery changes nothing but the agenda", async () => {
     const h = harness();
-    h.telemetry.failNext = 1;
+    h.d1.failAfterBatch = 1;
     const body = eventsMessage(typicalSession("s1", T0), RECEIVED);
     expect((await deliver(h, [{ id: "m1", body }], RECEIVED)).retried).toEqual(["m1"]);
-    expect(h.telemetry.sent).toEqual([]);
     const before = await sessionRow("s1");
-    expect((await deliver(h, [{ id: "m1", body, attempts: 2 }], RECEIVED)).acked).toEqual(["m1"]);
-    expect(judgesOf(h.telemetry.sent).map((j) => j.body.session_ids)).toEqual([["s1"]]);
-    const after = await sessionRow("s1");
-    expect(after).toEqual(before); // the merge is idempotent
+    expect(await agenda()).toEqual([{ due_at: RECEIVED + SETTLE_MS, ids: ["s1"] }]);
+    expect((await deliver(h, [{ id: "m1", body, attempts: 2 }], RECEIVED + 5000)).acked).toEqual(["m1"]);
+    expect(await sessionRow("s1")).toEqual(before); // the merge is idempotent
+    // listed twice at the same time: judged once (cron.test.ts)
+    expect((await agenda()).map((r) => r.due_at)).toEqual([RECEIVED + SETTLE_MS, RECEIVED + SETTLE_MS]);
   });
 
   it("parks events whose user disagrees with the session's owner and merges the rest of the message", async () => {
@@ -230,7 +246,8 @@ describe("recording telemetry", () => {
 describe("judging", () => {
   async function recordTypical(h: ReturnType<typeof harness>, session = "s1") {
     await deliver(h, [{ body: eventsMessage(typicalSession(session, T0), RECEIVED) }], RECEIVED);
-    return judgesOf(h.telemetry.drain());
+    // judged through a JudgeMessage (what an operator's replay sends; the cron judges the same way)
+    return [{ body: judgeMessage([session], RECEIVED + SETTLE_MS) }];
   }
 
   it("judges a settled session: verdict, billing time and series in its row, the series' count, the rollup, one usage message", async () => {
@@ -321,7 +338,7 @@ describe("judging", () => {
     ]);
     const outcome = await judgeSessions(
       h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
+      { verdicts: h.verdicts },
       ["payg-1", "payg-2", "payg-old", "pro-1", "pro-bad", "idle-bad", "free-1"],
       now,
       readConfig(TEST_VARS),
@@ -377,7 +394,7 @@ describe("judging", () => {
     ]);
     await judgeSessions(
       h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
+      { verdicts: h.verdicts },
       ["backdated", "skewed", "ahead", "admitted", "ghost"],
       T0 + STALE,
       readConfig(TEST_VARS),
@@ -407,7 +424,7 @@ describe("judging", () => {
     ]);
     await judgeSessions(
       h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
+      { verdicts: h.verdicts },
       ["before", "backdated", "ahead", "after"],
       midnight + STALE,
       readConfig(TEST_VARS),
@@ -430,7 +447,7 @@ describe("judging", () => {
     const now = T0 + STALE;
     const outcome = await judgeSessions(
       h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
+      { verdicts: h.verdicts },
       ["late", "early", "bad"],
       now,
       readConfig(TEST_VARS),
@@ -462,21 +479,9 @@ describe("judging", () => {
       { id: "earlier", firstSeen: T0 - 60_000 },
       { id: "later", firstSeen: T0 + 60_000 },
     ]);
-    await judgeSessions(
-      h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
-      ["later"],
-      now + 1,
-      readConfig(TEST_VARS),
-    );
+    await judgeSessions(h.env.DB, { verdicts: h.verdicts }, ["later"], now + 1, readConfig(TEST_VARS));
     expect(await reattributions()).toEqual([{ user_id: "user-1", from_ms: T0, requested_at: now + 1 }]);
-    await judgeSessions(
-      h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
-      ["earlier"],
-      now + 2,
-      readConfig(TEST_VARS),
-    );
+    await judgeSessions(h.env.DB, { verdicts: h.verdicts }, ["earlier"], now + 2, readConfig(TEST_VARS));
     expect(await reattributions()).toEqual([
       { user_id: "user-1", from_ms: T0 - 60_000, requested_at: now + 2 },
     ]);
@@ -510,13 +515,7 @@ describe("judging", () => {
       ]);
       await env.DB.prepare("DELETE FROM reattributions").run();
     };
-    await judgeSessions(
-      h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
-      ["raced"],
-      now,
-      readConfig(TEST_VARS),
-    );
+    await judgeSessions(h.env.DB, { verdicts: h.verdicts }, ["raced"], now, readConfig(TEST_VARS));
     // judged by the accounts as read (payg), and the move to pro asked for in the same batch
     expect(await sessionRow("raced")).toMatchObject({ plan: "payg", billed_at: T0 });
     expect(await reattributions()).toEqual([{ user_id: "user-1", from_ms: T0, requested_at: now }]);
@@ -524,32 +523,26 @@ describe("judging", () => {
     // without a change in between, judging asks for nothing
     await env.DB.prepare("DELETE FROM reattributions").run();
     await storeSessions([{ id: "calm", firstSeen: T0 + 1000 }]);
-    await judgeSessions(
-      h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
-      ["calm"],
-      now + 1,
-      readConfig(TEST_VARS),
-    );
+    await judgeSessions(h.env.DB, { verdicts: h.verdicts }, ["calm"], now + 1, readConfig(TEST_VARS));
     expect(await sessionRow("calm")).toMatchObject({ plan: "pro" });
     expect(await reattributions()).toEqual([]);
   });
 
-  it("re-delays a reminder that arrives before the settle window is over, without judging", async () => {
+  it("puts a session back on the agenda when a JudgeMessage comes before its settle window is over", async () => {
     const h = harness();
     await recordTypical(h);
+    await env.DB.exec("DELETE FROM session_due");
     const early = RECEIVED + 20_000;
     const r = await deliver(h, [{ id: "j1", body: judgeMessage(["s1"], early) }], early);
     expect(r.acked).toEqual(["j1"]);
     expect(h.verdicts.sent).toEqual([]);
-    expect(judgesOf(h.telemetry.sent)).toEqual([
-      { body: judgeMessage(["s1"], RECEIVED + SETTLE_MS), delaySeconds: 40 },
-    ]);
+    expect(h.telemetry.sent).toEqual([]);
+    expect(await agenda()).toEqual([{ due_at: RECEIVED + SETTLE_MS, ids: ["s1"] }]);
     expect((await sessionRow("s1"))?.verdict_at).toBeNull();
     expect(await seriesRows()).toEqual([]);
   });
 
-  it("ignores reminders for unknown sessions and for live sessions without `ended`", async () => {
+  it("ignores JudgeMessages for unknown sessions and keeps live sessions without `ended` on the agenda", async () => {
     const h = harness();
     await deliver(
       h,
@@ -565,6 +558,10 @@ describe("judging", () => {
     expect(h.verdicts.sent).toEqual([]);
     expect(h.telemetry.sent).toEqual([]);
     expect((await sessionRow("live"))?.verdict_at).toBeNull();
+    expect(await agenda()).toEqual([
+      { due_at: RECEIVED + STALE, ids: ["live"] },
+      { due_at: RECEIVED + STALE, ids: ["live"] },
+    ]);
   });
 
   it("never flips a verdict: later telemetry is counted as late and sends nothing", async () => {
@@ -724,13 +721,7 @@ describe("judging", () => {
     await recordTypical(h, "s2");
     const rival = new RecordingQueue();
     h.d1.beforeNextBatch = async () => {
-      await judgeSessions(
-        env.DB,
-        { verdicts: rival, telemetry: rival },
-        ["s1"],
-        AFTER_SETTLE,
-        readConfig(TEST_VARS),
-      );
+      await judgeSessions(env.DB, { verdicts: rival }, ["s1"], AFTER_SETTLE, readConfig(TEST_VARS));
     };
     const r = await deliver(
       h,
@@ -762,7 +753,7 @@ describe("judging", () => {
       queues.map((q, k) =>
         judgeSessions(
           env.DB,
-          { verdicts: q, telemetry: q },
+          { verdicts: q },
           k === 1 ? [...ids].reverse() : ids,
           T0 + STALE + k,
           readConfig(TEST_VARS),
@@ -847,7 +838,7 @@ describe("judging", () => {
     await storeSessions(ids.map((id, i) => ({ id, firstSeen: T0 + i, success: i % 5 !== 4 })));
     const outcome = await judgeSessions(
       h.env.DB,
-      { verdicts: h.verdicts, telemetry: h.telemetry },
+      { verdicts: h.verdicts },
       ids,
       T0 + STALE + 10_000,
       readConfig(TEST_VARS),

@@ -1,6 +1,6 @@
 /**
  * The `aigate-telemetry` consumer: EventsMessages (telemetry from ingest) and JudgeMessages
- * (settle reminders and cron sweeps). No message is acked unless its work is done or it is parked
+ * (judge these sessions now: replays of parked ones, or an operator's). No message is acked unless its work is done or it is parked
  * in `dead_letters`: poison messages are parked at once, transient failures retried with backoff.
  */
 import {
@@ -16,6 +16,7 @@ import {
 } from "@aigate/shared";
 import { type ClassifierConfig, readConfig } from "./config";
 import { judgeSessions } from "./judging";
+import { listDue } from "./queries";
 import { type EventsDelivery, recordEvents } from "./telemetry";
 import { retryDelaySeconds } from "./timing";
 
@@ -93,7 +94,6 @@ async function recordBatch(
   try {
     const { outcome, conflicting } = await recordEvents(
       env.DB,
-      env.TELEMETRY,
       events.map((e) => e.delivery),
       now,
       settings,
@@ -124,13 +124,15 @@ async function judgeBatch(
   const messages = judges.map((j) => j.message);
   const sessionIds = [...new Set(judges.flatMap((j) => j.body.session_ids))];
   try {
-    const outcome = await judgeSessions(
+    const { notDue, ...outcome } = await judgeSessions(
       env.DB,
-      { verdicts: env.VERDICTS, telemetry: env.TELEMETRY },
+      { verdicts: env.VERDICTS },
       sessionIds,
       now,
       settings,
     );
+    // those not due yet go (back) on the agenda: the cron judges them when they are
+    if (notDue.length > 0) await env.DB.batch(listDue(env.DB, notDue));
     for (const m of messages) m.ack();
     log.info("judged sessions", { session_ids: sessionIds.slice(0, 100), ...outcome });
   } catch (err) {

@@ -35,13 +35,7 @@ async function alerts(user: string) {
 }
 
 async function judge(h: ReturnType<typeof harness>, ids: string[], now: number) {
-  return judgeSessions(
-    h.env.DB,
-    { verdicts: h.verdicts, telemetry: h.telemetry },
-    ids,
-    now,
-    readConfig(TEST_VARS),
-  );
+  return judgeSessions(h.env.DB, { verdicts: h.verdicts }, ids, now, readConfig(TEST_VARS));
 }
 
 describe("spend alert crossings in the verdict batch", () => {

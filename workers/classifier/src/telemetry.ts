@@ -2,15 +2,14 @@
  * Recording telemetry: the events of one queue batch are coalesced per session and merged into
  * `sessions` with one upsert; events for judged sessions are counted as late; events naming a
  * user other than the session's owner are parked; copies of a known event id with another payload
- * are counted as conflicting and not merged (dedupe.ts). Sessions that see `ended` get a delayed
- * reminder to judge them once the settle window is over.
+ * are counted as conflicting and not merged (dedupe.ts). New sessions and sessions that see
+ * `ended` are listed on the agenda (session_due), in the same transaction, for the cron to judge.
  */
 import {
   chunkBySize,
   type DeadLetter,
   type EventsMessage,
   insertDeadLetters,
-  type JudgeMessage,
   jsonBytes,
   QUEUES,
   type TelemetryEvent,
@@ -22,13 +21,12 @@ import {
   countConflictingEvents,
   countLateEvents,
   type FactsToMerge,
+  listDue,
   readSessionStates,
   type SessionStateRow,
   type UpsertedRow,
   upsertFacts,
 } from "./queries";
-import { sendAll } from "./send";
-import { delaySecondsUntil } from "./timing";
 
 /** An event with the queue message that carried it and its dedupe key. */
 export interface TaggedEvent extends ReceivedEvent {
@@ -160,7 +158,8 @@ export interface RecordOutcome {
   conflicting: number;
   late: number;
   parked: number;
-  reminders: number;
+  /** Sessions listed on the agenda (new, or ended here). */
+  listed: number;
   passes: number;
 }
 
@@ -168,17 +167,14 @@ export interface RecordOutcome {
 const MAX_PASSES = 4;
 /** Keeps each bulk statement's JSON parameter well under D1's 2 MB per value. */
 const MAX_PARAM_BYTES = 512 * 1024;
-/** Session ids per reminder: far below the 128 KB message limit even for 200-character ids. */
-const MAX_IDS_PER_REMINDER = 250;
 
 /**
  * Records the events of a batch of EventsMessages. Throws on D1 or queue failure (nothing is
- * lost: a retry merges idempotently, parks under the same ids and re-sends reminders; its
+ * lost: a retry merges idempotently, parks under the same ids and lists again; its
  * conflicting copies are counted again, like late events).
  */
 export async function recordEvents(
   db: D1Database,
-  telemetry: Queue,
   deliveries: readonly EventsDelivery[],
   now: number,
   settings: ClassifierConfig,
@@ -202,11 +198,10 @@ export async function recordEvents(
     conflicting: 0,
     late: 0,
     parked: 0,
-    reminders: 0,
+    listed: 0,
     passes: 0,
   };
   const conflicting: ConflictingCopy[] = [];
-  const settleDue = new Map<string, number>();
 
   for (let pass = 0; pending.length > 0; pass += 1) {
     if (pass === MAX_PASSES)
@@ -223,18 +218,24 @@ export async function recordEvents(
         merges.push({ facts: s.facts, digest: s.digest, conflicting: s.conflicting.length });
       else conflictsOnly.push({ session_id, n: s.conflicting.length });
     }
-    // Facts with and without a creation time go in separate statements (see upsertFacts).
-    const upserts = [
-      merges.filter((m) => m.facts.createdAt !== null),
-      merges.filter((m) => m.facts.createdAt === null),
-    ].flatMap((group) =>
-      chunkBySize(group, Number.MAX_SAFE_INTEGER, MAX_PARAM_BYTES, jsonBytes).map((chunk) =>
-        upsertFacts(db, chunk),
-      ),
+    const statements = chunkBySize(merges, Number.MAX_SAFE_INTEGER, MAX_PARAM_BYTES, jsonBytes).map((chunk) =>
+      upsertFacts(db, chunk),
     );
-    const statements = [...upserts];
     if (conflictsOnly.length > 0) statements.push(countConflictingEvents(db, conflictsOnly));
     const guarded = statements.length;
+    // On the agenda, in the same transaction: sessions seen for the first time (due when they
+    // turn stale) and sessions that saw `ended` here (due when their settle window ends). A
+    // session stays on the agenda until judged (the cron lists again what is not due yet).
+    // A new session's stored clocks are this batch's; an ended one is due no later than its settle
+    // time here (an earlier `ended` listed it earlier).
+    const toList = merges
+      .filter((m) => !states.has(m.facts.sessionId) || m.facts.endedAt !== null)
+      .map((m) => ({
+        session_id: m.facts.sessionId,
+        due_at: m.facts.settleDueAt ?? m.facts.lastSeenAt + settings.staleMs,
+      }));
+    statements.push(...listDue(db, toList));
+    outcome.listed += toList.length;
     const late = [...plan.late].map(([session_id, n]) => ({ session_id, n }));
     if (late.length > 0) statements.push(countLateEvents(db, late));
     const letters = mismatchDeadLetters(plan.mismatched, pass, now);
@@ -245,12 +246,7 @@ export async function recordEvents(
 
     const applied = new Set<string>();
     for (const result of results.slice(0, guarded)) {
-      for (const row of result.results) {
-        applied.add(row.session_id);
-        // Only sessions whose events in this batch include `ended` need a reminder from it.
-        const endedHere = plan.sessions.get(row.session_id)?.facts?.endedAt != null;
-        if (endedHere && row.settle_due_at !== null) settleDue.set(row.session_id, row.settle_due_at);
-      }
+      for (const row of result.results) applied.add(row.session_id);
     }
     pending = [];
     for (const [sessionId, s] of plan.sessions) {
@@ -275,17 +271,5 @@ export async function recordEvents(
     outcome.parked += plan.mismatched.length;
   }
 
-  if (settleDue.size > 0) {
-    const ids = [...settleDue.keys()];
-    const dueAt = [...settleDue.values()].reduce((a, b) => Math.max(a, b));
-    const reminders: JudgeMessage[] = chunkBySize(
-      ids,
-      MAX_IDS_PER_REMINDER,
-      Number.MAX_SAFE_INTEGER,
-      () => 1,
-    ).map((session_ids) => ({ v: 1, kind: "judge", session_ids, due_at: dueAt }));
-    await sendAll(telemetry, reminders, delaySecondsUntil(dueAt, now));
-    outcome.reminders = ids.length;
-  }
   return { outcome, conflicting };
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { delaySecondsUntil, judgeState, retryDelaySeconds } from "./timing";
+import { judgeState, retryDelaySeconds } from "./timing";
 
 const NOW = 1_000_000_000;
 const STALE = 15 * 60_000;
@@ -33,19 +33,6 @@ describe("judgeState", () => {
         STALE,
       ),
     ).toBe("due");
-  });
-});
-
-describe("delaySecondsUntil", () => {
-  it("rounds up so a reminder never arrives before its due time", () => {
-    expect(delaySecondsUntil(NOW + 1, NOW)).toBe(1);
-    expect(delaySecondsUntil(NOW + 60_000, NOW)).toBe(60);
-    expect(delaySecondsUntil(NOW + 60_001, NOW)).toBe(61);
-  });
-
-  it("is zero for past due times and capped at the Queues maximum of 12 hours", () => {
-    expect(delaySecondsUntil(NOW - 5000, NOW)).toBe(0);
-    expect(delaySecondsUntil(NOW + 48 * 3_600_000, NOW)).toBe(43_200);
   });
 });
 

@@ -2,14 +2,14 @@
  * When things happen: settle windows, staleness and retry backoff. Pure functions.
  * (The settle window and staleness themselves are settings: config.ts.)
  */
-import { backoff, QUEUE_LIMITS } from "@aigate/shared";
+import { backoff } from "@aigate/shared";
 
 /** Where a session stands for judging. */
 export type JudgeState =
   | "judged" // has its final verdict
   | "due" // settle window over, or stale: judge now
-  | "settling" // `ended` seen, settle window still running: remind later
-  | "live"; // no `ended`, recent telemetry: the cron judges it once stale
+  | "settling" // `ended` seen, settle window still running
+  | "live"; // no `ended`, recent telemetry: judged once stale
 
 export interface JudgeClock {
   verdict_at: number | null;
@@ -22,12 +22,6 @@ export function judgeState(s: JudgeClock, now: number, staleMs: number): JudgeSt
   if (s.settle_due_at !== null && s.settle_due_at <= now) return "due";
   if (s.last_seen_at <= now - staleMs) return "due";
   return s.settle_due_at !== null ? "settling" : "live";
-}
-
-/** A queue delay that ends at or after `dueAt` (whole seconds, within the Queues maximum). */
-export function delaySecondsUntil(dueAt: number, now: number): number {
-  const seconds = Math.ceil((dueAt - now) / 1000);
-  return Math.min(Math.max(seconds, 0), QUEUE_LIMITS.maxDelaySeconds);
 }
 
 export const RETRY_BASE_SECONDS = 5;

@@ -1,16 +1,17 @@
 /**
  * D1 rows written per session, measured from D1's result metadata (meta.rows_written of every
- * statement the classifier runs, index entries included). Target: at most 8 per session, on the
- * paid path. Two costs are per run or per window rather than per session, and are measured on
- * their own: the series' count (2 rows per judge run and series: the row and its entry in the
- * biller's unposted index; the usage record the biller used to write per session), and the series
- * row (created once per user and window, with its first verdict). The per-session figures are for
- * a series that already exists (an earlier session of the window, judged on another day, so the
- * day's rollup row is still new).
+ * statement the classifier runs, index entries included). A session costs 3 rows: its facts merged
+ * once per batch that carries its events (1), and its verdict (the row and its entry in the
+ * billing-time index, 2). Everything else is per batch or per run and shared by the sessions in
+ * it: the agenda row of a batch (1, and 1 to delete it when judged), the series' count (1 per judge
+ * run and series), the day's rollup row (2 when new, 1 after) and the series row (created once per
+ * user and window, with its first verdict: the row and its two index entries). The figures are for a series that already exists (an earlier session of the window,
+ * judged on another day, so the day's rollup row is still new).
  */
 import { env } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
 import { readConfig } from "./config";
+import { sweepDueSessions } from "./cron";
 import { judgeSessions } from "./judging";
 import {
   deliver,
@@ -30,9 +31,9 @@ import {
 const RECEIVED = T0 + 40_000;
 const JUDGE_AT = RECEIVED + 61_000;
 
-/** Judges the sessions in one run; all of them get their verdict and rank, told in one message. */
+/** The cron judges the sessions in one run; all of them get their verdict and rank, told in one message. */
 async function judgeAll(h: ReturnType<typeof harness>, ids: string[]) {
-  await deliver(h, [{ body: judgeMessage(ids, RECEIVED + 60_000) }], JUDGE_AT);
+  await sweepDueSessions(h.env, JUDGE_AT);
   const { results } = await env.DB.prepare(
     "SELECT session_id FROM sessions WHERE verdict_at = ?1 AND billable = 1 AND plan = 'payg' AND seq IS NOT NULL",
   )
@@ -47,12 +48,12 @@ function seriesCountRows(h: ReturnType<typeof harness>): number[] {
   return h.d1.log.filter((l) => l.statement === "UPDATE usage_periods SET").map((l) => l.rowsWritten);
 }
 
-/** The per-session budget: everything but the series' count, which is per run. */
-function expectPerSessionBudget(h: ReturnType<typeof harness>) {
-  expect(seriesCountRows(h)).toEqual([2]);
-  expect(h.d1.rowsWritten - 2).toBeGreaterThan(0);
-  expect(h.d1.rowsWritten - 2).toBeLessThanOrEqual(8);
+/** Rows written by the statements whose first words are `statement`. */
+function rowsOf(h: ReturnType<typeof harness>, statement: string): number[] {
+  return h.d1.log.filter((l) => l.statement === statement).map((l) => l.rowsWritten);
 }
+
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
 
 function report(label: string, h: ReturnType<typeof harness>, sessions: number) {
   const perStatement = h.d1.log.filter((l) => l.rowsWritten > 0);
@@ -68,7 +69,7 @@ describe("D1 rows written per session", () => {
     // the window's first session, judged four days earlier (not measured)
     await storeSessions([{ id: "opening", firstSeen: T0 - 4 * 86_400_000 }]);
     const q = new RecordingQueue();
-    await judgeSessions(env.DB, { verdicts: q, telemetry: q }, ["opening"], T0, readConfig(TEST_VARS));
+    await judgeSessions(env.DB, { verdicts: q }, ["opening"], T0, readConfig(TEST_VARS));
     expect((await seriesRows()).map((r) => r.billable_sessions)).toEqual([1]);
   });
 
@@ -79,8 +80,8 @@ describe("D1 rows written per session", () => {
     await judgeAll(h, ["s1"]);
     report("6 events in 1 batch + verdict, opening the series", h, 1);
     const creating = h.d1.log.filter((l) => l.statement === "INSERT INTO usage_periods");
-    expect(creating.map((l) => l.rowsWritten)).toEqual([2]); // the row and its index entry
-    expect(h.d1.rowsWritten - 2 - 2).toBeLessThanOrEqual(8);
+    expect(creating.map((l) => l.rowsWritten)).toEqual([3]); // the row and its index entries
+    expect(h.d1.rowsWritten).toBe(8 + 3);
 
     // the next verdict of the window finds the row: nothing written for it
     await deliver(h, [{ body: eventsMessage(typicalSession("s2", T0, "newcomer"), RECEIVED) }], RECEIVED);
@@ -94,25 +95,33 @@ describe("D1 rows written per session", () => {
     ).toEqual([0]);
   });
 
-  it("stays at or under 8 (the series' count included) for a typical session arriving in one batch, then judged", async () => {
+  it("writes 3 rows for a typical session arriving in one batch, plus its batch's and run's shares", async () => {
     const h = harness();
     await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), RECEIVED) }], RECEIVED);
     await judgeAll(h, ["s1"]);
     report("6 events in 1 batch + verdict", h, 1);
-    expectPerSessionBudget(h);
-    // with the series' count: still 8 when the session arrives in one batch
-    expect(h.d1.rowsWritten).toBeLessThanOrEqual(8);
+    expect(rowsOf(h, "INSERT INTO sessions")).toEqual([1]); // the facts
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([2]); // the verdict and its index entry
+    expect(rowsOf(h, "INSERT INTO session_due")).toEqual([1]); // the batch's agenda row
+    expect(rowsOf(h, "DELETE FROM session_due")).toEqual([1]); // removed once judged
+    expect(seriesCountRows(h)).toEqual([1]);
+    expect(rowsOf(h, "INSERT INTO daily_rollups")).toEqual([2]); // a new day's row
+    expect(h.d1.rowsWritten).toBe(8);
   });
 
-  it("stays at or under 8 for a typical session split over 3 batches, then judged", async () => {
+  it("writes one row per batch for a typical session split over 3 batches, and lists it twice", async () => {
     const h = harness();
     const events = typicalSession("s1", T0);
     for (let i = 0; i < 3; i += 1) {
       await deliver(h, [{ body: eventsMessage(events.slice(i * 2, i * 2 + 2), RECEIVED + i) }], RECEIVED + i);
     }
-    await judgeAll(h, ["s1"]);
+    // listed when new (due when stale) and when it ended (due when settled)
+    expect(rowsOf(h, "INSERT INTO session_due")).toEqual([1, 1]);
+    await sweepDueSessions(h.env, JUDGE_AT + 15 * 60_000);
     report("6 events in 3 batches + verdict", h, 1);
-    expectPerSessionBudget(h);
+    expect(rowsOf(h, "INSERT INTO sessions")).toEqual([1, 1, 1]);
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([2]);
+    expect(sum(rowsOf(h, "DELETE FROM session_due"))).toBe(2);
   });
 
   it("writes one row for a resend of known event ids, identical or conflicting, like any later batch", async () => {
@@ -120,24 +129,25 @@ describe("D1 rows written per session", () => {
     const events = typicalSession("s1", T0);
     await deliver(h, [{ body: eventsMessage(events, RECEIVED) }], RECEIVED);
     const before = h.d1.rowsWritten;
-    // (a resent `created` would also rewrite its idx_sessions_pending entry: see upsertFacts)
     await deliver(h, [{ body: eventsMessage(events.slice(1), RECEIVED + 1) }], RECEIVED + 1);
-    expect(h.d1.rowsWritten - before).toBe(1);
+    // the merge (the resent `ended` lists it again, at the same settle time)
+    expect(h.d1.rowsWritten - before).toBe(2);
     const heartbeat = events[2];
     if (heartbeat === undefined) throw new Error("typicalSession has 6 events");
     const conflicting = { ...heartbeat, audio_ms: 60_000 };
     vi.spyOn(console, "warn").mockImplementation(() => {});
     await deliver(h, [{ body: eventsMessage([conflicting], RECEIVED + 2) }], RECEIVED + 2);
     vi.restoreAllMocks();
-    expect(h.d1.rowsWritten - before).toBe(2);
+    expect(h.d1.rowsWritten - before).toBe(3);
     await judgeAll(h, ["s1"]);
     report("6 events, an identical resend of 5, a conflicting copy + verdict", h, 1);
-    expectPerSessionBudget(h);
+    // the conflicting copy counted (1), the verdict (2)
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([1, 2]);
   });
 
-  it("amortises the rollup row and the series' count over the sessions judged together", async () => {
+  it("amortises the agenda, the rollup row and the series' count over the sessions judged together", async () => {
     const h = harness();
-    const ids = Array.from({ length: 10 }, (_, i) => `s${i}`);
+    const ids = Array.from({ length: 100 }, (_, i) => `s${i}`);
     await deliver(
       h,
       [
@@ -151,8 +161,10 @@ describe("D1 rows written per session", () => {
       RECEIVED,
     );
     await judgeAll(h, ids);
-    report("10 sessions, 1 batch + verdicts", h, 10);
-    expect(seriesCountRows(h)).toEqual([2]); // one count update for the 10
-    expect(h.d1.rowsWritten / ids.length).toBeLessThanOrEqual(5);
+    report("100 sessions, 1 batch + verdicts", h, 100);
+    expect(seriesCountRows(h)).toEqual([1]); // one count update for the 100
+    expect(rowsOf(h, "INSERT INTO session_due")).toEqual([1]);
+    // 3 per session, 5 shared: 3.05
+    expect(h.d1.rowsWritten).toBe(305);
   });
 });

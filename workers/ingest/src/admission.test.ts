@@ -24,6 +24,13 @@ async function admitAt(t: number, body: unknown): Promise<AdmitResponse> {
   return AdmitResponse.parse(await res.json());
 }
 
+async function agendaRows() {
+  const { results } = await env.DB.prepare(
+    "SELECT due_at, session_ids FROM session_due ORDER BY due_at, id",
+  ).all();
+  return results;
+}
+
 async function sessionRow(id: string) {
   return env.DB.prepare(
     "SELECT user_id, project_id, admitted_at, admitted_plan, open FROM sessions WHERE session_id = ?1",
@@ -121,6 +128,8 @@ describe("POST /v1/sessions/admit on the free plan", () => {
       admitted_plan: "free",
       open: 1,
     });
+    // on the classifier's agenda, due at once (it judges the session if no telemetry ever comes)
+    expect(await agendaRows()).toEqual([{ due_at: NOW, session_ids: '["sess_a"]' }]);
   });
 
   it("admits exactly 5 of 20 concurrent admits for one free user", async () => {
@@ -143,6 +152,7 @@ describe("POST /v1/sessions/admit on the free plan", () => {
     expect(await openSessions("user_1")).toBe(5);
     const rows = await env.DB.prepare("SELECT count(*) AS n FROM sessions").first<{ n: number }>();
     expect(rows?.n).toBe(5); // refused sessions leave no row behind
+    expect(await agendaRows()).toHaveLength(5); // nor an agenda row
   });
 
   it("is idempotent per session: repeated and concurrent admits of one session admit it once", async () => {

@@ -134,7 +134,17 @@ export async function admitSession(
       p.capPricing?.includedSessions ?? null,
       p.capPricing?.perSessionCents ?? null,
     );
-  const [countsResult, decideResult] = await db.batch([counts, decide]);
+  // A lease taken now puts the session on the classifier's agenda (session_due), due at once: the
+  // classifier's cron lists it again for when it turns stale, and judges it then if no telemetry
+  // came (a gateway that admitted a session and never reported on it).
+  const listDue = db
+    .prepare(
+      `INSERT INTO session_due (due_at, id, session_ids)
+       SELECT ?3, ?4, json_array(session_id) FROM sessions
+       WHERE session_id = ?1 AND user_id = ?2 AND admitted_at = ?3 AND verdict_at IS NULL`,
+    )
+    .bind(p.sessionId, p.userId, p.now, `admit:${crypto.randomUUID()}`);
+  const [countsResult, decideResult] = await db.batch([counts, decide, listDue]);
   const countsRow = AdmissionCountsRow.parse(countsResult?.results[0]);
   const leaseRaw = decideResult?.results[0];
   return { counts: countsRow, lease: leaseRaw === undefined ? null : LeaseRow.parse(leaseRaw) };

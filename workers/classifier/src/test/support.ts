@@ -308,6 +308,17 @@ export function typicalSession(session: string, start: number, user = "user-1"):
   ];
 }
 
+/** The agenda (session_due) as stored: due time and sorted session ids of each row, in key order. */
+export async function agenda(): Promise<{ due_at: number; ids: string[] }[]> {
+  const { results } = await env.DB.prepare(
+    "SELECT due_at, session_ids FROM session_due ORDER BY due_at, id",
+  ).all<{
+    due_at: number;
+    session_ids: string;
+  }>();
+  return results.map((r) => ({ due_at: r.due_at, ids: (JSON.parse(r.session_ids) as string[]).sort() }));
+}
+
 /** The usage messages sent to the biller (anything else on that queue fails the parse). */
 export function usageOf(q: RecordingQueue): UsageMessage[] {
   return q.sent.map((s) => UsageMessage.parse(s.body));
