@@ -145,15 +145,21 @@ export function parseEventBatch(
       return;
     }
     const event = toTelemetryEvent(parsed.data);
-    if (event.time > now + LIMITS.maxFutureSkewMs) {
-      issues.push({ index, path: "time", message: "time is more than 5 minutes in the future" });
-    } else if (event.time < now - LIMITS.maxAgeMs) {
-      issues.push({ index, path: "time", message: "time is older than 35 days" });
+    const late = timeWindowIssue(event.time, now);
+    if (late !== null) {
+      issues.push({ index, path: "time", message: late });
     } else {
       events.push(event);
     }
   });
   return issues.length > 0 ? { ok: false, issues } : { ok: true, events };
+}
+
+/** Why an event's time (epoch ms) lies outside the accepted window, or null when it does not. */
+export function timeWindowIssue(time: number, now: number): string | null {
+  if (time > now + LIMITS.maxFutureSkewMs) return "time is more than 5 minutes in the future";
+  if (time < now - LIMITS.maxAgeMs) return "time is older than 35 days";
+  return null;
 }
 
 function formatPath(path: PropertyKey[]): string {

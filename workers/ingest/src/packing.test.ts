@@ -152,4 +152,21 @@ describe("dedupeEvents", () => {
     const otherSource = { ...telemetry(1), source: "gw-us-1" };
     expect(dedupeEvents([a, b, aAgain, otherSource, b])).toEqual([a, b, otherSource]);
   });
+
+  it("keeps the first copy of each (source, id) pair, whatever the strings hold (property)", () => {
+    const part = fc.constantFrom("a", "b", "a:b", "b:", ":", "1:a", "");
+    fc.assert(
+      fc.property(fc.array(fc.tuple(part, part), { maxLength: 30 }), (pairs) => {
+        const events = pairs.map(([source, id], i) => ({ ...telemetry(i), source, id }));
+        const seen = new Set<string>();
+        const expected = events.filter((e) => {
+          const key = JSON.stringify([e.source, e.id]);
+          if (seen.has(key)) return false;
+          seen.add(key);
+          return true;
+        });
+        expect(dedupeEvents(events)).toEqual(expected);
+      }),
+    );
+  });
 });

@@ -28,13 +28,16 @@ export function jsonBytes(value: unknown): number {
  * retries or gateway bugs; the classifier deduplicates across requests anyway.
  */
 export function dedupeEvents(events: TelemetryEvent[]): TelemetryEvent[] {
-  const seen = new Set<string>();
+  // ids seen per source (a request's events usually share one source): no key strings built
+  const seen = new Map<string, Set<string>>();
   const out: TelemetryEvent[] = [];
   for (const event of events) {
-    // length-prefixed, so ("a:b", "c") and ("a", "b:c") stay distinct
-    const key = `${event.source.length}:${event.source}${event.id}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
+    let ids = seen.get(event.source);
+    if (!ids) {
+      ids = new Set();
+      seen.set(event.source, ids);
+    } else if (ids.has(event.id)) continue;
+    ids.add(event.id);
     out.push(event);
   }
   return out;

@@ -4,7 +4,17 @@
  * every message is sent; a refused send is 503 and the gateway retries with the same event ids
  * (the classifier deduplicates on source + id).
  */
-import { errorFields, LIMITS, type Logger, parseEventBatch } from "@aigate/shared";
+import {
+  CloudEvent,
+  errorFields,
+  LIMITS,
+  type Logger,
+  parseEventBatch,
+  type TelemetryEvent,
+  timeWindowIssue,
+  toTelemetryEvent,
+} from "@aigate/shared";
+import { acceptor, REJECT } from "./acceptor";
 import { isBinaryMode, parseBinaryEvent } from "./binary";
 import { type BodyShape, eventBodyShape, parseJson, readBodyText } from "./body";
 import { invalidEvent, invalidRequest, queueUnavailable, tooManyEvents } from "./errors";
@@ -32,10 +42,29 @@ export function eventList(body: unknown, shape: BodyShape): unknown[] {
   return [body];
 }
 
+const acceptCloudEvent = acceptor(CloudEvent);
+
+/**
+ * Validates a batch as parseEventBatch does, accepted or refused whole. The usual batch, every
+ * event valid, goes through the schema's fast acceptor; as soon as one event is not accepted
+ * there, the whole batch is parsed by the schema itself, which finds and explains every issue.
+ */
+export function parseEvents(raw: unknown[], now: number): ReturnType<typeof parseEventBatch> {
+  const events: TelemetryEvent[] = [];
+  for (const value of raw) {
+    const accepted = acceptCloudEvent(value);
+    if (accepted === REJECT) return parseEventBatch(raw, now);
+    const event = toTelemetryEvent(accepted);
+    if (timeWindowIssue(event.time, now) !== null) return parseEventBatch(raw, now);
+    events.push(event);
+  }
+  return { ok: true, events };
+}
+
 /** Events sent whole in the body (structured mode, one or a batch): at most 500, each validated. */
 function parseStructured(raw: unknown[], now: number) {
   if (raw.length > LIMITS.maxEventsPerRequest) throw tooManyEvents(LIMITS.maxEventsPerRequest, raw.length);
-  return parseEventBatch(raw, now);
+  return parseEvents(raw, now);
 }
 
 export interface AcceptDeps {
