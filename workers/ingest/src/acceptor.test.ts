@@ -138,8 +138,9 @@ describe("acceptor(CloudEvent), the fast path of event validation", () => {
       }),
       { numRuns: 2000 },
     );
-    // the generator reaches both sides: a good share of valid events, and the rest invalid
-    expect(acceptedByBoth).toBeGreaterThan(100);
+    // the generator reaches both sides: valid events (about 5 % of runs, so at least 30 of 2000
+    // whatever the seed), and the rest invalid
+    expect(acceptedByBoth).toBeGreaterThanOrEqual(30);
     expect(acceptedByBoth).toBeLessThan(1900);
   });
 
