@@ -13,6 +13,7 @@ export * from "./log";
 export * from "./messages";
 export * from "./periods";
 export * from "./plans";
+export * from "./queuestats";
 export * from "./pricing";
 export * from "./retry";
 export * from "./rules";
