@@ -45,10 +45,17 @@ export interface PacedResult {
   ended_to_verdict_ms: { p50: number | null; p99: number | null };
   verdict_to_stripe_ms: { p50: number | null; p99: number | null; samples: number };
   /**
-   * Queue messages sent in the window: ingest's (its `queue_messages`) and, per worker, the
-   * others' (`queue_messages_sent` of their done lines).
+   * Queue messages sent in the window: ingest's (its `queue_messages`, estimated from the sample
+   * of its request lines it logged) and, per worker, the others' (`queue_messages_sent` of their
+   * done lines); and, as a check from the other side, the messages the consumers' batches
+   * received (`messages` of their `batch done` lines, retries included).
    */
-  queue_messages: { ingest: number; beyond_ingest_by_worker: Record<string, number> };
+  queue_messages: {
+    ingest: number;
+    ingest_lines_sampled: number;
+    beyond_ingest_by_worker: Record<string, number>;
+    delivered_to_consumers: number;
+  };
   cost: Cost;
 }
 
@@ -153,7 +160,12 @@ export const paced: Phase<"paced", PacedResult> = {
         p99: percentile(verdictToStripe, 99),
         samples: verdictToStripe.length,
       },
-      queue_messages: { ingest: ingestMessages, beyond_ingest_by_worker: beyondIngest },
+      queue_messages: {
+        ingest: ingestMessages,
+        ingest_lines_sampled: accepted.length,
+        beyond_ingest_by_worker: beyondIngest,
+        delivered_to_consumers: sum(lines, "messages", (l) => l.msg === "batch done"),
+      },
       cost: cost({
         sessions: sessions.length,
         billed_sessions: billed,
@@ -197,12 +209,12 @@ export const paced: Phase<"paced", PacedResult> = {
       {
         label: "queue messages per session (all workers)",
         value: fmt(r.cost.queue_messages_per_session, 3),
-        against: [
-          `ingest ${fmt(r.queue_messages.ingest / r.sessions, 3)}`,
+        against: `${[
+          `ingest ${fmt(r.queue_messages.ingest / r.sessions, 3)} (from ${r.queue_messages.ingest_lines_sampled} sampled lines)`,
           ...Object.entries(r.queue_messages.beyond_ingest_by_worker).map(
             ([w, n]) => `${w} ${fmt(n / r.sessions, 3)}`,
           ),
-        ].join(", "),
+        ].join(", ")}; received by consumers ${fmt(r.queue_messages.delivered_to_consumers / r.sessions, 3)}`,
       },
       {
         label: "queue operations per session beyond ingest",
