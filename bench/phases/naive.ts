@@ -29,7 +29,8 @@ export interface NaiveResult {
   cost: Cost;
 }
 
-const METER = "aigate_naive_sessions";
+/** The naive baseline's meters (one per plan); its customers are all on the payg one. */
+const METER_PREFIX = "aigate_naive";
 
 export const naive: Phase<"naive", NaiveResult> = {
   key: "naive",
@@ -42,7 +43,7 @@ export const naive: Phase<"naive", NaiveResult> = {
         STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
         STRIPE_API_BASE: stripe.url,
       });
-      await ensureStripeCatalog(sdk, METER);
+      const meter = (await ensureStripeCatalog(sdk, METER_PREFIX)).meters.payg.eventName;
       mkdirSync(ctx.dir, { recursive: true });
       const config = {
         name: "aigate-bench-naive",
@@ -52,7 +53,7 @@ export const naive: Phase<"naive", NaiveResult> = {
         // the emulator's test key, so a plain var is fine here
         vars: {
           STRIPE_API_BASE: stripe.url,
-          STRIPE_METER_EVENT_NAME: METER,
+          STRIPE_METER_EVENT_NAME: meter,
           STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
         },
         d1_databases: [
