@@ -55,11 +55,12 @@ export function countingQueue<B>(
 /** A copy of a worker's env whose queue producer bindings count what they send, and the count. */
 export function withQueueStats<E extends object>(env: E): { env: E; stats: QueueStats } {
   const stats = emptyQueueStats();
-  const out: Record<string, unknown> = { ...env };
-  for (const [key, value] of Object.entries(out)) {
-    if (isQueueBinding(value)) out[key] = countingQueue(value, stats).queue;
+  // the same own enumerable properties a spread copies
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(env)) {
+    out[key] = isQueueBinding(value) ? countingQueue(value, stats).queue : value;
   }
-  return { env: out as E, stats };
+  return { env: out as unknown as E, stats };
 }
 
 /** The log field every worker reports per batch or cron run (and per request when it sent any). */
