@@ -99,3 +99,23 @@ export function d1BusyPerSession(
     by_worker: Object.fromEntries(Object.entries(byWorker).map(([k, v]) => [k, per(v)])),
   };
 }
+
+/**
+ * Queue messages sent by the workers other than ingest (ingest logs its own as `queue_messages`
+ * on its request lines), per worker: the `queue_messages_sent` of their done lines. A request
+ * line leaves the field out when the request sent nothing; a batch or cron line without it was
+ * not counted, which would understate the cost, so it is an error.
+ */
+export function queueMessagesBeyondIngest(lines: LogLine[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const l of lines) {
+    if (!isDone(l) || l.worker === "ingest") continue;
+    const worker = String(l.worker);
+    if (typeof l.queue_messages_sent !== "number") {
+      if (l.msg === "request done") continue;
+      throw new Error(`${worker} "${String(l.msg)}" line without queue_messages_sent: ${JSON.stringify(l)}`);
+    }
+    out[worker] = (out[worker] ?? 0) + l.queue_messages_sent * weight(l);
+  }
+  return out;
+}

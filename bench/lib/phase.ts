@@ -58,9 +58,9 @@ export interface PhaseContext {
   artifacts: Artifacts;
 }
 
-/** A bound a figure should meet. */
+/** A bound a figure should meet. A stretch target says so in its row's label ("(stretch)"). */
 export interface Target {
-  op: ">=" | "<=";
+  op: ">=" | "<=" | "<";
   bound: number;
   /** The figure checked against it; missing or not finite counts as not met. */
   value: number | null | undefined;
@@ -92,5 +92,6 @@ export function earlier<K extends keyof PhaseResults>(ctx: PhaseContext, key: K)
 
 export function met(t: Target): boolean {
   if (typeof t.value !== "number" || !Number.isFinite(t.value)) return false;
-  return t.op === ">=" ? t.value >= t.bound : t.value <= t.bound;
+  if (t.op === ">=") return t.value >= t.bound;
+  return t.op === "<=" ? t.value <= t.bound : t.value < t.bound;
 }

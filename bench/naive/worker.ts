@@ -25,6 +25,7 @@ export default {
     const body: unknown = await request.json();
     const events = (Array.isArray(body) ? body : [body]) as NaiveEvent[];
     const stripe = createStripe(env, { maxNetworkRetries: 2 });
+    let rowsRead = 0;
     let rowsWritten = 0;
     let stripeCalls = 0;
     for (const e of events) {
@@ -35,6 +36,7 @@ export default {
         )
           .bind(e.subject, e.data.user_id, e.data.project_id, Date.parse(e.time))
           .run();
+        rowsRead += r.meta.rows_read;
         rowsWritten += r.meta.rows_written;
       } else if (e.type === "aigate.session.ended") {
         const duration = e.data.audio_ms ?? 0;
@@ -44,13 +46,16 @@ export default {
         )
           .bind(e.subject, duration)
           .run();
+        rowsRead += r.meta.rows_read;
         rowsWritten += r.meta.rows_written;
         if (r.meta.changes === 0) continue;
-        const customer = await env.DB.prepare(
+        const found = await env.DB.prepare(
           "SELECT stripe_customer_id FROM stripe_customers WHERE user_id = ?1",
         )
           .bind(e.data.user_id)
-          .first<{ stripe_customer_id: string }>();
+          .all<{ stripe_customer_id: string }>();
+        rowsRead += found.meta.rows_read;
+        const customer = found.results[0];
         if (!customer) continue;
         await stripe.billing.meterEvents.create({
           event_name: env.STRIPE_METER_EVENT_NAME,
@@ -66,6 +71,7 @@ export default {
         worker: "naive",
         msg: "naive batch",
         events: events.length,
+        d1_rows_read: rowsRead,
         d1_rows_written: rowsWritten,
         stripe_calls: stripeCalls,
       }),

@@ -29,7 +29,8 @@ export interface NaiveResult {
   cost: Cost;
 }
 
-const METER = "aigate_naive_sessions";
+/** The naive baseline's meters (one per plan); its customers are all on the payg one. */
+const METER_PREFIX = "aigate_naive";
 
 export const naive: Phase<"naive", NaiveResult> = {
   key: "naive",
@@ -42,7 +43,7 @@ export const naive: Phase<"naive", NaiveResult> = {
         STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
         STRIPE_API_BASE: stripe.url,
       });
-      await ensureStripeCatalog(sdk, METER);
+      const meter = (await ensureStripeCatalog(sdk, METER_PREFIX)).meters.payg.eventName;
       mkdirSync(ctx.dir, { recursive: true });
       const config = {
         name: "aigate-bench-naive",
@@ -52,7 +53,7 @@ export const naive: Phase<"naive", NaiveResult> = {
         // the emulator's test key, so a plain var is fine here
         vars: {
           STRIPE_API_BASE: stripe.url,
-          STRIPE_METER_EVENT_NAME: METER,
+          STRIPE_METER_EVENT_NAME: meter,
           STRIPE_SECRET_KEY: DEV_SECRETS.STRIPE_SECRET_KEY,
         },
         d1_databases: [
@@ -112,8 +113,9 @@ export const naive: Phase<"naive", NaiveResult> = {
             billed_sessions: paced.filter((s) => s.billable).length,
             events: paced.length * EVENTS_PER_SESSION,
             queue_messages: 0,
+            queue_messages_beyond_ingest: 0,
             queue_messages_per_event: null,
-            d1_rows_read: null,
+            d1_rows_read: sum(lines, "d1_rows_read"),
             d1_rows_written: sum(lines, "d1_rows_written"),
             stripe_calls: calls.length,
             worker_invocations: lines.length,

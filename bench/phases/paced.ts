@@ -18,6 +18,7 @@ import {
   loadByInvocation,
   logLines,
   logSize,
+  queueMessagesBeyondIngest,
   queueMessagesPerEvent,
   sum,
 } from "../lib/logs";
@@ -43,10 +44,26 @@ export interface PacedResult {
   seconds_after_feed_to_meter_total: number;
   ended_to_verdict_ms: { p50: number | null; p99: number | null };
   verdict_to_stripe_ms: { p50: number | null; p99: number | null; samples: number };
+  /**
+   * Queue messages sent in the window: ingest's (its `queue_messages`, estimated from the sample
+   * of its request lines it logged) and, per worker, the others' (`queue_messages_sent` of their
+   * done lines); and, as a check from the other side, the messages the consumers' batches
+   * received (`messages` of their `batch done` lines, retries included).
+   */
+  queue_messages: {
+    ingest: number;
+    ingest_lines_sampled: number;
+    beyond_ingest_by_worker: Record<string, number>;
+    delivered_to_consumers: number;
+  };
   cost: Cost;
 }
 
-const D1_WRITES_TARGET = { op: "<=", bound: 8 } as const;
+/** The scale-and-cost targets, per session of the paced load. */
+const D1_WRITES_TARGET = { op: "<=", bound: 3 } as const;
+const D1_READS_TARGET = { op: "<=", bound: 20 } as const;
+const QUEUE_OPERATIONS_BEYOND_INGEST_TARGET = { op: "<=", bound: 0.1 } as const;
+const USD_PER_MILLION_TARGET = { op: "<=", bound: 4.5 } as const;
 
 interface BilledRow {
   session_id: string;
@@ -54,6 +71,24 @@ interface BilledRow {
   settle_due_at: number;
   verdict_at: number;
   recorded_at: number;
+}
+
+/** A per-session figure of the window split by worker, e.g. "classifier 2.00, biller 1.00". */
+function perWorker(r: PacedResult, field: "d1_rows_read" | "d1_rows_written"): string {
+  const byWorker: Record<string, number> = {};
+  for (const [key, load] of Object.entries(r.d1_by_worker)) {
+    const worker = key.split(" ")[0] ?? key;
+    byWorker[worker] = (byWorker[worker] ?? 0) + load[field];
+  }
+  return Object.entries(byWorker)
+    .filter(([, n]) => n > 0)
+    .map(([w, n]) => `${w} ${fmt(n / r.sessions)}`)
+    .join(", ");
+}
+
+function usdParts(c: Cost): string {
+  const u = c.usd_per_million_sessions;
+  return `Workers ${fmt(u.workers)}, Queues ${fmt(u.queues)}, D1 ${fmt(u.d1)}`;
 }
 
 export const paced: Phase<"paced", PacedResult> = {
@@ -108,6 +143,9 @@ export const paced: Phase<"paced", PacedResult> = {
     const accepted = acceptedRequests(lines);
     ctx.artifacts.paced = { sessions: sessions.length, billed, lines, stateDir: stack.stateDir };
     const load = loadByInvocation(lines);
+    const ingestMessages = sum(accepted, "queue_messages");
+    const beyondIngest = queueMessagesBeyondIngest(lines);
+    const beyondIngestTotal = Object.values(beyondIngest).reduce((a, b) => a + b, 0);
     return {
       d1_by_worker: load,
       d1_busy_ms_per_session: d1BusyPerSession(load, sessions.length),
@@ -122,16 +160,19 @@ export const paced: Phase<"paced", PacedResult> = {
         p99: percentile(verdictToStripe, 99),
         samples: verdictToStripe.length,
       },
+      queue_messages: {
+        ingest: ingestMessages,
+        ingest_lines_sampled: accepted.length,
+        beyond_ingest_by_worker: beyondIngest,
+        delivered_to_consumers: sum(lines, "messages", (l) => l.msg === "batch done"),
+      },
       cost: cost({
         sessions: sessions.length,
         billed_sessions: billed,
         events: sessions.length * EVENTS_PER_SESSION,
-        // ingest's event messages, the classifier's settle reminders (one per batch) and verdicts
-        queue_messages:
-          sum(accepted, "queue_messages") +
-          lines.filter((l) => l.msg === "recorded telemetry" && Number(l.reminders) > 0).length +
-          sum(lines, "judged", (l) => l.msg === "judged sessions") +
-          sum(lines, "resent", (l) => l.msg === "judged sessions"),
+        // every message sent, as each worker counted it at its queue bindings
+        queue_messages: ingestMessages + beyondIngestTotal,
+        queue_messages_beyond_ingest: beyondIngestTotal,
         queue_messages_per_event: queueMessagesPerEvent(accepted),
         d1_rows_read: sum(lines, "d1_rows_read", isDone),
         d1_rows_written: sum(lines, "d1_rows_written", isDone),
@@ -156,10 +197,34 @@ export const paced: Phase<"paced", PacedResult> = {
       {
         label: "D1 rows written per session",
         value: fmt(r.cost.d1_rows_written_per_session),
-        against: `naive ${fmt(naive?.d1_rows_written_per_session)}`,
+        against: `naive ${fmt(naive?.d1_rows_written_per_session)}; ${perWorker(r, "d1_rows_written")}`,
         target: { ...D1_WRITES_TARGET, value: r.cost.d1_rows_written_per_session },
       },
-      { label: "D1 rows read per session", value: fmt(r.cost.d1_rows_read_per_session) },
+      {
+        label: "D1 rows read per session",
+        value: fmt(r.cost.d1_rows_read_per_session),
+        against: `naive ${fmt(naive?.d1_rows_read_per_session)}; ${perWorker(r, "d1_rows_read")}`,
+        target: { ...D1_READS_TARGET, value: r.cost.d1_rows_read_per_session },
+      },
+      {
+        label: "queue messages per session (all workers)",
+        value: fmt(r.cost.queue_messages_per_session, 3),
+        against: `${[
+          `ingest ${fmt(r.queue_messages.ingest / r.sessions, 3)} (from ${r.queue_messages.ingest_lines_sampled} sampled lines)`,
+          ...Object.entries(r.queue_messages.beyond_ingest_by_worker).map(
+            ([w, n]) => `${w} ${fmt(n / r.sessions, 3)}`,
+          ),
+        ].join(", ")}; received by consumers ${fmt(r.queue_messages.delivered_to_consumers / r.sessions, 3)}`,
+      },
+      {
+        label: "queue operations per session beyond ingest",
+        value: fmt(r.cost.queue_operations_per_session_beyond_ingest, 3),
+        against: `naive ${fmt(naive?.queue_operations_per_session_beyond_ingest, 3)}; 3 per message`,
+        target: {
+          ...QUEUE_OPERATIONS_BEYOND_INGEST_TARGET,
+          value: r.cost.queue_operations_per_session_beyond_ingest,
+        },
+      },
       {
         label: "D1 busy ms per session (all workers)",
         value: fmt(r.d1_busy_ms_per_session.total),
@@ -188,7 +253,8 @@ export const paced: Phase<"paced", PacedResult> = {
       {
         label: "USD per 1M sessions (Workers+Queues+D1)",
         value: fmt(r.cost.usd_per_million_sessions.total),
-        against: `naive ${fmt(naive?.usd_per_million_sessions.total)}`,
+        against: `naive ${fmt(naive?.usd_per_million_sessions.total)}; ${usdParts(r.cost)}`,
+        target: { ...USD_PER_MILLION_TARGET, value: r.cost.usd_per_million_sessions.total },
       },
     ];
   },

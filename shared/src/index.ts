@@ -14,6 +14,7 @@ export * from "./messages";
 export * from "./periods";
 export * from "./plans";
 export * from "./pricing";
+export * from "./queuestats";
 export * from "./retry";
 export * from "./rules";
 export * from "./series";

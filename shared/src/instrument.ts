@@ -1,12 +1,21 @@
 /**
  * One structured line per request, queue batch and cron run in every worker, with what it cost
- * in D1 (rows read and written), so operators and the benchmark read costs from the logs.
+ * in D1 (rows read and written) and in queue messages sent, so operators and the benchmark read
+ * costs from the logs.
  */
-import { d1LogFields, withD1Stats } from "./d1stats";
+import { type D1Stats, d1LogFields, withD1Stats } from "./d1stats";
 import { createLogger } from "./log";
+import { type QueueStats, queueLogFields, withQueueStats } from "./queuestats";
 
 interface WithDb {
   DB: D1Database;
+}
+
+/** A copy of the env whose D1 counts rows and whose queue producers count messages. */
+function counting<E extends WithDb>(env: E): { env: E; d1: D1Stats; queues: QueueStats } {
+  const d1 = withD1Stats(env);
+  const queues = withQueueStats(d1.env);
+  return { env: queues.env, d1: d1.stats, queues: queues.stats };
 }
 
 const requestFields = new WeakMap<Request, Record<string, unknown>>();
@@ -36,7 +45,7 @@ export function instrumentFetch<E extends WithDb>(
   const log = createLogger(worker);
   return async (request: Request, env: E, ctx: ExecutionContext): Promise<Response> => {
     const started = Date.now();
-    const counted = withD1Stats(env);
+    const counted = counting(env);
     const response = await fetch(request, counted.env, ctx);
     // read only for successes: a worker whose settings do not parse has already answered 500
     const rate = response.status < 400 ? (opts.successSampleRate?.(env) ?? 1) : 1;
@@ -49,7 +58,9 @@ export function instrumentFetch<E extends WithDb>(
       status: response.status,
       duration_ms: Date.now() - started,
       ...requestFields.get(request),
-      ...d1LogFields(counted.stats),
+      ...d1LogFields(counted.d1),
+      // most requests send nothing; ingest also logs its own `queue_messages`
+      ...(counted.queues.messagesSent > 0 ? queueLogFields(counted.queues) : {}),
     });
     return response;
   };
@@ -62,13 +73,14 @@ export function instrumentQueue<E extends WithDb, M>(
   const log = createLogger(worker);
   return async (batch: MessageBatch<M>, env: E, ctx?: ExecutionContext): Promise<void> => {
     const started = Date.now();
-    const counted = withD1Stats(env);
+    const counted = counting(env);
     await queue(batch, counted.env, ctx);
     log.info("batch done", {
       queue: batch.queue,
       messages: batch.messages.length,
       duration_ms: Date.now() - started,
-      ...d1LogFields(counted.stats),
+      ...d1LogFields(counted.d1),
+      ...queueLogFields(counted.queues),
     });
   };
 }
@@ -80,12 +92,13 @@ export function instrumentScheduled<E extends WithDb>(
   const log = createLogger(worker);
   return async (controller: ScheduledController, env: E, ctx?: ExecutionContext): Promise<void> => {
     const started = Date.now();
-    const counted = withD1Stats(env);
+    const counted = counting(env);
     await scheduled(controller, counted.env, ctx);
     log.info("cron done", {
       cron: controller.cron,
       duration_ms: Date.now() - started,
-      ...d1LogFields(counted.stats),
+      ...d1LogFields(counted.d1),
+      ...queueLogFields(counted.queues),
     });
   };
 }
