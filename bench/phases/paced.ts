@@ -45,14 +45,15 @@ export interface PacedResult {
   ended_to_verdict_ms: { p50: number | null; p99: number | null };
   verdict_to_stripe_ms: { p50: number | null; p99: number | null; samples: number };
   /**
-   * Queue messages sent in the window: ingest's (its `queue_messages`, estimated from the sample
-   * of its request lines it logged) and, per worker, the others' (`queue_messages_sent` of their
-   * done lines); and, as a check from the other side, the messages the consumers' batches
-   * received (`messages` of their `batch done` lines, retries included).
+   * Queue messages sent in the window: ingest's, counted where they arrive (the classifier's
+   * `batch done` lines on aigate-telemetry, whose only other producer is an operator's replay;
+   * ingest logs 1 % of its requests, so its own `queue_messages` are a sample, kept as
+   * `ingest_sampled`) and, per worker, the others' (`queue_messages_sent` of their done lines);
+   * and, as a check, every message the consumers' batches received (retries included).
    */
   queue_messages: {
     ingest: number;
-    ingest_lines_sampled: number;
+    ingest_sampled: { lines: number; messages: number };
     beyond_ingest_by_worker: Record<string, number>;
     delivered_to_consumers: number;
   };
@@ -143,7 +144,11 @@ export const paced: Phase<"paced", PacedResult> = {
     const accepted = acceptedRequests(lines);
     ctx.artifacts.paced = { sessions: sessions.length, billed, lines, stateDir: stack.stateDir };
     const load = loadByInvocation(lines);
-    const ingestMessages = sum(accepted, "queue_messages");
+    const ingestMessages = sum(
+      lines,
+      "messages",
+      (l) => l.msg === "batch done" && l.worker === "classifier" && l.queue === "aigate-telemetry",
+    );
     const beyondIngest = queueMessagesBeyondIngest(lines);
     const beyondIngestTotal = Object.values(beyondIngest).reduce((a, b) => a + b, 0);
     return {
@@ -162,7 +167,7 @@ export const paced: Phase<"paced", PacedResult> = {
       },
       queue_messages: {
         ingest: ingestMessages,
-        ingest_lines_sampled: accepted.length,
+        ingest_sampled: { lines: accepted.length, messages: sum(accepted, "queue_messages") },
         beyond_ingest_by_worker: beyondIngest,
         delivered_to_consumers: sum(lines, "messages", (l) => l.msg === "batch done"),
       },
@@ -210,7 +215,7 @@ export const paced: Phase<"paced", PacedResult> = {
         label: "queue messages per session (all workers)",
         value: fmt(r.cost.queue_messages_per_session, 3),
         against: `${[
-          `ingest ${fmt(r.queue_messages.ingest / r.sessions, 3)} (from ${r.queue_messages.ingest_lines_sampled} sampled lines)`,
+          `ingest ${fmt(r.queue_messages.ingest / r.sessions, 3)} (as received; its ${r.queue_messages.ingest_sampled.lines} sampled lines say ${fmt(r.queue_messages.ingest_sampled.messages / r.sessions, 3)})`,
           ...Object.entries(r.queue_messages.beyond_ingest_by_worker).map(
             ([w, n]) => `${w} ${fmt(n / r.sessions, 3)}`,
           ),
