@@ -25,7 +25,10 @@ export interface ApiConfig extends AccountSettings {
   stripeTax: boolean;
 }
 
-/** The hourly retention trigger in wrangler.jsonc (the other cron, every minute, sends alerts). */
+/**
+ * The hourly retention trigger in wrangler.jsonc (the other cron, every minute, sends alerts and
+ * archives new user-days).
+ */
 export const RETENTION_CRON = "41 * * * *";
 
 const DAY_MS = 86_400_000;
@@ -99,7 +102,7 @@ export interface RetentionConfig {
   sessionsMs: number;
 }
 
-/** The retention windows (the hourly cron reads only these, not the api's secrets). */
+/** The retention windows (the crons read only these, not the api's secrets). */
 export function readRetentionConfig(env: unknown): RetentionConfig {
   const vars = parseVars(RetentionVars, env);
   return {

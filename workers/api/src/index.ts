@@ -34,17 +34,23 @@ export default {
     }
     await drainDeadLetters(env.DB, batch, Date.now(), log);
   }),
-  // every minute: the spend alerts due for delivery go to aigate-alerts; hourly: retention, then
-  // the session archive
+  // every minute: the spend alerts due for delivery go to aigate-alerts, then the session
+  // archive takes new user-days (up to ARCHIVE_MAX_USER_DAYS a run); hourly: retention, then the
+  // archive looks again at the user-days waiting to be archived (no scan: the two runs never take
+  // the same user-day)
   scheduled: instrumentScheduled("api", async (controller: ScheduledController, env: Env) => {
     if (controller.cron === RETENTION_CRON) {
       const log = createLogger("api", { cron: "retention", request_id: crypto.randomUUID() });
       const config = readRetentionConfig(env);
       await runRetention(env.DB, config, Date.now(), log);
-      await runSessionArchive(env.DB, env.ARCHIVE, config, Date.now(), log);
+      await runSessionArchive(env.DB, env.ARCHIVE, config, Date.now(), log, { maxUserDays: 0 });
       return;
     }
     const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });
     await enqueueDueAlerts(env.DB, env.ALERTS, Date.now(), log);
+    const archiveLog = createLogger("api", { cron: "archive", request_id: crypto.randomUUID() });
+    await runSessionArchive(env.DB, env.ARCHIVE, readRetentionConfig(env), Date.now(), archiveLog, {
+      maxWaitingChecks: 0,
+    });
   }),
 } satisfies ExportedHandler<Env, unknown>;

@@ -404,6 +404,40 @@ describe("which sessions leave D1", () => {
   });
 });
 
+describe("the minute scan and the hourly waiting list", () => {
+  it("splits the work: a scan-only run leaves the waiting list alone, a waiting-only run does not scan", async () => {
+    const period = Date.UTC(2026, 8, 1);
+    const waiting = `a_wait_${crypto.randomUUID().slice(0, 8)}`;
+    await insertSeries({ user: waiting, plan: "payg", periodStart: period, billable: 3, frozen: false });
+    await insertSessions(payg(waiting, OLD - DAY, 3, period));
+    // the minute's scan lists it as waiting
+    const scan = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger(), {
+      maxWaitingChecks: 0,
+    });
+    expect(scan).toMatchObject({ archived: 0, waiting: 1, waiting_listed: 1, more: false });
+    await env.DB.prepare(
+      `UPDATE usage_periods SET frozen_at = ?2, stripe_billed = 3, billed_seq = 3, stripe_invoice_id = 'in_x'
+       WHERE user_id = ?1`,
+    )
+      .bind(waiting, NOW - DAY)
+      .run();
+    const later = await settledUser("later", 2);
+    // another minute: new user-days only, the waiting one is not looked at
+    const minute = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger(), {
+      maxWaitingChecks: 0,
+    });
+    expect(minute).toMatchObject({ archived: 1, waiting: 0, waiting_listed: 1 });
+    expect(await sessionIds(later)).toEqual([]);
+    expect((await sessionIds(waiting)).length).toBe(3);
+    // the hour: the waiting list only, and the scan does not move
+    const before = await env.DB.prepare("SELECT day, user_id FROM session_archive_cursor").first();
+    const hour = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger(), { maxUserDays: 0 });
+    expect(hour).toMatchObject({ archived: 1, deleted: 3, waiting_listed: 0, more: false });
+    expect(await env.DB.prepare("SELECT day, user_id FROM session_archive_cursor").first()).toEqual(before);
+    expect(await sessionIds(waiting)).toEqual([]);
+  });
+});
+
 describe("idempotent and resumable", () => {
   it("writes nothing and deletes nothing more when run again", async () => {
     const user = await settledUser("again", 5);
@@ -668,13 +702,22 @@ describe("settings and the cron", () => {
     );
   });
 
-  it("runs with the hourly retention cron on the Worker's own bucket", async () => {
+  it("takes new user-days with the minute cron and looks again at waiting ones with the hourly cron, on the Worker's own bucket", async () => {
     const user = `cron_${crypto.randomUUID().slice(0, 8)}`;
     const now = Date.now();
     const old = now - 50 * DAY;
     await insertSessions([{ id: "cron_old", user, billedAt: old, plan: "free", periodStart: old, seq: 1 }]);
+    // the hourly run does not scan
+    const hourly = createExecutionContext();
+    await worker.scheduled(
+      createScheduledController({ cron: RETENTION_CRON, scheduledTime: now }),
+      env,
+      hourly,
+    );
+    await waitOnExecutionContext(hourly);
+    expect(await sessionIds(user)).toEqual(["cron_old"]);
     const ctx = createExecutionContext();
-    await worker.scheduled(createScheduledController({ cron: RETENTION_CRON, scheduledTime: now }), env, ctx);
+    await worker.scheduled(createScheduledController({ cron: "* * * * *", scheduledTime: now }), env, ctx);
     await waitOnExecutionContext(ctx);
     expect(await sessionIds(user)).toEqual([]);
     const day = new Date(old).toISOString().slice(0, 10);

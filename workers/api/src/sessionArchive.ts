@@ -1,5 +1,5 @@
 /**
- * The session archive (docs/operations.md "Retention"): the hourly retention cron moves judged
+ * The session archive (docs/operations.md "Retention"): the api's crons move judged
  * sessions that can no longer change any money out of D1, into R2, so `sessions` stays bounded
  * by traffic over a window instead of growing forever.
  *
@@ -30,9 +30,10 @@
  * (day, user) order. A cursor (`session_archive_cursor`) remembers how far that list was walked;
  * the user-days it passed that could not be archived whole (waiting for their series, failed,
  * or a row changed during the deletes) are listed in `session_archive_waiting` and looked at
- * again by later runs, least recently checked first. One run at a time is assumed (the hourly
- * cron); the check before the deletes makes a second run at the same time fail its user-day
- * rather than delete rows the object no longer holds.
+ * again by later runs, least recently checked first. The api's minute cron runs the scan (new
+ * user-days only) and its hourly cron the waiting list (no scan), so the two never take the same
+ * user-day; should two runs of one still overlap, the check before the deletes makes the second
+ * fail its user-day rather than delete rows the object no longer holds.
  */
 import { errorFields, type Logger } from "@aigate/shared";
 import { z } from "zod";
@@ -43,9 +44,9 @@ const DAY_MS = 86_400_000;
 /** Rows deleted per statement. */
 export const ARCHIVE_DELETE_BATCH = 500;
 /**
- * New user-days taken from the scan per run, and waiting ones looked at again: four or five D1
- * queries each, so that a run (with the other retention batches, at most 60 statements) stays
- * well under D1's 1,000 queries per invocation.
+ * New user-days taken from the scan per run (the minute cron), and waiting ones looked at again
+ * (the hourly cron, with the other retention batches, at most 60 statements): four or five D1
+ * queries each, so that a run stays well under D1's 1,000 queries per invocation.
  */
 export const ARCHIVE_MAX_USER_DAYS = 120;
 export const ARCHIVE_MAX_WAITING_CHECKS = 30;
@@ -307,7 +308,8 @@ export async function archiveUserDay(
     .run();
 
   // 3. the rows, in batches, once the object in R2 is still the one just archived (an archive run
-  // running at the same time, which the hourly cron never starts, could have replaced it)
+  // running at the same time on the same user-day, which the crons never start, could have
+  // replaced it)
   const check = await bucket.head(key);
   if (check?.customMetadata?.sha256 !== sha || check.size !== bytes.length)
     throw new Error(`session archive object ${key} changed before its sessions were deleted`);
@@ -349,7 +351,9 @@ export interface SessionArchiveResult {
 }
 
 export interface SessionArchiveOptions {
+  /** New user-days the scan takes (0: no scan). */
   maxUserDays?: number;
+  /** Waiting user-days looked at again (0: none). */
   maxWaitingChecks?: number;
   scanPage?: number;
   deleteBatch?: number;
@@ -445,7 +449,7 @@ export async function runSessionArchive(
   );
   let taken = 0;
   let more = false;
-  scanning: for (;;) {
+  scanning: for (; maxUserDays > 0; ) {
     // one more than the run may take, to know whether the scan has more
     const limit = Math.min(scanPage, maxUserDays - taken + 1);
     const { results } = await scan
