@@ -1,7 +1,8 @@
 /**
  * The `aigate-telemetry` consumer: EventsMessages (telemetry from ingest) and JudgeMessages
- * (judge these sessions now: replays of parked ones, or an operator's). No message is acked unless its work is done or it is parked
- * in `dead_letters`: poison messages are parked at once, transient failures retried with backoff.
+ * (judge these sessions now: replays of parked ones, or an operator's). No message is acked
+ * unless its work is done or it is parked in `dead_letters`: poison messages are parked at once,
+ * transient failures retried with backoff.
  */
 import {
   createLogger,
