@@ -73,15 +73,18 @@ const dataFields = {
   extra: field(fc.string()),
 };
 
-/** The keys an event of `type` may carry in its data (plus one it may not). */
-const DATA_KEYS: Record<string, string[]> = {
-  "aigate.session.created": ["user_id", "project_id"],
-  "aigate.session.connected": ["user_id", "project_id", "connect_latency_ms"],
-  "aigate.session.turn_failed": ["user_id", "project_id", "detail"],
-  "aigate.session.upstream_error": ["user_id", "project_id", "status", "code"],
-  "aigate.session.heartbeat": ["user_id", "project_id", "audio_ms"],
-  "aigate.session.ended": ["user_id", "project_id", "audio_ms", "reason"],
-};
+/**
+ * The keys an event of `type` may carry in its data (plus one it may not). A Map: a junk type such
+ * as "constructor" must not find an object's inherited property.
+ */
+const DATA_KEYS = new Map<string, string[]>([
+  ["aigate.session.created", ["user_id", "project_id"]],
+  ["aigate.session.connected", ["user_id", "project_id", "connect_latency_ms"]],
+  ["aigate.session.turn_failed", ["user_id", "project_id", "detail"]],
+  ["aigate.session.upstream_error", ["user_id", "project_id", "status", "code"]],
+  ["aigate.session.heartbeat", ["user_id", "project_id", "audio_ms"]],
+  ["aigate.session.ended", ["user_id", "project_id", "audio_ms", "reason"]],
+]);
 
 /** A CloudEvent as a gateway (or a broken one) might send it: fields in any order, some omitted. */
 const eventLike = fc
@@ -103,7 +106,10 @@ const eventLike = fc
     reversed: fc.boolean(),
   })
   .map(({ omit, omitData, reversed, ...e }) => {
-    const keys = (typeof e.type === "string" ? DATA_KEYS[e.type] : undefined) ?? ["user_id", "project_id"];
+    const keys = (typeof e.type === "string" ? DATA_KEYS.get(e.type) : undefined) ?? [
+      "user_id",
+      "project_id",
+    ];
     let data: unknown = e.data;
     if (e.data !== null && typeof e.data === "object" && !Array.isArray(e.data)) {
       const all: Record<string, unknown> = e.data;
