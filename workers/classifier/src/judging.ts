@@ -28,12 +28,15 @@ import {
   addToDailyRollups,
   addToSeries,
   type DueEntry,
-  type JudgedRow,
   type JudgeRow,
+  type RollupCount,
   readJudgeRows,
   reattributeIfAccountsMoved,
   recordVerdicts,
+  type SeriesCount,
+  VERDICT_MOVED,
   type VerdictToRecord,
+  type VerdictWithRank,
 } from "./queries";
 import { sendAll } from "./send";
 import { judgeState } from "./timing";
@@ -103,17 +106,75 @@ export function verdictToRecord(
   };
 }
 
-/** Upper bound on re-reads when facts change between the read and the guarded verdict update. */
+/** Upper bound on re-reads when sessions move between the read and the verdict batch. */
 const MAX_PASSES = 4;
 /** Sessions per verdict statement (keeps the JSON parameter small). */
 const MAX_SESSIONS_PER_STATEMENT = 1000;
 /** Series per usage message (ids are <= 200 characters: far below a message's 128 KB). */
 const MAX_SERIES_PER_MESSAGE = 200;
 
+type Planned = {
+  row: JudgeRow;
+  record: VerdictToRecord;
+  series: SeriesToEnsure | null;
+  unattributed: boolean;
+};
+
+const seriesKey = (s: { user_id: string; plan: string; period_start: number }) =>
+  `${s.user_id}|${s.plan}|${s.period_start}`;
+
+/** The billable sessions of a series, the ones that count in it and are told to the biller. */
+function countsInSeries(p: Planned): boolean {
+  return p.record.billable === 1 && p.record.plan !== null && p.record.period_start !== null;
+}
+
+/**
+ * A verdict statement's sessions with their ranks in their series (in session id order, as
+ * sessions are recorded), and what they add to the series' counts and to the daily rollups.
+ */
+export function verdictChunk(chunk: readonly Planned[]): {
+  verdicts: VerdictWithRank[];
+  series: SeriesCount[];
+  rollups: RollupCount[];
+} {
+  const series = new Map<string, SeriesCount>();
+  const rollups = new Map<string, RollupCount>();
+  const ranked = new Map<string, number>();
+  for (const p of [...chunk].sort((a, b) => (a.row.session_id < b.row.session_id ? -1 : 1))) {
+    const { record } = p;
+    if (countsInSeries(p) && record.plan !== null && record.period_start !== null) {
+      const ref = { user_id: p.row.user_id, plan: record.plan, period_start: record.period_start };
+      const count = series.get(seriesKey(ref)) ?? { ...ref, n: 0 };
+      count.n += 1;
+      series.set(seriesKey(ref), count);
+      ranked.set(record.session_id, count.n);
+    }
+    const day = new Date(record.billed_at).toISOString().slice(0, 10);
+    const key = `${p.row.user_id}|${day}|${record.reason}`;
+    const rollup = rollups.get(key) ?? {
+      user_id: p.row.user_id,
+      day,
+      reason: record.reason,
+      sessions: 0,
+      audio_ms: 0,
+    };
+    rollup.sessions += 1;
+    rollup.audio_ms += record.audio_ms;
+    rollups.set(key, rollup);
+  }
+  return {
+    verdicts: chunk.map((p) => ({ ...p.record, rank: ranked.get(p.record.session_id) ?? null })),
+    series: [...series.values()],
+    rollups: [...rollups.values()],
+  };
+}
+
 /**
  * Judges the listed sessions that are due (those already judged are left alone), tells the biller
- * which paid series grew, and returns those not due yet. Throws on D1 or queue failure; a retry is
- * safe (a new judge token matches no row twice in the series and rollups; a lost usage message is
+ * which paid series grew, and returns those not due yet. The verdicts of a pass are recorded all
+ * or none, with everything they imply, in one batch; a session that moved since the read fails
+ * the batch (VERDICT_MOVED) and the pass reads again. Throws on D1 or queue failure; a retry is
+ * safe (verdicts are final: a committed pass finds its sessions judged; a lost usage message is
  * made up for by the biller's sweep, which posts every unposted series).
  */
 export async function judgeSessions(
@@ -126,31 +187,35 @@ export async function judgeSessions(
   const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0 };
   const grown = new Map<string, SeriesRef>();
   const notDue = new Map<string, number>();
-  let toCheck = [...new Set(sessionIds)];
+  const toCheck = [...new Set(sessionIds)];
 
-  for (let pass = 0; toCheck.length > 0; pass += 1) {
-    if (pass === MAX_PASSES) throw new Error(`facts kept changing under the verdict update (${pass} passes)`);
+  for (let pass = 0; ; pass += 1) {
+    if (pass === MAX_PASSES) throw new Error(`sessions kept moving under the verdict batch (${pass} passes)`);
     const rows = await readJudgeRows(db, toCheck);
-    outcome.skipped += toCheck.length - rows.length;
+    const counted = { resent: 0, skipped: toCheck.length - rows.length };
     const due: JudgeRow[] = [];
+    notDue.clear();
     for (const row of rows) {
       const state = judgeState(row, now, settings.staleMs);
       if (state === "judged") {
-        outcome.resent += 1;
+        counted.resent += 1;
       } else if (state === "due") {
         due.push(row);
       } else {
         notDue.set(row.session_id, row.settle_due_at ?? row.last_seen_at + settings.staleMs);
       }
     }
+    outcome.resent = counted.resent;
+    outcome.skipped = counted.skipped;
     if (due.length === 0) break;
 
     const accounts = await loadAccounts(db, [...new Set(due.map((r) => r.user_id))]);
-    const planned = due.map((row) => ({ row, ...verdictToRecord(row, accounts.get(row.user_id)) }));
+    const planned: Planned[] = due.map((row) => ({
+      row,
+      ...verdictToRecord(row, accounts.get(row.user_id)),
+    }));
     const series = new Map<string, SeriesToEnsure>();
-    for (const p of planned) {
-      if (p.series) series.set(`${p.series.user_id}|${p.series.plan}|${p.series.period_start}`, p.series);
-    }
+    for (const p of planned) if (p.series) series.set(seriesKey(p.series), p.series);
     const unattributed = planned.filter((p) => p.unattributed);
 
     const token = crypto.randomUUID();
@@ -174,31 +239,12 @@ export async function judgeSessions(
     if (series.size > 0) statements.push(ensureSeries(db, [...series.values()], now));
     const verdictStatements: number[] = [];
     for (const chunk of chunkBySize(planned, MAX_SESSIONS_PER_STATEMENT, Number.MAX_SAFE_INTEGER, () => 1)) {
+      const { verdicts, series: counts, rollups } = verdictChunk(chunk);
       verdictStatements.push(statements.length);
-      statements.push(
-        recordVerdicts(
-          db,
-          chunk.map((p) => p.record),
-          token,
-          now,
-        ),
-      );
-      // the count right after the ranks it implies, so the next chunk ranks after it
-      statements.push(
-        addToSeries(
-          db,
-          chunk.map((p) => p.row.session_id),
-          token,
-          now,
-        ),
-      );
-      statements.push(
-        addToDailyRollups(
-          db,
-          chunk.map((p) => p.row.session_id),
-          token,
-        ),
-      );
+      statements.push(recordVerdicts(db, verdicts, token, now));
+      // the counts right after the ranks they imply, so the next chunk ranks after them
+      if (counts.length > 0) statements.push(addToSeries(db, counts, now));
+      statements.push(addToDailyRollups(db, rollups));
     }
     // the series that grew may have crossed a spend alert threshold: recorded with the counts
     if (series.size > 0) statements.push(recordSpendCrossings(db, [...series.values()], now));
@@ -211,25 +257,37 @@ export async function judgeSessions(
         ),
       );
     }
-    const results = await db.batch<JudgedRow>(statements);
-    const judged = new Set<string>();
-    for (const index of verdictStatements) {
-      for (const row of results[index]?.results ?? []) {
-        judged.add(row.session_id);
-        if (row.billable === 1 && row.plan !== null && row.plan !== "free" && row.period_start !== null) {
-          const ref = {
-            user_id: row.user_id,
-            plan: row.plan as SeriesRef["plan"],
-            period_start: row.period_start,
-          };
-          grown.set(`${ref.user_id}|${ref.plan}|${ref.period_start}`, ref);
-        }
+    let results: D1Result<{ session_id: string }>[];
+    try {
+      results = await db.batch<{ session_id: string }>(statements);
+    } catch (error) {
+      // a session moved since the read: nothing was written; read them all again
+      if (VERDICT_MOVED.test(String(error))) continue;
+      throw error;
+    }
+    const recorded = verdictStatements.reduce((n, index) => n + (results[index]?.results.length ?? 0), 0);
+    if (recorded !== planned.length) {
+      // a session without a verdict is never deleted, so this cannot happen: say so if it does
+      throw new Error(`verdict batch recorded ${recorded} of ${planned.length} verdicts`);
+    }
+    for (const p of planned) {
+      if (
+        countsInSeries(p) &&
+        p.record.plan !== "free" &&
+        p.record.plan !== null &&
+        p.record.period_start !== null
+      ) {
+        const ref = {
+          user_id: p.row.user_id,
+          plan: p.record.plan as SeriesRef["plan"],
+          period_start: p.record.period_start,
+        };
+        grown.set(seriesKey(ref), ref);
       }
     }
-    outcome.judged += judged.size;
-    outcome.unattributed += unattributed.filter((p) => judged.has(p.row.session_id)).length;
-    // Not updated: judged by another run, or facts changed since the read. Look again.
-    toCheck = due.map((r) => r.session_id).filter((id) => !judged.has(id));
+    outcome.judged = planned.length;
+    outcome.unattributed = unattributed.length;
+    break;
   }
 
   if (grown.size > 0) {

@@ -61,21 +61,6 @@ export interface JudgeRow {
   rule_version: number | null;
 }
 
-/** The judged row as the verdict UPDATE returns it. */
-export interface JudgedRow {
-  session_id: string;
-  user_id: string;
-  project_id: string;
-  created_at: number;
-  audio_ms: number;
-  verdict_at: number;
-  billable: number;
-  reason: string;
-  rule_version: number;
-  plan: string | null;
-  period_start: number | null;
-}
-
 export interface UpsertedRow {
   session_id: string;
   settle_due_at: number | null;
@@ -233,29 +218,50 @@ export function readJudgeRows(db: D1Database, sessionIds: readonly string[]): Pr
        coalesce(created_at, first_event_at) AS reported_created_at, first_seen_at, admitted_at, connected,
        connect_latency_ms, turn_failed, upstream_error, audio_ms, last_seen_at, settle_due_at, verdict_at, billable,
        reason, rule_version
-     FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1))`,
+     FROM json_each(?1) AS j JOIN sessions ON sessions.session_id = j.value`,
     sessionIds,
   );
 }
 
+/** A session's verdict as recordVerdicts writes it: with its rank among this statement's sessions of its series. */
+export interface VerdictWithRank extends VerdictToRecord {
+  /** For a billable session with a series: 1..n within the statement, in session id order; else null. */
+  rank: number | null;
+}
+
+/** The error a verdict batch fails with, on purpose, when a session moved since it was read. */
+export const VERDICT_MOVED = /NOT NULL constraint failed: sessions\.first_seen_at/;
+
 /**
- * Records verdicts, final: only rows without a verdict whose verdict inputs still equal the facts
- * the verdict was computed from. With the verdict, in the same row: the session's billing time and
- * series, and for a billable session its rank `seq` in the series (the series' highest rank so far
- * plus its rank in this statement, so ranks grow in the order sessions are recorded; the count and
- * highest rank are added right after, in the same batch). The session no longer claims admission (`open`): its
+ * Records verdicts, final, all or none: every listed session must still be without a verdict and
+ * have the verdict inputs it was judged from. One that moved since the read (judged by another
+ * run, or telemetry merged meanwhile) makes the statement write NULL into a NOT NULL column, which
+ * fails it and rolls the whole batch back (VERDICT_MOVED); the caller reads again and retries. So
+ * the caller knows, before the batch, exactly which verdicts it records, and writes the series'
+ * counts and the rollups from them without reading the sessions again.
+ * With the verdict, in the same row: the session's billing time and series, and for a billable
+ * session its rank `seq` in the series (the series' highest rank so far plus its rank in this
+ * statement, so ranks grow in the order sessions are recorded; the count and highest rank are
+ * added right after, in the same batch). The session no longer claims admission (`open`): its
  * usage now counts through its series. The event digest goes: later telemetry is only counted as
- * late. RETURNING gives what the biller is told.
+ * late. Each session is read once, by its key, and its series' row once.
  */
 export function recordVerdicts(
   db: D1Database,
-  verdicts: VerdictToRecord[],
+  verdicts: VerdictWithRank[],
   token: string,
   now: number,
 ): D1PreparedStatement {
+  const unchanged = `sessions.verdict_at IS NULL
+           AND sessions.connected = v.connected
+           AND sessions.connect_latency_ms IS v.connect_latency_ms
+           AND sessions.turn_failed = v.turn_failed
+           AND sessions.upstream_error = v.upstream_error
+           AND sessions.audio_ms = v.audio_ms`;
   return db
     .prepare(
       `UPDATE sessions SET
+         first_seen_at = CASE WHEN ${unchanged} THEN sessions.first_seen_at END,
          verdict_at = ?2,
          billable = v.billable,
          reason = v.reason,
@@ -266,60 +272,51 @@ export function recordVerdicts(
          billed_at = v.billed_at,
          plan = v.plan,
          period_start = v.period_start,
-         seq = v.seq
+         seq = CASE WHEN v.rank IS NOT NULL THEN
+           coalesce((SELECT p.seq_top FROM usage_periods p
+                     WHERE p.user_id = sessions.user_id AND p.plan = v.plan AND p.period_start = v.period_start), 0)
+           + v.rank
+         END
        FROM (
-         SELECT j.session_id, j.billable, j.reason, j.rule_version, j.billed_at, j.plan, j.period_start,
-           CASE WHEN j.billable = 1 AND j.plan IS NOT NULL THEN
-             coalesce(p.seq_top, 0)
-             + row_number() OVER (PARTITION BY s.user_id, j.plan, j.period_start, j.billable = 1 AND j.plan IS NOT NULL
-                                  ORDER BY j.session_id)
-           END AS seq
-         FROM (
-           SELECT value->>'$.session_id' AS session_id, value->>'$.billable' AS billable, value->>'$.reason' AS reason,
-             value->>'$.rule_version' AS rule_version, value->>'$.billed_at' AS billed_at, value->>'$.plan' AS plan,
-             value->>'$.period_start' AS period_start, value->>'$.connected' AS connected,
-             value->>'$.connect_latency_ms' AS connect_latency_ms, value->>'$.turn_failed' AS turn_failed,
-             value->>'$.upstream_error' AS upstream_error, value->>'$.audio_ms' AS audio_ms
-           FROM json_each(?1)) AS j
-         JOIN sessions s ON s.session_id = j.session_id
-         LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = j.plan AND p.period_start = j.period_start
-         WHERE s.verdict_at IS NULL
-           AND s.connected = j.connected
-           AND s.connect_latency_ms IS j.connect_latency_ms
-           AND s.turn_failed = j.turn_failed
-           AND s.upstream_error = j.upstream_error
-           AND s.audio_ms = j.audio_ms
+         SELECT value->>'$.session_id' AS session_id, value->>'$.billable' AS billable, value->>'$.reason' AS reason,
+           value->>'$.rule_version' AS rule_version, value->>'$.billed_at' AS billed_at, value->>'$.plan' AS plan,
+           value->>'$.period_start' AS period_start, value->>'$.rank' AS rank, value->>'$.connected' AS connected,
+           value->>'$.connect_latency_ms' AS connect_latency_ms, value->>'$.turn_failed' AS turn_failed,
+           value->>'$.upstream_error' AS upstream_error, value->>'$.audio_ms' AS audio_ms
+         FROM json_each(?1)
        ) AS v
        WHERE sessions.session_id = v.session_id
-       RETURNING session_id, user_id, project_id, ${CREATED_AT} AS created_at, audio_ms, verdict_at,
-         billable, reason, rule_version, plan, period_start`,
+       RETURNING session_id`,
     )
     .bind(JSON.stringify(verdicts), now, token);
 }
 
+/** Billable verdicts added to one series by a verdict statement. */
+export interface SeriesCount {
+  user_id: string;
+  plan: string;
+  period_start: number;
+  n: number;
+}
+
 /**
- * Adds this run's billable verdicts (`verdict_token`) to their series' counts. In the same batch as
- * recordVerdicts, right after it: a retried run has a new token and matches no row twice.
+ * Adds a verdict statement's billable sessions to their series' counts and highest ranks. In the
+ * same batch as recordVerdicts, right after it (the next statement's ranks start after these);
+ * the batch records all its verdicts or none, so the counts are the verdicts'.
  */
-export function addToSeries(
-  db: D1Database,
-  sessionIds: string[],
-  token: string,
-  now: number,
-): D1PreparedStatement {
+export function addToSeries(db: D1Database, counts: SeriesCount[], now: number): D1PreparedStatement {
   return db
     .prepare(
-      `UPDATE usage_periods SET billable_sessions = billable_sessions + c.n, seq_top = seq_top + c.n, updated_at = ?3
+      `UPDATE usage_periods SET billable_sessions = billable_sessions + c.n, seq_top = seq_top + c.n, updated_at = ?2
        FROM (
-         SELECT user_id, plan, period_start, count(*) AS n FROM sessions
-         WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_token = ?2 AND billable = 1
-           AND plan IS NOT NULL
-         GROUP BY user_id, plan, period_start
+         SELECT value->>'$.user_id' AS user_id, value->>'$.plan' AS plan, value->>'$.period_start' AS period_start,
+           value->>'$.n' AS n
+         FROM json_each(?1)
        ) AS c
        WHERE usage_periods.user_id = c.user_id AND usage_periods.plan = c.plan
          AND usage_periods.period_start = c.period_start`,
     )
-    .bind(JSON.stringify(sessionIds), token, now);
+    .bind(JSON.stringify(counts), now);
 }
 
 /**
@@ -347,24 +344,30 @@ export function reattributeIfAccountsMoved(
     .bind(JSON.stringify(users), now);
 }
 
+/** The verdicts of one user, day (UTC, of the billing time) and reason. */
+export interface RollupCount {
+  user_id: string;
+  day: string;
+  reason: string;
+  sessions: number;
+  audio_ms: number;
+}
+
 /**
- * Adds the verdicts of one judge run (`verdict_token`) to the daily rollups. In the same batch as
- * recordVerdicts: a retried run has a new token and matches no row twice.
+ * Adds verdicts to the daily rollups. In the same batch as recordVerdicts, which records all its
+ * verdicts or none.
  */
-export function addToDailyRollups(db: D1Database, sessionIds: string[], token: string): D1PreparedStatement {
+export function addToDailyRollups(db: D1Database, counts: RollupCount[]): D1PreparedStatement {
   return db
     .prepare(
       `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
-       SELECT user_id, strftime('%Y-%m-%d', coalesce(billed_at, ${CREATED_AT}) / 1000, 'unixepoch'), reason, count(*),
-         sum(audio_ms)
-       FROM sessions
-       WHERE session_id IN (SELECT value FROM json_each(?1)) AND verdict_token = ?2
-       GROUP BY 1, 2, 3
+       SELECT value->>'$.user_id', value->>'$.day', value->>'$.reason', value->>'$.sessions', value->>'$.audio_ms'
+       FROM json_each(?1) WHERE true
        ON CONFLICT (user_id, day, reason) DO UPDATE SET
          sessions = daily_rollups.sessions + excluded.sessions,
          audio_ms = daily_rollups.audio_ms + excluded.audio_ms`,
     )
-    .bind(JSON.stringify(sessionIds), token);
+    .bind(JSON.stringify(counts));
 }
 
 /** A row of the agenda (session_due): sessions to judge from `due_at` on. */

@@ -72,9 +72,10 @@ const WRITE_SQL = /^\s*(INSERT|UPDATE|DELETE|REPLACE)\b/i;
  */
 export class MeteredD1 {
   rowsWritten = 0;
+  rowsRead = 0;
   statements = 0;
-  /** Every statement run: its first words and the rows it wrote. */
-  log: { statement: string; rowsWritten: number }[] = [];
+  /** Every statement run: its first words and the rows it read and wrote. */
+  log: { statement: string; rowsWritten: number; rowsRead: number }[] = [];
   /** Fail the next N writing batches before they run (nothing written). */
   failBeforeBatch = 0;
   /** Fail the next N writing batches after they committed (written, but the caller sees an error). */
@@ -88,10 +89,12 @@ export class MeteredD1 {
     const count = (meta: D1Meta | undefined, stmt?: D1PreparedStatement) => {
       this.statements += 1;
       this.rowsWritten += meta?.rows_written ?? 0;
+      this.rowsRead += meta?.rows_read ?? 0;
       const sql = (stmt && sqlOf.get(stmt)) ?? "?";
       this.log.push({
         statement: sql.trim().split(/\s+/).slice(0, 3).join(" "),
         rowsWritten: meta?.rows_written ?? 0,
+        rowsRead: meta?.rows_read ?? 0,
       });
     };
     const wrapStatement = (stmt: D1PreparedStatement, sql: string): D1PreparedStatement => {
