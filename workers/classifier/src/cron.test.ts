@@ -193,6 +193,55 @@ describe("cron sweep", () => {
     expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
   });
 
+  it("records a pass's verdicts all or none, and leaves a session that keeps moving to the next run", async () => {
+    const h = harness();
+    await paidAccount("user-1");
+    await deliver(
+      h,
+      [{ body: eventsMessage([...typicalSession("s1", T0), ...typicalSession("s2", T0)], T0 + 40_000) }],
+      T0 + 40_000,
+    );
+    const due = T0 + 40_000 + MINUTE;
+    // before every verdict batch of this run, telemetry for s1 lands: more audio, so its inputs move
+    let audio = 33_000;
+    let heartbeats = 0;
+    const heartbeat = async () => {
+      heartbeats += 1;
+      audio += 1000;
+      await env.DB.prepare("UPDATE sessions SET audio_ms = ?1 WHERE session_id = 's1'").bind(audio).run();
+      h.d1.beforeNextBatch = heartbeat;
+    };
+    h.d1.beforeNextBatch = heartbeat;
+    expect(await sweepDueSessions(h.env, due)).toMatchObject({ judged: 1, relisted: 1 });
+    h.d1.beforeNextBatch = null;
+    // two verdict batches failed whole on s1 (nothing of them was written), the third judged s2
+    // alone, then the agenda was updated: four writing batches, a heartbeat before each
+    expect(heartbeats).toBe(4);
+    expect((await sessionRow("s1"))?.verdict_at).toBeNull();
+    expect(await sessionRow("s2")).toMatchObject({ billable: 1, seq: 1 });
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[1, 1]]);
+    expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
+    // s1 is on the agenda, due at once, and the next run judges it on what it has by then
+    expect((await agenda()).map((r) => [r.due_at, r.ids])).toEqual([[due, ["s1"]]]);
+    expect(await sweepDueSessions(h.env, due + MINUTE)).toMatchObject({ judged: 1, relisted: 0 });
+    expect(await sessionRow("s1")).toMatchObject({ billable: 1, seq: 2, audio_ms: audio });
+    expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[2, 2]]);
+    expect((await rollups()).map((r) => r.sessions)).toEqual([2]);
+    expect(await agenda()).toEqual([]);
+  });
+
+  it("does not loop on a verdict batch that fails as if a session moved when none did", async () => {
+    const h = harness();
+    await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), T0 + 40_000) }], T0 + 40_000);
+    h.d1.beforeNextBatch = async () => {
+      throw new Error("D1_ERROR: NOT NULL constraint failed: sessions.first_seen_at: SQLITE_CONSTRAINT");
+    };
+    await expect(sweepDueSessions(h.env, T0 + 40_000 + MINUTE)).rejects.toThrow(/no session moved/);
+    // nothing written: the session waits on the agenda for the next run
+    expect((await sessionRow("s1"))?.verdict_at).toBeNull();
+    expect((await agenda()).map((r) => r.ids)).toEqual([["s1"]]);
+  });
+
   it("does not judge a session twice when it is listed twice", async () => {
     const h = harness();
     await deliver(h, [{ body: eventsMessage([ev("created", { session: "s1", time: T0 })], T0) }], T0);

@@ -73,6 +73,18 @@ export function factsOfRow(row: JudgeRow): SessionFacts {
   };
 }
 
+/** What a verdict rests on, as a key: a session whose key changed since it was read has moved. */
+function verdictInputs(row: JudgeRow): string {
+  return JSON.stringify([
+    row.verdict_at,
+    row.connected,
+    row.connect_latency_ms,
+    row.turn_failed,
+    row.upstream_error,
+    row.audio_ms,
+  ]);
+}
+
 /** The verdict of a row, the facts it rests on (the update applies only if they still hold) and its series. */
 export function verdictToRecord(
   row: JudgeRow,
@@ -106,8 +118,12 @@ export function verdictToRecord(
   };
 }
 
-/** Upper bound on re-reads when sessions move between the read and the verdict batch. */
-const MAX_PASSES = 4;
+/**
+ * A session that moves under this many failed verdict batches of a run (telemetry keeps arriving
+ * for it) waits for the next run, so the others are not held up by it. Every failed batch has a
+ * session that moved, so a run ends after a bounded number of them.
+ */
+const MAX_MOVES = 2;
 /** Sessions per verdict statement (keeps the JSON parameter small). */
 const MAX_SESSIONS_PER_STATEMENT = 1000;
 /** Series per usage message (ids are <= 200 characters: far below a message's 128 KB). */
@@ -188,22 +204,39 @@ export async function judgeSessions(
   const grown = new Map<string, SeriesRef>();
   const notDue = new Map<string, number>();
   const toCheck = [...new Set(sessionIds)];
+  /** How often each session moved under a failed verdict batch (at the second, it waits a run). */
+  const moves = new Map<string, number>();
+  /** The verdict inputs of the sessions planned in the last failed batch, as read then. */
+  let lastPlanned = new Map<string, string>();
 
-  for (let pass = 0; ; pass += 1) {
-    if (pass === MAX_PASSES) throw new Error(`sessions kept moving under the verdict batch (${pass} passes)`);
+  for (;;) {
     const rows = await readJudgeRows(db, toCheck);
     const counted = { resent: 0, skipped: toCheck.length - rows.length };
     const due: JudgeRow[] = [];
+    let explained = lastPlanned.size === 0;
     notDue.clear();
     for (const row of rows) {
       const state = judgeState(row, now, settings.staleMs);
+      const before = lastPlanned.get(row.session_id);
+      if (before !== undefined && (state !== "due" || before !== verdictInputs(row))) {
+        explained = true;
+        if (state === "due") moves.set(row.session_id, (moves.get(row.session_id) ?? 0) + 1);
+      }
       if (state === "judged") {
         counted.resent += 1;
-      } else if (state === "due") {
+      } else if (state === "due" && (moves.get(row.session_id) ?? 0) < MAX_MOVES) {
         due.push(row);
+      } else if (state === "due") {
+        // telemetry keeps arriving for it: the next run judges it, not a pass of this one
+        notDue.set(row.session_id, now);
       } else {
         notDue.set(row.session_id, row.settle_due_at ?? row.last_seen_at + settings.staleMs);
       }
+    }
+    if (!explained) {
+      // the batch failed as if a session moved, yet none did (facts only grow, so a move shows):
+      // not a race, so do not loop on it
+      throw new Error("the verdict batch failed on a moved session, but no session moved");
     }
     outcome.resent = counted.resent;
     outcome.skipped = counted.skipped;
@@ -261,9 +294,11 @@ export async function judgeSessions(
     try {
       results = await db.batch<{ session_id: string }>(statements);
     } catch (error) {
-      // a session moved since the read: nothing was written; read them all again
-      if (VERDICT_MOVED.test(String(error))) continue;
-      throw error;
+      // A session moved since the read: nothing was written. Read again; the sessions whose
+      // inputs changed go to the next run, so every failed pass leaves at least one out.
+      if (!VERDICT_MOVED.test(String(error))) throw error;
+      lastPlanned = new Map(due.map((row) => [row.session_id, verdictInputs(row)]));
+      continue;
     }
     const recorded = verdictStatements.reduce((n, index) => n + (results[index]?.results.length ?? 0), 0);
     if (recorded !== planned.length) {
