@@ -212,7 +212,7 @@ describe("cron sweep", () => {
       h.d1.beforeNextBatch = heartbeat;
     };
     h.d1.beforeNextBatch = heartbeat;
-    expect(await sweepDueSessions(h.env, due)).toMatchObject({ judged: 1, relisted: 1 });
+    expect(await sweepDueSessions(h.env, due)).toMatchObject({ judged: 1, relisted: 1, moved: 2 });
     h.d1.beforeNextBatch = null;
     // two verdict batches failed whole on s1 (nothing of them was written), the third judged s2
     // alone, then the agenda was updated: four writing batches, a heartbeat before each
@@ -223,7 +223,7 @@ describe("cron sweep", () => {
     expect((await rollups()).map((r) => r.sessions)).toEqual([1]);
     // s1 is on the agenda, due at once, and the next run judges it on what it has by then
     expect((await agenda()).map((r) => [r.due_at, r.ids])).toEqual([[due, ["s1"]]]);
-    expect(await sweepDueSessions(h.env, due + MINUTE)).toMatchObject({ judged: 1, relisted: 0 });
+    expect(await sweepDueSessions(h.env, due + MINUTE)).toMatchObject({ judged: 1, relisted: 0, moved: 0 });
     expect(await sessionRow("s1")).toMatchObject({ billable: 1, seq: 2, audio_ms: audio });
     expect((await seriesRows()).map((r) => [r.billable_sessions, r.seq_top])).toEqual([[2, 2]]);
     expect((await rollups()).map((r) => r.sessions)).toEqual([2]);

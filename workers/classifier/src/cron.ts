@@ -26,8 +26,10 @@ export const RUN_BUDGET_MS = 45_000;
 export interface SweepOutcome {
   rows: number;
   judged: number;
-  /** Listed again: not due yet. */
+  /** Listed again: not due yet, or moving under the verdict batch. */
   relisted: number;
+  /** Verdict batches that failed whole because a session moved under them, and were read again. */
+  moved: number;
   passes: number;
   /** Due rows were left for the next run (the budget ran out). */
   more: boolean;
@@ -54,7 +56,7 @@ export async function sweepDueSessions(
   const log = createLogger("classifier", { cron: "judge" });
   const settings = readConfig(env);
   const started = Date.now();
-  const outcome: SweepOutcome = { rows: 0, judged: 0, relisted: 0, passes: 0, more: false };
+  const outcome: SweepOutcome = { rows: 0, judged: 0, relisted: 0, moved: 0, passes: 0, more: false };
   for (;;) {
     const rows = await readDueRows(env.DB, now, ROWS_PER_PASS);
     if (rows.length === 0) break;
@@ -64,6 +66,7 @@ export async function sweepDueSessions(
     outcome.rows += taken.length;
     outcome.judged += judged.judged;
     outcome.relisted += judged.notDue.length;
+    outcome.moved += judged.moved;
     outcome.passes += 1;
     if (taken.length === rows.length && rows.length < ROWS_PER_PASS) break;
     if (Date.now() - started >= (opts.budgetMs ?? RUN_BUDGET_MS)) {

@@ -52,6 +52,8 @@ export interface JudgeOutcome {
   settling: number;
   /** Not judged: unknown to D1. */
   skipped: number;
+  /** Verdict batches that failed whole because a session moved under them (each read again). */
+  moved: number;
 }
 
 export interface JudgeResult extends JudgeOutcome {
@@ -200,7 +202,7 @@ export async function judgeSessions(
   now: number,
   settings: ClassifierConfig,
 ): Promise<JudgeResult> {
-  const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0 };
+  const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0, moved: 0 };
   const grown = new Map<string, SeriesRef>();
   const notDue = new Map<string, number>();
   const toCheck = [...new Set(sessionIds)];
@@ -297,6 +299,7 @@ export async function judgeSessions(
       // A session moved since the read: nothing was written. Read again; the sessions whose
       // inputs changed go to the next run, so every failed pass leaves at least one out.
       if (!VERDICT_MOVED.test(String(error))) throw error;
+      outcome.moved += 1;
       lastPlanned = new Map(due.map((row) => [row.session_id, verdictInputs(row)]));
       continue;
     }
