@@ -2,10 +2,11 @@
  * Judging sessions: the verdict is computed by the versioned rules (shared/src/rules.ts) from the
  * stored facts and recorded, final (guarded by `verdict_at IS NULL`), in one D1 batch with
  * everything it implies: the session's billing time and usage series (the one attribution rule,
- * shared/src/attribution.ts), its rank in the series, the series' count and the daily rollup. A
- * retried run changes nothing twice (its token matches only the rows it judged). Then the biller
- * is told which paid series grew, in one message per run; if that send is lost, the biller's
- * minute sweep posts the series anyway (their totals in D1 are the outbox).
+ * shared/src/attribution.ts), its rank in the series, the series' count and the daily rollup,
+ * all of a pass's verdicts or none (a session that moved since the read fails the batch). A
+ * retried run changes nothing twice (verdicts are final, and a pass's counts commit with them).
+ * Then the biller is told which paid series grew, in one message per run; if that send is lost,
+ * the biller's minute sweep posts the series anyway (their totals in D1 are the outbox).
  */
 import {
   type AccountHistory,
@@ -150,7 +151,7 @@ function countsInSeries(p: Planned): boolean {
  * A verdict statement's sessions with their ranks in their series (in session id order, as
  * sessions are recorded), and what they add to the series' counts and to the daily rollups.
  */
-export function verdictChunk(chunk: readonly Planned[]): {
+function verdictChunk(chunk: readonly Planned[]): {
   verdicts: VerdictWithRank[];
   series: SeriesCount[];
   rollups: RollupCount[];
