@@ -69,6 +69,26 @@ async function clear() {
 }
 
 /**
+ * Every series' count and highest rank equal its billable sessions, ranked once each, 1..n, and
+ * no billable session is outside a series. Returns the series rows.
+ */
+async function expectSeriesOf(sessions: readonly Record<string, unknown>[]) {
+  const series = await seriesRows();
+  const ranks = await ranksBySeries();
+  for (const r of series) {
+    const billable = sessions.filter(
+      (f) => f.user_id === r.user_id && f.period_start === r.period_start && f.billable === 1,
+    ).length;
+    expect([r.billable_sessions, r.seq_top]).toEqual([billable, billable]);
+    expect(ranks.get(`${r.user_id}|${r.plan}|${r.period_start}`) ?? []).toEqual(dense(billable));
+  }
+  expect(series.reduce((n, r) => n + r.billable_sessions, 0)).toBe(
+    sessions.filter((f) => f.billable === 1).length,
+  );
+  return series;
+}
+
+/**
  * Delivers batches through the real handler (message k of batch i received at START + i s + k ms),
  * reminders as they come, then lets time pass and the cron run.
  */
@@ -124,18 +144,7 @@ async function run(delivery: Delivery): Promise<Outcome> {
     expect(f.reason).not.toBeNull();
     expect(f.plan).toBe(f.user_id === PAID_USER ? "payg" : "free");
   }
-  const series = await seriesRows();
-  const ranks = await ranksBySeries();
-  for (const r of series) {
-    const billable = facts.filter(
-      (f) => f.user_id === r.user_id && f.period_start === r.period_start && f.billable === 1,
-    ).length;
-    expect([r.billable_sessions, r.seq_top]).toEqual([billable, billable]);
-    expect(ranks.get(`${r.user_id}|${r.plan}|${r.period_start}`) ?? []).toEqual(dense(billable));
-  }
-  expect(series.reduce((n, r) => n + r.billable_sessions, 0)).toBe(
-    facts.filter((f) => f.billable === 1).length,
-  );
+  const series = await expectSeriesOf(facts);
 
   // the biller hears of the paid series only, once per run that grew it
   const paidBillable = facts.filter((f) => f.user_id === PAID_USER && f.billable === 1).length;
@@ -268,18 +277,7 @@ describe("a judge run's counts are its verdicts' when telemetry lands under its 
           expect(judged).toHaveLength(sessions.length);
           for (const s of judged) expect(s.verdict_at).not.toBeNull();
           expect(await rollups()).toEqual(await rollupsOfSessions());
-          const series = await seriesRows();
-          const ranks = await ranksBySeries();
-          for (const r of series) {
-            const billable = judged.filter(
-              (s) => s.user_id === r.user_id && s.period_start === r.period_start && s.billable === 1,
-            ).length;
-            expect([r.billable_sessions, r.seq_top]).toEqual([billable, billable]);
-            expect(ranks.get(`${r.user_id}|${r.plan}|${r.period_start}`) ?? []).toEqual(dense(billable));
-          }
-          expect(series.reduce((n, r) => n + r.billable_sessions, 0)).toBe(
-            judged.filter((s) => s.billable === 1).length,
-          );
+          await expectSeriesOf(judged);
           expect(await deadLetters()).toEqual([]);
         },
       ),
