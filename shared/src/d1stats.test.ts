@@ -1,6 +1,8 @@
 import { env } from "cloudflare:test";
+import { shardedEnv, userOnShard } from "@aigate/test-support/shards";
 import { describe, expect, it } from "vitest";
-import { countingD1, d1LogFields } from "./d1stats";
+import { countingD1, d1LogFields, withD1Stats } from "./d1stats";
+import { shardsOf } from "./shards";
 
 describe("countingD1", () => {
   it("adds up rows written and read by run, first, all and batch", async () => {
@@ -66,5 +68,34 @@ describe("countingD1", () => {
       )
       .first();
     expect(real.stats.durationMs).toBeGreaterThan(0);
+  });
+});
+
+describe("withD1Stats over shards", () => {
+  it("counts each shard on its own and in the total, and logs D1 time per shard", async () => {
+    const sharded = await shardedEnv({ DB: env.DB, DB_1: env.DB_1, DB_2: env.DB_2, DB_3: env.DB_3 });
+    const { env: counted, stats } = withD1Stats(sharded);
+    const shards = shardsOf(counted);
+    const users = [0, 1, 2, 3].map((i) => userOnShard("stats_user_", i));
+    // two rows for the user on shard 2, one for each of the others
+    for (const user of [...users, users[2] ?? ""]) {
+      await shards
+        .of(user)
+        .prepare(
+          "INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms) VALUES (?1, ?2, 'success', 1, 0) ON CONFLICT DO UPDATE SET sessions = sessions + 1",
+        )
+        .bind(user, "2026-11-01")
+        .run();
+    }
+    expect(stats.queries).toBe(5);
+    expect(stats.byShard?.map((s) => s.queries)).toEqual([1, 1, 2, 1]);
+    // the row lands in the user's shard, and only there
+    for (const [i, db] of [env.DB, env.DB_1, env.DB_2, env.DB_3].entries()) {
+      const { results } = await db.prepare("SELECT user_id, sessions FROM daily_rollups").all();
+      expect(results).toEqual([{ user_id: users[i], sessions: i === 2 ? 2 : 1 }]);
+    }
+    const fields = d1LogFields(stats);
+    expect(fields.d1_duration_ms_by_shard).toHaveLength(4);
+    expect(d1LogFields(withD1Stats({ DB: env.DB }).stats).d1_duration_ms_by_shard).toBeUndefined();
   });
 });

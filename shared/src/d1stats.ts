@@ -3,6 +3,7 @@
  * (rows read, rows written, and the time D1 spent running it) is added up. `raw()` is passed through uncounted. Workers log the totals with each request or batch, and
  * the benchmark and tests read them from there.
  */
+import { MAX_SHARDS, shardBinding } from "./shards";
 
 export interface D1Stats {
   queries: number;
@@ -14,6 +15,8 @@ export interface D1Stats {
    * this is the share of the database an invocation used (docs/scale.md).
    */
   durationMs: number;
+  /** The same, per D1 shard (index = shard), when the env has more than one (docs/scale.md). */
+  byShard?: D1Stats[];
 }
 
 export function emptyStats(): D1Stats {
@@ -34,7 +37,12 @@ function add(
 /** The real statement behind each wrapper (D1's batch() needs the real ones). */
 const originals = new WeakMap<D1PreparedStatement, D1PreparedStatement>();
 
-function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats): D1PreparedStatement {
+/** Several counters fed by the same statements (a shard's own, and the invocation's total). */
+function addAll(sinks: D1Stats[], meta: Parameters<typeof add>[1]) {
+  for (const s of sinks) add(s, meta);
+}
+
+function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats[]): D1PreparedStatement {
   const wrapped = new Proxy(stmt, {
     get(target, prop, receiver) {
       if (prop === "bind") {
@@ -43,14 +51,14 @@ function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats): D1PreparedSta
       if (prop === "run" || prop === "all") {
         return async () => {
           const result = await target.all();
-          add(stats, result.meta);
+          addAll(stats, result.meta);
           return result;
         };
       }
       if (prop === "first") {
         return async (column?: string) => {
           const result = await target.all<Record<string, unknown>>();
-          add(stats, result.meta);
+          addAll(stats, result.meta);
           const row = result.results[0];
           if (row === undefined) return null;
           return column === undefined ? row : (row[column] ?? null);
@@ -64,20 +72,22 @@ function wrapStatement(stmt: D1PreparedStatement, stats: D1Stats): D1PreparedSta
   return wrapped;
 }
 
-/** A D1Database that adds every statement's rows read and written to `stats`. */
+/** A D1Database that adds every statement's rows read and written to `stats` (and to `total`, if given). */
 export function countingD1(
   db: D1Database,
   stats: D1Stats = emptyStats(),
+  total?: D1Stats,
 ): { db: D1Database; stats: D1Stats } {
+  const sinks = total ? [stats, total] : [stats];
   const wrapped = new Proxy(db, {
     get(target, prop, receiver) {
       if (prop === "prepare") {
-        return (sql: string) => wrapStatement(target.prepare(sql), stats);
+        return (sql: string) => wrapStatement(target.prepare(sql), sinks);
       }
       if (prop === "batch") {
         return async (statements: D1PreparedStatement[]) => {
           const results = await target.batch(statements.map(unwrap));
-          for (const r of results) add(stats, r.meta);
+          for (const r of results) addAll(sinks, r.meta);
           return results;
         };
       }
@@ -92,18 +102,35 @@ function unwrap(stmt: D1PreparedStatement): D1PreparedStatement {
   return originals.get(stmt) ?? stmt;
 }
 
-/** A copy of a worker's env whose `DB` counts rows, and the counts. */
+/**
+ * A copy of a worker's env whose D1 shards (`DB`, `DB_1`, ...) count rows, and the counts: the
+ * total, and per shard when there is more than one.
+ */
 export function withD1Stats<E extends { DB: D1Database }>(env: E): { env: E; stats: D1Stats } {
-  const { db, stats } = countingD1(env.DB);
-  return { env: { ...env, DB: db }, stats };
+  const total = emptyStats();
+  const copy: Record<string, unknown> = { ...env };
+  const byShard: D1Stats[] = [];
+  for (let i = 0; i < MAX_SHARDS; i++) {
+    const name = shardBinding(i);
+    const db = copy[name] as D1Database | undefined;
+    if (!db) break;
+    const counted = countingD1(db, emptyStats(), total);
+    copy[name] = counted.db;
+    byShard.push(counted.stats);
+  }
+  if (byShard.length > 1) total.byShard = byShard;
+  return { env: copy as E, stats: total };
 }
 
+const round = (ms: number) => Math.round(ms * 1000) / 1000;
+
 /** The log fields every worker reports per request, batch or cron run (durations to the microsecond). */
-export function d1LogFields(stats: D1Stats): Record<string, number> {
+export function d1LogFields(stats: D1Stats): Record<string, number | number[]> {
   return {
     d1_queries: stats.queries,
     d1_rows_read: stats.rowsRead,
     d1_rows_written: stats.rowsWritten,
-    d1_duration_ms: Math.round(stats.durationMs * 1000) / 1000,
+    d1_duration_ms: round(stats.durationMs),
+    ...(stats.byShard ? { d1_duration_ms_by_shard: stats.byShard.map((s) => round(s.durationMs)) } : {}),
   };
 }

@@ -18,4 +18,5 @@ export * from "./queuestats";
 export * from "./retry";
 export * from "./rules";
 export * from "./series";
+export * from "./shards";
 export * from "./spendLimits";

@@ -5,6 +5,10 @@ declare namespace Cloudflare {
   interface Env {
     /** The database the migrations are applied to before each test (apply-migrations.ts). */
     DB: D1Database;
+    /** Shards 1..3, for tests of a sharded deployment (migrated by `migrateShards`). */
+    DB_1: D1Database;
+    DB_2: D1Database;
+    DB_3: D1Database;
     TEST_MIGRATIONS: import("cloudflare:test").D1Migration[];
   }
 }

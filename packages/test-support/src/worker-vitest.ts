@@ -67,6 +67,9 @@ export function workerTestConfig(opts: WorkerTestOptions) {
           wrangler: { configPath: path.join(opts.dir, opts.configFile ?? "wrangler.jsonc") },
           miniflare: {
             ...opts.miniflare,
+            // three more D1 shards (DB_1..DB_3, empty until a test migrates them: test/shards.ts);
+            // the worker's config says D1_SHARDS=1, and a test asks for more in the env it passes
+            d1Databases: { DB_1: "test-shard-1", DB_2: "test-shard-2", DB_3: "test-shard-3" },
             bindings: {
               ...TEST_SECRETS,
               STRIPE_API_BASE: inject("stripeApiBase"),

@@ -1,0 +1,110 @@
+/**
+ * D1 shards: a user's rows live in one database, chosen by a fixed hash of the user id
+ * (docs/scale.md "Sharding"). The `DB` binding is shard 0 and also holds the global tables
+ * (`api_keys`, `customer_directory`, `processed_stripe_events`, `dead_letters`); shards 1..N-1
+ * are the bindings `DB_1`..`DB_<N-1>`. `D1_SHARDS` (default 1) says how many there are. With one
+ * shard every table is in `DB`, as in an unsharded deployment.
+ *
+ * Every shard carries the whole schema (the same migrations), so a statement never depends on
+ * which shard it runs on; only the rows differ.
+ */
+/** Buckets a user id hashes to; a bucket is always on one shard (bucket mod N). */
+export const SHARD_BUCKETS = 256;
+/** At most this many shards (one bucket each at most). */
+export const MAX_SHARDS = SHARD_BUCKETS;
+
+export interface Shards {
+  /** Shard 0: the global tables, and the users hashed to it. */
+  readonly home: D1Database;
+  /** Every shard in order; `all[0]` is `home`. */
+  readonly all: readonly D1Database[];
+  /** The shard holding this user's rows. */
+  of(userId: string): D1Database;
+  /** The index (0..N-1) of the shard holding this user's rows. */
+  indexOf(userId: string): number;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The bucket of a user id: FNV-1a (32 bit) over its UTF-8 bytes, mod 256. Fixed forever: a
+ * user's rows are where this says, so changing it would lose them.
+ */
+export function shardBucket(userId: string): number {
+  let h = 0x811c9dc5;
+  for (const byte of encoder.encode(userId)) {
+    h ^= byte;
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % SHARD_BUCKETS;
+}
+
+/** The binding name of shard `i`. */
+export function shardBinding(i: number): string {
+  return i === 0 ? "DB" : `DB_${i}`;
+}
+
+/** The number of shards `D1_SHARDS` asks for (unset or empty: 1). */
+export function shardCount(env: { D1_SHARDS?: unknown }): number {
+  const raw = env.D1_SHARDS;
+  if (raw === undefined || raw === null || raw === "") return 1;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_SHARDS) {
+    throw new Error(
+      `invalid worker settings: D1_SHARDS: expected an integer from 1 to ${MAX_SHARDS}, got ${String(raw)}`,
+    );
+  }
+  return n;
+}
+
+/** Shards over the given databases, in order (the first is home). */
+export function shardsOver(all: readonly D1Database[]): Shards {
+  const home = all[0];
+  if (!home) throw new Error("at least one D1 shard is needed");
+  const indexOf = (userId: string) => shardBucket(userId) % all.length;
+  return {
+    home,
+    all,
+    indexOf,
+    of: (userId) => all[indexOf(userId)] ?? home,
+  };
+}
+
+/** The shards of a worker's env: `DB`, then `DB_1`.. up to `D1_SHARDS`; a missing binding is a configuration error. */
+export function shardsOf(env: { DB: D1Database; D1_SHARDS?: unknown }): Shards {
+  const n = shardCount(env);
+  const bindings = env as unknown as Record<string, D1Database | undefined>;
+  const all: D1Database[] = [];
+  for (let i = 0; i < n; i++) {
+    const db = bindings[shardBinding(i)];
+    if (!db)
+      throw new Error(
+        `invalid worker settings: ${shardBinding(i)}: D1_SHARDS is ${n} but this binding is missing`,
+      );
+    all.push(db);
+  }
+  return shardsOver(all);
+}
+
+/**
+ * Groups items by the shard of their user, in the order the shards first appear; each group
+ * keeps the items' order.
+ */
+export function groupByShard<T>(
+  shards: Shards,
+  items: readonly T[],
+  userOf: (item: T) => string,
+): Array<{ db: D1Database; index: number; items: T[] }> {
+  const groups = new Map<number, T[]>();
+  for (const item of items) {
+    const index = shards.indexOf(userOf(item));
+    const group = groups.get(index);
+    if (group) group.push(item);
+    else groups.set(index, [item]);
+  }
+  return [...groups].map(([index, grouped]) => ({
+    db: shards.all[index] ?? shards.home,
+    index,
+    items: grouped,
+  }));
+}
