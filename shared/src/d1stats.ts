@@ -3,7 +3,7 @@
  * (rows read, rows written, and the time D1 spent running it) is added up. `raw()` is passed through uncounted. Workers log the totals with each request or batch, and
  * the benchmark and tests read them from there.
  */
-import { MAX_SHARDS, shardBinding } from "./shards";
+import { MAX_SHARDS, shardBinding } from "./shardKey";
 
 export interface D1Stats {
   queries: number;

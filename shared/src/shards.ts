@@ -8,10 +8,9 @@
  * Every shard carries the whole schema (the same migrations), so a statement never depends on
  * which shard it runs on; only the rows differ.
  */
-/** Buckets a user id hashes to; a bucket is always on one shard (bucket mod N). */
-export const SHARD_BUCKETS = 256;
-/** At most this many shards (one bucket each at most). */
-export const MAX_SHARDS = SHARD_BUCKETS;
+import { MAX_SHARDS, shardBinding, shardBucket } from "./shardKey";
+
+export { MAX_SHARDS, SHARD_BUCKETS, shardBinding, shardBucket } from "./shardKey";
 
 export interface Shards {
   /** Shard 0: the global tables, and the users hashed to it. */
@@ -22,26 +21,6 @@ export interface Shards {
   of(userId: string): D1Database;
   /** The index (0..N-1) of the shard holding this user's rows. */
   indexOf(userId: string): number;
-}
-
-const encoder = new TextEncoder();
-
-/**
- * The bucket of a user id: FNV-1a (32 bit) over its UTF-8 bytes, mod 256. Fixed forever: a
- * user's rows are where this says, so changing it would lose them.
- */
-export function shardBucket(userId: string): number {
-  let h = 0x811c9dc5;
-  for (const byte of encoder.encode(userId)) {
-    h ^= byte;
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h % SHARD_BUCKETS;
-}
-
-/** The binding name of shard `i`. */
-export function shardBinding(i: number): string {
-  return i === 0 ? "DB" : `DB_${i}`;
 }
 
 /** The number of shards `D1_SHARDS` asks for (unset or empty: 1). */

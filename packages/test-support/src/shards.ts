@@ -5,7 +5,7 @@
  */
 
 import { applyD1Migrations, env } from "cloudflare:test";
-import { shardBucket } from "@aigate/shared/shards";
+import { shardBucket } from "@aigate/shared/shardKey";
 
 /** The largest number of shards a worker test can ask for. */
 export const TEST_SHARDS = 4;
