@@ -29,6 +29,10 @@ export interface Resources {
   stack: BenchStack;
   /** Paying customers subscribed on the stack; keeps the stack running. */
   customers: Customers;
+  /** The same pipeline on four D1 shards (docs/scale.md "Sharding"). */
+  shardedStack: BenchStack;
+  /** The same paying customers, subscribed on the sharded stack. */
+  shardedCustomers: Customers;
 }
 export type Resource = keyof Resources;
 

@@ -14,7 +14,12 @@ export const KEEPS_RUNNING: Record<Resource, readonly Resource[]> = {
   noop: [],
   stack: [],
   customers: ["stack"],
+  shardedStack: [],
+  shardedCustomers: ["shardedStack"],
 };
+
+/** D1 shards of the `shardedStack` (the one-database stack is `stack`). */
+export const BENCH_SHARDS = 4;
 
 interface Running<R extends Resource> {
   value: Promise<Resources[R]>;
@@ -62,33 +67,44 @@ export class ResourcePool {
         );
         return { value: noop, stop: noop.stop };
       }
-      case "stack": {
-        log("starting the stack");
-        const stateDir = path.join(this.work, "stack-state");
-        const s = this.settings;
-        const stack = await startStack({
-          port: await freePort(),
-          stripePort: await freePort(),
-          persistTo: stateDir,
-          workDir: path.join(this.work, "stack"),
-          settings: {
-            VERDICT_SETTLE_SECONDS: String(s.settle_seconds),
-            STRIPE_POST_INTERVAL_SECONDS: String(s.stripe_post_interval_seconds),
-            ...PRODUCTION_LOGGING,
-          },
-          cronTickSeconds: s.cron_tick_seconds,
-        });
-        if (!stack.logFile) {
-          await stack.close();
-          throw new Error("the stack wrote no log file");
-        }
-        return { value: { ...stack, logFile: stack.logFile, stateDir }, stop: stack.close };
-      }
+      case "stack":
+        return this.startBenchStack("stack", 1);
+      case "shardedStack":
+        return this.startBenchStack("sharded-stack", BENCH_SHARDS);
       case "customers": {
         const customers = await subscribeCustomers(await this.get("stack"), this.settings);
         return { value: customers, stop: async () => undefined };
       }
+      case "shardedCustomers": {
+        const customers = await subscribeCustomers(await this.get("shardedStack"), this.settings);
+        return { value: customers, stop: async () => undefined };
+      }
     }
+  }
+
+  /** The whole pipeline as deployed, on `shards` D1 databases, logging to a file. */
+  private async startBenchStack(name: string, shards: number) {
+    log(`starting the ${name} (${shards} D1 ${shards === 1 ? "database" : "shards"})`);
+    const stateDir = path.join(this.work, `${name}-state`);
+    const s = this.settings;
+    const stack = await startStack({
+      port: await freePort(),
+      stripePort: await freePort(),
+      persistTo: stateDir,
+      workDir: path.join(this.work, name),
+      settings: {
+        VERDICT_SETTLE_SECONDS: String(s.settle_seconds),
+        STRIPE_POST_INTERVAL_SECONDS: String(s.stripe_post_interval_seconds),
+        ...PRODUCTION_LOGGING,
+      },
+      cronTickSeconds: s.cron_tick_seconds,
+      shards,
+    });
+    if (!stack.logFile) {
+      await stack.close();
+      throw new Error("the stack wrote no log file");
+    }
+    return { value: { ...stack, logFile: stack.logFile, stateDir }, stop: stack.close };
   }
 
   isRunning(resource: Resource): boolean {

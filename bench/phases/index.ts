@@ -9,8 +9,9 @@ import { ingest } from "./ingest";
 import { ingestInPipeline } from "./ingestInPipeline";
 import { naive } from "./naive";
 import { paced } from "./paced";
+import { sharded } from "./sharded";
 
-export const PHASES = [ingest, ingestInPipeline, burst, paced, naive, comparison] as const;
+export const PHASES = [ingest, ingestInPipeline, burst, paced, naive, comparison, sharded] as const;
 
 type AnyPhase = (typeof PHASES)[number];
 type ResultOf<P> = P extends { run(...args: never[]): Promise<infer R> } ? R : never;

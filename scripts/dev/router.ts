@@ -5,13 +5,14 @@
  *
  * `wrangler dev` does not fire cron triggers, so the dev launcher plays Cloudflare's scheduler:
  * `POST /__dev/scheduled?worker=classifier&cron=* * * * *` runs that worker's scheduled handler.
- * `POST /__dev/query {"sql": "SELECT ..."}` reads the local D1 for tests and the benchmark (a
+ * `POST /__dev/query {"sql": "SELECT ...", "shard"?: n}` reads a local D1 shard (default 0) for tests and the benchmark (a
  * second process opening the same SQLite file while the stack writes gets SQLITE_BUSY): one
  * statement, refused unless SQLite's plan for it only reads (see readOnlySql.ts).
  * `GET /__dev/ping` answers this stack's id, so the launcher knows the port is served by the stack
  * it started and not by some other server.
  * Errors use the contract's envelope `{"error":{"code","message"}}` and never carry internals.
  */
+import { shardBinding } from "@aigate/shared/shardKey";
 import { type PlanStep, planIsReadOnly, singleStatement } from "./readOnlySql";
 
 interface ScheduledFetcher {
@@ -63,19 +64,24 @@ async function readOnlyQuery(request: Request, env: RouterEnv): Promise<Response
   }
   const raw = body && typeof body === "object" && "sql" in body ? body.sql : undefined;
   if (typeof raw !== "string") return error(400, "invalid_request", 'the body must be {"sql": "SELECT ..."}');
+  const shard = body && typeof body === "object" && "shard" in body ? body.shard : 0;
+  const db = Number.isInteger(shard)
+    ? (env as unknown as Record<string, D1Database | undefined>)[shardBinding(Number(shard))]
+    : undefined;
+  if (!db) return error(400, "invalid_request", `no D1 shard ${String(shard)} in this stack`);
   const sql = singleStatement(raw);
   if (sql === null) return error(400, "read_only", "exactly one SQL statement is accepted");
   if (!/^(SELECT|WITH)\b/i.test(sql))
     return error(400, "read_only", "read-only queries only (SELECT or WITH)");
   let plan: PlanStep[];
   try {
-    plan = (await env.DB.prepare(`EXPLAIN ${sql}`).all<PlanStep>()).results;
+    plan = (await db.prepare(`EXPLAIN ${sql}`).all<PlanStep>()).results;
   } catch (err) {
     return error(400, "invalid_query", sqliteMessage(err));
   }
   if (!planIsReadOnly(plan)) return error(400, "read_only", "read-only queries only: this statement writes");
   try {
-    const result = await env.DB.prepare(sql).all();
+    const result = await db.prepare(sql).all();
     return Response.json({ results: result.results });
   } catch (err) {
     return error(400, "invalid_query", sqliteMessage(err));

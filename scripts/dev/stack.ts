@@ -9,6 +9,7 @@ import { createWriteStream, mkdirSync, readFileSync, type WriteStream, writeFile
 import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { shardBinding } from "@aigate/shared/shardKey";
 import { createStripe } from "@aigate/shared/stripe";
 import { ensureStripeCatalog, type StripeCatalog } from "@aigate/shared/stripeCatalog";
 import { startStripeEmulator } from "@aigate/stripe-emulator";
@@ -53,14 +54,23 @@ export interface StackOptions {
    * inject faults). Production configs are never changed.
    */
   mainOverrides?: Partial<Record<(typeof WORKERS)[number], string>>;
+  /**
+   * D1 shards (default 1): the stack runs `DB` and `DB_1`..`DB_<n-1>` as separate local databases,
+   * each migrated, with D1_SHARDS = n in every worker (docs/scale.md "Sharding").
+   */
+  shards?: number;
   /** Aborting it during startup stops whatever was started and rejects; after startup use close(). */
   signal?: AbortSignal;
 }
 
 export interface Stack {
   url: string;
-  /** Reads the stack's local D1 (SELECT only). */
-  query<T>(sql: string): Promise<T[]>;
+  /** D1 shards the stack runs. */
+  shards: number;
+  /** Reads one D1 shard of the stack (SELECT only; default shard 0, the home database). */
+  query<T>(sql: string, shard?: number): Promise<T[]>;
+  /** The same query on every shard: each shard's rows, in shard order. */
+  queryEach<T>(sql: string): Promise<T[][]>;
   /** Runs a worker's scheduled handler now, as its cron trigger would. */
   runScheduled(worker: CronWorker, cron?: string): Promise<void>;
   stripeUrl: string;
@@ -88,6 +98,15 @@ function readConfig(file: string): Record<string, unknown> {
 }
 
 const ROUTER_CONFIG = path.join(ROOT, "scripts/dev/router.jsonc");
+
+/** The local database of shard `i` (shard 0 is the committed `DB`: aigate-billing). */
+export function shardDatabase(i: number): { binding: string; database_name: string; database_id: string } {
+  return {
+    binding: shardBinding(i),
+    database_name: i === 0 ? "aigate-billing" : `aigate-billing-shard-${i}`,
+    database_id: `00000000-0000-4000-8000-${String(i + 1).padStart(12, "0")}`,
+  };
+}
 const workerConfig = (worker: (typeof WORKERS)[number]) =>
   path.join(ROOT, "workers", worker, "wrangler.jsonc");
 
@@ -103,6 +122,7 @@ export function writeDevConfigs(
   settings: Record<string, string>,
   mainOverrides: StackOptions["mainOverrides"] = {},
   routerVars: Record<string, string> = {},
+  shards = 1,
 ): string[] {
   mkdirSync(outDir, { recursive: true });
   const files: string[] = [];
@@ -124,6 +144,8 @@ export function writeDevConfigs(
     for (const db of dbs ?? []) {
       if (typeof db.migrations_dir === "string") db.migrations_dir = path.resolve(dir, db.migrations_dir);
     }
+    const home = dbs?.find((db) => db.binding === "DB");
+    for (let i = 1; home && i < shards; i++) dbs?.push({ ...home, ...shardDatabase(i) });
     const out = path.join(outDir, `${String(config.name)}.json`);
     writeFileSync(out, JSON.stringify(config, null, 2));
     files.push(out);
@@ -148,15 +170,21 @@ function run(args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): Prom
   });
 }
 
-/** Applies migrations/ and seeds the dev API keys into the local D1 at `persistTo`. */
+/**
+ * Applies migrations/ to every shard's local D1 at `persistTo`, and seeds the dev API keys into
+ * the home database (shard 0: the global tables).
+ */
 export async function prepareDatabase(
   configFile: string,
   persistTo: string,
   env: NodeJS.ProcessEnv,
   signal?: AbortSignal,
+  shards = 1,
 ) {
   const common = ["--local", "--persist-to", persistTo, "--config", configFile];
-  await run(["d1", "migrations", "apply", "aigate-billing", ...common], env, signal);
+  for (let i = 0; i < shards; i++) {
+    await run(["d1", "migrations", "apply", shardDatabase(i).database_name, ...common], env, signal);
+  }
   await run(
     ["d1", "execute", "aigate-billing", ...common, "--file", path.join(ROOT, "scripts/dev-seed.sql")],
     env,
@@ -291,7 +319,8 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   signal?.throwIfAborted();
   await assertPortFree(opts.port, "PORT");
   await assertPortFree(opts.stripePort, "STRIPE_EMULATOR_PORT");
-  const settings = { ...DEV_SETTINGS, ...opts.settings };
+  const shards = opts.shards ?? 1;
+  const settings: Record<string, string> = { ...DEV_SETTINGS, ...opts.settings, D1_SHARDS: String(shards) };
   const url = `http://127.0.0.1:${opts.port}`;
   const emulator = await startStripeEmulator({
     port: opts.stripePort,
@@ -310,9 +339,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       createStripe({ STRIPE_SECRET_KEY: settings.STRIPE_SECRET_KEY ?? "", STRIPE_API_BASE: stripeUrl }),
     );
     const stackId = randomUUID();
-    const configs = writeDevConfigs(path.join(opts.workDir, "config"), settings, opts.mainOverrides, {
-      DEV_STACK_ID: stackId,
-    });
+    const configs = writeDevConfigs(
+      path.join(opts.workDir, "config"),
+      settings,
+      opts.mainOverrides,
+      { DEV_STACK_ID: stackId },
+      shards,
+    );
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       ...settings,
@@ -324,7 +357,7 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
     };
     const apiConfig = configs.find((c) => c.endsWith("aigate-api.json"));
     if (!apiConfig) throw new Error("api config missing");
-    await prepareDatabase(apiConfig, opts.persistTo, env, signal);
+    await prepareDatabase(apiConfig, opts.persistTo, env, signal, shards);
     signal?.throwIfAborted();
     const inspectorPort = await freePort();
     const args = [
@@ -363,11 +396,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       });
       if (res.status !== 200) throw new Error(`${worker} scheduled (${cron}) failed: ${await res.text()}`);
     };
-    const query = async <T>(sql: string): Promise<T[]> => {
-      const res = await fetch(`${url}/__dev/query`, { method: "POST", body: JSON.stringify({ sql }) });
+    const query = async <T>(sql: string, shard = 0): Promise<T[]> => {
+      const res = await fetch(`${url}/__dev/query`, { method: "POST", body: JSON.stringify({ sql, shard }) });
       if (res.status !== 200) throw new Error(`query failed (${res.status}): ${await res.text()}`);
       return ((await res.json()) as { results: T[] }).results;
     };
+    const queryEach = <T>(sql: string) =>
+      Promise.all(Array.from({ length: shards }, (_, i) => query<T>(sql, i)));
     // In dev a failed cron run is shown; test stacks keep it in their log (the chaos suite crashes
     // crons on purpose and checks the outcome itself).
     const logStream = log;
@@ -378,7 +413,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
       stripeUrl,
       catalog,
       logFile,
+      shards,
       query,
+      queryEach,
       runScheduled,
       async close() {
         await scheduler.stop();

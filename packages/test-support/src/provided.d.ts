@@ -13,5 +13,7 @@ declare module "vitest" {
     proMeter: string;
     /** The stack's combined wrangler output (every worker's log lines). */
     stackLogFile: string;
+    /** The stack's D1 shards (a user's rows are on shard `shardBucket(user) % stackShards`). */
+    stackShards: number;
   }
 }

@@ -36,6 +36,8 @@ export interface StackSetupOptions {
   /** The workers' clock follows the emulator's (tests that move time: periods that end). */
   emulatorClock?: boolean;
   settings?: Record<string, string>;
+  /** D1 shards of the stack (default 1). */
+  shards?: number;
 }
 
 export function stackSetup(suite: string, options: StackSetupOptions = {}) {
@@ -51,6 +53,7 @@ export function stackSetup(suite: string, options: StackSetupOptions = {}) {
       workDir,
       settings: { VERDICT_SETTLE_SECONDS: "1", STRIPE_POST_INTERVAL_SECONDS: "1", ...options.settings },
       cronTickSeconds: 3,
+      shards: options.shards ?? 1,
       ...(options.emulatorClock
         ? { mainOverrides: clockEntries(path.join(workDir, "entries"), `http://127.0.0.1:${stripePort}`) }
         : {}),
@@ -60,6 +63,7 @@ export function stackSetup(suite: string, options: StackSetupOptions = {}) {
     project.provide("paygMeter", stack.catalog.meters.payg.eventName);
     project.provide("proMeter", stack.catalog.meters.pro.eventName);
     project.provide("stackLogFile", stack.logFile ?? "");
+    project.provide("stackShards", stack.shards);
     return async () => {
       await stack.close();
       rmSync(persistTo, { recursive: true, force: true });
