@@ -23,6 +23,15 @@ export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
+/**
+ * A `count(*) AS n` answered by /__chaos/sql: one row per D1 shard, added up (null when no shard
+ * answered).
+ */
+export function count(rows: Row[] | undefined, key = "n"): number | null {
+  if (!rows || rows.length === 0) return null;
+  return rows.reduce((total, row) => total + num(row, key), 0);
+}
+
 export function num(row: Row, key: string): number {
   const v = row[key];
   if (typeof v !== "number") throw new Error(`column ${key} is not a number: ${JSON.stringify(v)}`);
@@ -86,7 +95,10 @@ export class StackClient {
     this.emulator = new EmulatorClient(stripeUrl);
   }
 
-  /** Read-only SQL against the stack's D1, all queries in one batch (a consistent snapshot). */
+  /**
+   * Read-only SQL against the stack's D1, all queries in one batch per shard (a consistent
+   * snapshot of each): each query's rows of every shard (a count is one row per shard: `count`).
+   */
   async sql(queries: Array<{ sql: string; params?: unknown[] }>): Promise<Row[][]> {
     const res = await fetch(`${this.url}/__chaos/sql`, {
       method: "POST",

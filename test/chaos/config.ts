@@ -1,7 +1,7 @@
 /**
  * The chaos run's knobs, from the environment: CHAOS_SEED (replay a run), CHAOS_SESSIONS (size),
- * CHAOS_SOAK=1 (a longer run), CHAOS_LIFECYCLE=0 (without the lifecycle part). The CI run uses the
- * fixed default seed.
+ * CHAOS_SOAK=1 (a longer run), CHAOS_LIFECYCLE=0 (without the lifecycle part), CHAOS_SHARDS (D1
+ * shards of the stack, default 4). The CI run uses the fixed default seed.
  */
 
 export const DEFAULT_SEED = 20261125;
@@ -22,6 +22,12 @@ export interface ChaosConfig {
   /** Customers of the lifecycle part (on top of the plain run's subscribers). */
   lifecycleUsers: number;
   lifecycleTimeoutMs: number;
+  /**
+   * D1 shards of the stack under test (docs/scale.md "Sharding"): 4 by default, so that every
+   * crash, duplicate and reordering also meets a user's shard and the home database written
+   * apart; 1 runs it as an unsharded deployment.
+   */
+  shards: number;
 }
 
 function intFromEnv(name: string, fallback: number, min: number, max: number): number {
@@ -46,6 +52,7 @@ export function chaosConfig(): ChaosConfig {
     lifecycle: process.env.CHAOS_LIFECYCLE !== "0" && process.env.CHAOS_LIFECYCLE !== "false",
     lifecycleUsers: intFromEnv("CHAOS_LIFECYCLE_USERS", soak ? 16 : 8, 1, 200),
     lifecycleTimeoutMs: 1_500_000,
+    shards: intFromEnv("CHAOS_SHARDS", 4, 1, 16),
   };
 }
 

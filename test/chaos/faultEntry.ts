@@ -165,10 +165,19 @@ function wrapQueue(queue: Queue, name: string, fuse: Fuse): Queue {
   });
 }
 
+/** The env's D1 shards, in order: `DB`, `DB_1`, `DB_2`, ... (as many as are bound). */
+function shardNames(env: object): string[] {
+  const names: string[] = [];
+  for (let i = 0; isD1(Reflect.get(env, i === 0 ? "DB" : `DB_${i}`)); i++)
+    names.push(i === 0 ? "DB" : `DB_${i}`);
+  return names;
+}
+
 function wrapEnv<E extends object>(env: E, fuse: Fuse): E {
   const out = { ...env };
-  const db: unknown = Reflect.get(env, "DB");
-  if (isD1(db)) Reflect.set(out, "DB", wrapD1(db, fuse));
+  // every shard crashes the same way (a write that ran, then throws)
+  for (const name of shardNames(env))
+    Reflect.set(out, name, wrapD1(Reflect.get(env, name) as D1Database, fuse));
   for (const name of ["TELEMETRY", "VERDICTS"]) {
     const queue: unknown = Reflect.get(env, name);
     if (isQueue(queue)) Reflect.set(out, name, wrapQueue(queue, name, fuse));
@@ -255,13 +264,22 @@ function parseQueries(body: unknown): SqlQuery[] | null {
   return out;
 }
 
+/**
+ * Runs the queries on every D1 shard (one batch per shard: a consistent snapshot of each) and
+ * answers each query's rows of all shards, shard after shard. A count is then one row per shard:
+ * the suite adds them up (clients.ts `count`).
+ */
 async function answerSql(request: Request, env: object): Promise<Response> {
-  const db: unknown = Reflect.get(env, "DB");
+  const shards = shardNames(env).map((name) => Reflect.get(env, name) as D1Database);
   const queries = parseQueries(await request.json());
-  if (!isD1(db) || queries === null)
+  if (shards.length === 0 || queries === null)
     return Response.json({ error: "read-only queries only" }, { status: 400 });
-  const results = await db.batch(queries.map((q) => db.prepare(q.sql).bind(...q.params)));
-  return Response.json({ results: results.map((r) => r.results) });
+  const perShard = await Promise.all(
+    shards.map((db) => db.batch(queries.map((q) => db.prepare(q.sql).bind(...q.params)))),
+  );
+  return Response.json({
+    results: queries.map((_, i) => perShard.flatMap((results) => results[i]?.results ?? [])),
+  });
 }
 
 export function withChaos<E extends object>(

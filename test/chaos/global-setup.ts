@@ -15,7 +15,7 @@ import { writeChaosEntries } from "./entries";
 
 export default async function setup(project: TestProject) {
   const config = chaosConfig();
-  console.log(`chaos seed ${config.seed} (replay: ${replayHint(config.seed)})`);
+  console.log(`chaos seed ${config.seed} on ${config.shards} D1 shards (replay: ${replayHint(config.seed)})`);
   // one directory per run, so that runs of several seeds (or a soak) can go side by side
   const workDir = path.join(ROOT, "test/.artifacts/chaos", `run-${config.seed}-${process.pid}`);
   mkdirSync(workDir, { recursive: true });
@@ -30,6 +30,7 @@ export default async function setup(project: TestProject) {
       persistTo,
       workDir,
       webhooks: false,
+      shards: config.shards,
       cronTickSeconds: config.cronTickSeconds,
       settings: { VERDICT_SETTLE_SECONDS: String(config.settleSeconds), STRIPE_POST_INTERVAL_SECONDS: "3" },
       mainOverrides: writeChaosEntries(

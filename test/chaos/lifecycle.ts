@@ -21,11 +21,11 @@ import { DEV_SECRETS } from "@aigate/test-support";
 import { SignJWT } from "jose";
 import Stripe from "stripe";
 import {
+  count as countRows,
   deliverWebhooks,
   drainWebhooks,
   isRecord,
   mapLimit,
-  num,
   type StackClient,
   sleep,
   type WebhookPayload,
@@ -383,7 +383,7 @@ export async function runLifecycle(
       ]);
       for (const r of judgedRows ?? []) seenJudged.add(String(r.session_id));
       const judgedNow = due.filter((id) => seenJudged.has(id)).length;
-      const n = (rows: typeof unposted) => (rows?.[0] ? num(rows[0], "n") : -1);
+      const n = (rows: typeof unposted) => countRows(rows) ?? -1;
       const state = [
         judgedNow === due.length ? "" : `${judgedNow}/${due.length} judged`,
         n(unposted) === 0 ? "" : `${n(unposted)} series not posted`,
@@ -754,7 +754,7 @@ export async function runLifecycle(
     actions,
     windows: [...windows.values()].filter((w) => !w.window.open).length,
     invoices: invoices.length,
-    adjustments: adjustmentRows[0] ? num(adjustmentRows[0], "n") : 0,
+    adjustments: countRows(adjustmentRows) ?? 0,
     moves: moves.length,
     mismatches,
     evidence,

@@ -106,12 +106,12 @@ export async function observe(
 
 /** Every table's rows (for "no state change"), except what crons write on their own. */
 export async function dumpD1(client: StackClient): Promise<Record<string, Row[]>> {
-  const tables = (
-    await client.one(
-      `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'
-       AND name NOT IN ('d1_migrations', 'reconciliation_runs') ORDER BY name`,
-    )
-  ).map((r) => str(r, "name"));
+  // every shard has the same tables: each name once
+  const names = await client.one(
+    `SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_cf_%'
+     AND name NOT IN ('d1_migrations', 'reconciliation_runs') ORDER BY name`,
+  );
+  const tables = [...new Set(names.map((r) => str(r, "name")))];
   const rows = await client.sql(tables.map((t) => ({ sql: `SELECT * FROM "${t}"` })));
   return Object.fromEntries(tables.map((t, i) => [t, rows[i] ?? []]));
 }

@@ -5,12 +5,12 @@
  * events of another user, and Stripe faults injected while all this runs.
  */
 import {
+  count,
   type Delivery,
   deliverWebhooks,
   drainWebhooks,
   isRecord,
   mapLimit,
-  num,
   type StackClient,
   sleep,
   str,
@@ -182,7 +182,7 @@ async function waitSessions(
         `SELECT count(*) AS n FROM sessions WHERE session_id IN (SELECT value FROM json_each(?1)) AND ${condition}`,
         [JSON.stringify(ids)],
       );
-      const n = rows[0] ? num(rows[0], "n") : 0;
+      const n = count(rows) ?? 0;
       return n === ids.length ? { done: true } : { pending: `${n}/${ids.length}` };
     },
     timeoutMs,
@@ -477,8 +477,7 @@ export async function poisonScenario(client: StackClient, poison: SessionPlan): 
     240_000,
   );
   const before = await client.one("SELECT count(*) AS n FROM sessions WHERE session_id = ?1", [poison.id]);
-  if ((before[0] ? num(before[0], "n") : 0) !== 0)
-    throw new Error("the poison session was processed before its fix");
+  if ((count(before) ?? 0) !== 0) throw new Error("the poison session was processed before its fix");
   // the operator's view: every page of the list, 10 a page so that even a small run pages (a soak
   // parks hundreds of user_mismatch letters, listed before the poison)
   const { letters, pages } = await listAllDeadLetters((p) => client.admin(p), "aigate-telemetry", 10);

@@ -2,11 +2,24 @@
  * Small clients for the end-to-end suites: the stack's HTTP API as gateways, users, Stripe and
  * operators see it.
  */
+import { shardBucket } from "@aigate/shared/shardKey";
 import { DEV_INGEST_KEY, DEV_SECRETS, userToken as signUserToken } from "@aigate/test-support";
 import { inject } from "vitest";
 
 export function stackUrl(path = ""): string {
   return `${inject("stackUrl")}${path}`;
+}
+
+/** The stack's D1 shard holding a user's rows. */
+export function shardOf(userId: string): number {
+  return shardBucket(userId) % inject("stackShards");
+}
+
+/** Reads one D1 shard of the stack (SELECT only; default shard 0, the home database). */
+export async function queryD1<T>(sql: string, shard = 0): Promise<T[]> {
+  const res = await fetch(stackUrl("/__dev/query"), { method: "POST", body: JSON.stringify({ sql, shard }) });
+  if (res.status !== 200) throw new Error(`query failed (${res.status}): ${await res.text()}`);
+  return ((await res.json()) as { results: T[] }).results;
 }
 
 export function stripeUrl(path = ""): string {

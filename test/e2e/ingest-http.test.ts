@@ -12,7 +12,7 @@ import { describe, expect, inject, it } from "vitest";
 import { isRecord, StackClient } from "../chaos/clients";
 import { runCase } from "../chaos/corpus";
 import { INGEST_HARDENING_CORPUS } from "../chaos/corpus-ingest-hardening";
-import { eventually, stackUrl, stripeUrl } from "./helpers";
+import { eventually, queryD1, shardOf, stackUrl, stripeUrl } from "./helpers";
 
 const MiB = 1024 * 1024;
 const auth = { authorization: `Bearer ${DEV_INGEST_KEY}` };
@@ -38,12 +38,11 @@ function answerOf(response: unknown): unknown {
 }
 
 async function sessionsOf(user: string): Promise<string[]> {
-  const res = await fetch(stackUrl("/__dev/query"), {
-    method: "POST",
-    body: JSON.stringify({ sql: `SELECT session_id FROM sessions WHERE user_id = '${user}' ORDER BY 1` }),
-  });
-  const { results } = (await res.json()) as { results: Array<{ session_id: string }> };
-  return results.map((r) => r.session_id);
+  const rows = await queryD1<{ session_id: string }>(
+    `SELECT session_id FROM sessions WHERE user_id = '${user}' ORDER BY 1`,
+    shardOf(user),
+  );
+  return rows.map((r) => r.session_id);
 }
 
 interface Answer {
