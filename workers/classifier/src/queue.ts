@@ -92,7 +92,7 @@ async function park(
 }
 
 /** The deliveries' events split by their user's shard: per shard, each message with its events there. */
-export function deliveriesByShard(
+function deliveriesByShard(
   shards: Shards,
   deliveries: readonly EventsDelivery[],
 ): { db: D1Database; index: number; deliveries: EventsDelivery[] }[] {
