@@ -6,9 +6,14 @@
  * which finds the judged sessions judged (verdicts are final) and judges the rest. Usage recorded
  * by a run that crashed before telling the biller reaches it through its series rows (the biller's
  * minute sweep posts them).
+ *
+ * With several D1 shards the run judges each shard's agenda in turn (its due rows, sessions,
+ * series and rollups are all on it), each shard getting its share of the run's time budget, and
+ * adds their outcomes up. A shard whose pass fails does not stop the others; the run then fails
+ * (its rows stay for the next run).
  */
-import { createLogger } from "@aigate/shared";
-import { readConfig } from "./config";
+import { createLogger, errorFields, shardsOf } from "@aigate/shared";
+import { type ClassifierConfig, readConfig } from "./config";
 import { judgeSessions } from "./judging";
 import { type DueRow, deleteDueRows, listDue, readDueRows } from "./queries";
 
@@ -48,6 +53,39 @@ function takeRows(rows: DueRow[], maxSessions: number): { taken: DueRow[]; ids: 
   return { taken, ids: [...ids] };
 }
 
+function emptyOutcome(): SweepOutcome {
+  return { rows: 0, judged: 0, relisted: 0, moved: 0, passes: 0, more: false };
+}
+
+/** One shard's agenda: passes until its due rows are done or `deadline` (epoch ms, wall clock) is past. */
+async function sweepShard(
+  db: D1Database,
+  verdicts: Queue,
+  now: number,
+  settings: ClassifierConfig,
+  sessionsPerPass: number,
+  deadline: number,
+  outcome: SweepOutcome,
+): Promise<void> {
+  for (;;) {
+    const rows = await readDueRows(db, now, ROWS_PER_PASS);
+    if (rows.length === 0) break;
+    const { taken, ids } = takeRows(rows, sessionsPerPass);
+    const judged = await judgeSessions(db, { verdicts }, ids, now, settings);
+    await db.batch([deleteDueRows(db, taken), ...listDue(db, judged.notDue)]);
+    outcome.rows += taken.length;
+    outcome.judged += judged.judged;
+    outcome.relisted += judged.notDue.length;
+    outcome.moved += judged.moved;
+    outcome.passes += 1;
+    if (taken.length === rows.length && rows.length < ROWS_PER_PASS) break;
+    if (Date.now() >= deadline) {
+      outcome.more = true;
+      break;
+    }
+  }
+}
+
 export async function sweepDueSessions(
   env: Env,
   now: number,
@@ -55,25 +93,40 @@ export async function sweepDueSessions(
 ): Promise<SweepOutcome> {
   const log = createLogger("classifier", { cron: "judge" });
   const settings = readConfig(env);
+  const shards = shardsOf(env);
   const started = Date.now();
-  const outcome: SweepOutcome = { rows: 0, judged: 0, relisted: 0, moved: 0, passes: 0, more: false };
-  for (;;) {
-    const rows = await readDueRows(env.DB, now, ROWS_PER_PASS);
-    if (rows.length === 0) break;
-    const { taken, ids } = takeRows(rows, opts.sessionsPerPass ?? SESSIONS_PER_PASS);
-    const judged = await judgeSessions(env.DB, { verdicts: env.VERDICTS }, ids, now, settings);
-    await env.DB.batch([deleteDueRows(env.DB, taken), ...listDue(env.DB, judged.notDue)]);
-    outcome.rows += taken.length;
-    outcome.judged += judged.judged;
-    outcome.relisted += judged.notDue.length;
-    outcome.moved += judged.moved;
-    outcome.passes += 1;
-    if (taken.length === rows.length && rows.length < ROWS_PER_PASS) break;
-    if (Date.now() - started >= (opts.budgetMs ?? RUN_BUDGET_MS)) {
-      outcome.more = true;
-      break;
+  const budgetMs = opts.budgetMs ?? RUN_BUDGET_MS;
+  const sessionsPerPass = opts.sessionsPerPass ?? SESSIONS_PER_PASS;
+  const outcome = emptyOutcome();
+  const byShard: SweepOutcome[] = [];
+  let failure: unknown = null;
+  for (const [index, db] of shards.all.entries()) {
+    // shard i may run until (i + 1) / N of the budget: a large backlog on one shard leaves the
+    // others their share, and time one leaves unused goes to the next
+    const deadline = started + (budgetMs * (index + 1)) / shards.all.length;
+    const part = emptyOutcome();
+    try {
+      await sweepShard(db, env.VERDICTS, now, settings, sessionsPerPass, deadline, part);
+    } catch (err) {
+      if (shards.all.length === 1) throw err;
+      failure ??= err;
+      part.more = true;
+      log.error("judging a shard's due sessions failed", { shard: index, ...part, ...errorFields(err) });
     }
+    byShard.push(part);
+    outcome.rows += part.rows;
+    outcome.judged += part.judged;
+    outcome.relisted += part.relisted;
+    outcome.moved += part.moved;
+    outcome.passes += part.passes;
+    outcome.more ||= part.more;
   }
-  if (outcome.rows > 0) log.info("judged due sessions", { ...outcome });
+  if (outcome.rows > 0) {
+    log.info("judged due sessions", {
+      ...outcome,
+      ...(shards.all.length > 1 ? { rows_by_shard: byShard.map((p) => p.rows) } : {}),
+    });
+  }
+  if (failure !== null) throw failure;
   return outcome;
 }

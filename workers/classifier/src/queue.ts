@@ -3,22 +3,29 @@
  * (judge these sessions now: replays of parked ones, or an operator's). No message is acked
  * unless its work is done or it is parked in `dead_letters`: poison messages are parked at once,
  * transient failures retried with backoff.
+ *
+ * With several D1 shards, a batch's events are recorded shard by shard (each event on its user's
+ * shard); a message is acked once every shard holding some of its events has recorded them, and
+ * retried whole otherwise (recording again is idempotent). Parked messages go to the home database.
  */
 import {
   createLogger,
   deadLetterOf,
   describeIssues,
   errorFields,
+  groupByShard,
   insertDeadLetters,
   type JudgeMessage,
   type Logger,
   QUEUES,
+  type Shards,
+  shardsOf,
   TelemetryMessage,
 } from "@aigate/shared";
 import { type ClassifierConfig, readConfig } from "./config";
-import { judgeSessions } from "./judging";
+import { type JudgeOutcome, judgeSessions } from "./judging";
 import { listDue } from "./queries";
-import { type EventsDelivery, recordEvents } from "./telemetry";
+import { type ConflictingCopy, type EventsDelivery, type RecordOutcome, recordEvents } from "./telemetry";
 import { retryDelaySeconds } from "./timing";
 
 /** Longest reason kept with a parked message. */
@@ -35,6 +42,7 @@ export async function handleTelemetryBatch(
 ): Promise<void> {
   const log = createLogger("classifier", { queue: batch.queue, batch_size: batch.messages.length });
   const settings = readConfig(env);
+  const shards = shardsOf(env);
   const poison: { message: Message<unknown>; error: string }[] = [];
   const events: { message: Message<unknown>; delivery: EventsDelivery }[] = [];
   const judges: { message: Message<unknown>; body: JudgeMessage }[] = [];
@@ -53,9 +61,9 @@ export async function handleTelemetryBatch(
     }
   }
 
-  if (poison.length > 0) await park(env.DB, poison, now, log);
-  if (events.length > 0) await recordBatch(env, events, now, settings, log);
-  if (judges.length > 0) await judgeBatch(env, judges, now, settings, log);
+  if (poison.length > 0) await park(shards.home, poison, now, log);
+  if (events.length > 0) await recordBatch(shards, events, now, settings, log);
+  if (judges.length > 0) await judgeBatch(env, shards, judges, now, settings, log);
 }
 
 async function park(
@@ -83,40 +91,96 @@ async function park(
   }
 }
 
+/** The deliveries' events split by their user's shard: per shard, each message with its events there. */
+function deliveriesByShard(
+  shards: Shards,
+  deliveries: readonly EventsDelivery[],
+): { db: D1Database; index: number; deliveries: EventsDelivery[] }[] {
+  const tagged = deliveries.flatMap((delivery) => delivery.body.events.map((event) => ({ delivery, event })));
+  return groupByShard(shards, tagged, (t) => t.event.user_id).map(({ db, index, items }) => {
+    const byMessage = new Map<EventsDelivery, EventsDelivery>();
+    for (const { delivery, event } of items) {
+      const part = byMessage.get(delivery);
+      if (part) part.body.events.push(event);
+      else byMessage.set(delivery, { ...delivery, body: { ...delivery.body, events: [event] } });
+    }
+    return { db, index, deliveries: [...byMessage.values()] };
+  });
+}
+
+function addOutcome(total: RecordOutcome, part: RecordOutcome): void {
+  total.events += part.events;
+  total.sessions += part.sessions;
+  total.merged += part.merged;
+  total.conflicting += part.conflicting;
+  total.late += part.late;
+  total.parked += part.parked;
+  total.listed += part.listed;
+  total.passes = Math.max(total.passes, part.passes);
+}
+
 async function recordBatch(
-  env: Env,
+  shards: Shards,
   events: { message: Message<unknown>; delivery: EventsDelivery }[],
   now: number,
   settings: ClassifierConfig,
   log: Logger,
 ): Promise<void> {
-  const messages = events.map((e) => e.message);
-  const requestIds = events.map((e) => e.delivery.body.request_id);
-  try {
-    const { outcome, conflicting } = await recordEvents(
-      env.DB,
-      events.map((e) => e.delivery),
-      now,
-      settings,
-    );
-    for (const m of messages) m.ack();
-    log.info("recorded telemetry", { request_ids: requestIds, ...outcome });
-    if (conflicting.length > 0) {
-      // A gateway reused an event id for other content: the first copy stands.
-      log.warn("ignored event copies whose payload differs from the first copy", {
-        request_ids: requestIds,
-        count: conflicting.length,
-        conflicting: conflicting.slice(0, 100),
+  const groups = deliveriesByShard(
+    shards,
+    events.map((e) => e.delivery),
+  );
+  const outcome: RecordOutcome = {
+    events: 0,
+    sessions: 0,
+    merged: 0,
+    conflicting: 0,
+    late: 0,
+    parked: 0,
+    listed: 0,
+    passes: 0,
+  };
+  const conflicting: ConflictingCopy[] = [];
+  /** Messages with events on a shard that failed: retried whole. */
+  const failed = new Set<string>();
+  for (const group of groups) {
+    try {
+      const recorded = await recordEvents(group.db, group.deliveries, now, settings, shards.home);
+      addOutcome(outcome, recorded.outcome);
+      conflicting.push(...recorded.conflicting);
+    } catch (err) {
+      for (const d of group.deliveries) failed.add(d.messageId);
+      log.error("recording telemetry failed, retrying", {
+        request_ids: group.deliveries.map((d) => d.body.request_id),
+        ...(shards.all.length > 1 ? { shard: group.index } : {}),
+        ...errorFields(err),
       });
     }
-  } catch (err) {
-    retryAll(messages);
-    log.error("recording telemetry failed, retrying", { request_ids: requestIds, ...errorFields(err) });
+  }
+  const done = events.filter((e) => !failed.has(e.message.id));
+  retryAll(events.filter((e) => failed.has(e.message.id)).map((e) => e.message));
+  for (const e of done) e.message.ack();
+  if (done.length === 0) return;
+  const requestIds = done.map((e) => e.delivery.body.request_id);
+  log.info("recorded telemetry", { request_ids: requestIds, ...outcome });
+  if (conflicting.length > 0) {
+    // A gateway reused an event id for other content: the first copy stands.
+    log.warn("ignored event copies whose payload differs from the first copy", {
+      request_ids: requestIds,
+      count: conflicting.length,
+      conflicting: conflicting.slice(0, 100),
+    });
   }
 }
 
+/**
+ * A JudgeMessage names sessions, not users: every shard judges those of them it holds (a session
+ * is on one shard; the others skip it). The messages are acked once every shard has, else retried
+ * (judging again is idempotent: verdicts are final).
+ */
 async function judgeBatch(
   env: Env,
+  shards: Shards,
   judges: { message: Message<unknown>; body: JudgeMessage }[],
   now: number,
   settings: ClassifierConfig,
@@ -124,20 +188,41 @@ async function judgeBatch(
 ): Promise<void> {
   const messages = judges.map((j) => j.message);
   const sessionIds = [...new Set(judges.flatMap((j) => j.body.session_ids))];
-  try {
-    const { notDue, ...outcome } = await judgeSessions(
-      env.DB,
-      { verdicts: env.VERDICTS },
-      sessionIds,
-      now,
-      settings,
-    );
-    // those not due yet go (back) on the agenda: the cron judges them when they are
-    if (notDue.length > 0) await env.DB.batch(listDue(env.DB, notDue));
-    for (const m of messages) m.ack();
-    log.info("judged sessions", { session_ids: sessionIds.slice(0, 100), ...outcome });
-  } catch (err) {
-    retryAll(messages);
-    log.error("judging failed, retrying", { session_ids: sessionIds.slice(0, 100), ...errorFields(err) });
+  const outcome: JudgeOutcome = { judged: 0, resent: 0, unattributed: 0, settling: 0, skipped: 0, moved: 0 };
+  let found = 0;
+  let failed = false;
+  for (const [index, db] of shards.all.entries()) {
+    try {
+      const { notDue, ...judged } = await judgeSessions(
+        db,
+        { verdicts: env.VERDICTS },
+        sessionIds,
+        now,
+        settings,
+      );
+      // those not due yet go (back) on the agenda: the cron judges them when they are
+      if (notDue.length > 0) await db.batch(listDue(db, notDue));
+      outcome.judged += judged.judged;
+      outcome.resent += judged.resent;
+      outcome.unattributed += judged.unattributed;
+      outcome.settling += judged.settling;
+      outcome.moved += judged.moved;
+      found += sessionIds.length - judged.skipped;
+    } catch (err) {
+      failed = true;
+      log.error("judging failed, retrying", {
+        session_ids: sessionIds.slice(0, 100),
+        ...(shards.all.length > 1 ? { shard: index } : {}),
+        ...errorFields(err),
+      });
+    }
   }
+  if (failed) {
+    retryAll(messages);
+    return;
+  }
+  // unknown to every shard
+  outcome.skipped = Math.max(0, sessionIds.length - found);
+  for (const m of messages) m.ack();
+  log.info("judged sessions", { session_ids: sessionIds.slice(0, 100), ...outcome });
 }

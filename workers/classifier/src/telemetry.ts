@@ -169,7 +169,9 @@ const MAX_PASSES = 4;
 const MAX_PARAM_BYTES = 512 * 1024;
 
 /**
- * Records the events of a batch of EventsMessages. Throws on D1 or queue failure (nothing is
+ * Records the events of a batch of EventsMessages in `db` (the shard of every event's user).
+ * Mismatched events are parked in `deadLetters` (the home database): in the same transaction as
+ * the facts when it is `db`, else right after it. Throws on D1 or queue failure (nothing is
  * lost: a retry merges idempotently, parks under the same ids and lists again; its
  * conflicting copies are counted again, like late events).
  */
@@ -178,6 +180,7 @@ export async function recordEvents(
   deliveries: readonly EventsDelivery[],
   now: number,
   settings: ClassifierConfig,
+  deadLetters: D1Database = db,
 ): Promise<{ outcome: RecordOutcome; conflicting: ConflictingCopy[] }> {
   let pending: TaggedEvent[] = await Promise.all(
     deliveries.flatMap((d) =>
@@ -238,11 +241,20 @@ export async function recordEvents(
     outcome.listed += toList.length;
     const late = [...plan.late].map(([session_id, n]) => ({ session_id, n }));
     if (late.length > 0) statements.push(countLateEvents(db, late));
-    const letters = mismatchDeadLetters(plan.mismatched, pass, now);
-    for (const chunk of chunkBySize(letters, Number.MAX_SAFE_INTEGER, MAX_PARAM_BYTES, jsonBytes)) {
-      statements.push(insertDeadLetters(db, chunk));
-    }
+    const letters = chunkBySize(
+      mismatchDeadLetters(plan.mismatched, pass, now),
+      Number.MAX_SAFE_INTEGER,
+      MAX_PARAM_BYTES,
+      jsonBytes,
+    );
+    const parkHere = deadLetters === db;
+    if (parkHere) for (const chunk of letters) statements.push(insertDeadLetters(db, chunk));
     const results = statements.length > 0 ? await db.batch<UpsertedRow>(statements) : [];
+    // in another database: after the sessions' shard (if this fails, the retry finds the same
+    // events mismatched and parks them then)
+    if (!parkHere && letters.length > 0) {
+      await deadLetters.batch(letters.map((chunk) => insertDeadLetters(deadLetters, chunk)));
+    }
 
     const applied = new Set<string>();
     for (const result of results.slice(0, guarded)) {

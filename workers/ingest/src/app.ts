@@ -2,7 +2,7 @@
  * The ingest worker's HTTP API (contract v1): POST /v1/events and POST /v1/sessions/admit, both
  * with an ingest key. The shared error handler renders every failure in the contract's envelope.
  */
-import { annotateRequest, parseInput, requireKey } from "@aigate/shared";
+import { annotateRequest, parseInput, requireKey, type Shards, shardsOf } from "@aigate/shared";
 import { errorHandling, type RequestVariables, requestContext } from "@aigate/shared/http";
 import { Hono } from "hono";
 import { createMiddleware } from "hono/factory";
@@ -15,7 +15,10 @@ import { acceptEvents } from "./telemetry";
 /** Admission bodies are tiny; anything larger is a client bug. */
 export const MAX_ADMIT_BODY_BYTES = 16 * 1024;
 
-type AppEnv = { Bindings: Env; Variables: RequestVariables & { config: IngestConfig; now: number } };
+type AppEnv = {
+  Bindings: Env;
+  Variables: RequestVariables & { config: IngestConfig; now: number; shards: Shards };
+};
 
 export interface AppOptions {
   /** Clock (epoch ms), injectable for tests. */
@@ -35,12 +38,16 @@ export function createApp(opts: AppOptions = {}) {
   app.use("*", async (c, next) => {
     c.set("now", clock());
     c.set("config", readConfig(c.env));
+    c.set("shards", shardsOf(c.env));
     await next();
   });
 
-  /** 401 without a known key, 403 for a key of another scope (lookups cached, see apiKeys.ts). */
+  /**
+   * 401 without a known key, 403 for a key of another scope (lookups cached, see apiKeys.ts).
+   * Keys are global: they live in the home database (shard 0).
+   */
   const ingestKey = createMiddleware<AppEnv>(async (c, next) => {
-    await requireKey(c.env.DB, c.req.header("authorization"), "ingest", c.var.now);
+    await requireKey(c.var.shards.home, c.req.header("authorization"), "ingest", c.var.now);
     await next();
   });
 
@@ -68,7 +75,12 @@ export function createApp(opts: AppOptions = {}) {
       "body must be {session_id, user_id, project_id} with non-empty strings of at most 200 characters",
     );
     const { leaseTtlMs, pastDueGraceDays } = c.var.config;
-    const result = await admit(c.env.DB, body, { now: c.var.now, leaseTtlMs, pastDueGraceDays });
+    // the decision reads and writes only the user's rows: all on the user's shard
+    const result = await admit(c.var.shards.of(body.user_id), body, {
+      now: c.var.now,
+      leaseTtlMs,
+      pastDueGraceDays,
+    });
     c.var.log.info("admission", {
       session_id: body.session_id,
       user_id: body.user_id,

@@ -426,8 +426,11 @@ export async function paidAccount(
     effectiveFrom?: number;
     periods?: { start: number; end: number }[];
     subscription?: boolean;
+    /** The database to write to (the user's shard; default the home database). */
+    db?: D1Database;
   } = {},
 ): Promise<PaidAccount> {
+  const db = opts.db ?? env.DB;
   const plan = opts.plan ?? "payg";
   const periods = opts.periods ?? [{ start: Date.UTC(2026, 4, 3), end: Date.UTC(2026, 5, 3) }];
   const first = periods[0];
@@ -441,39 +444,47 @@ export async function paidAccount(
     meter: meterEventName(plan),
   };
   const statements = [
-    env.DB.prepare(
-      `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
+    db
+      .prepare(
+        `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
        VALUES (?1, ?2, '', ?3, ?4, ?4)`,
-    ).bind(userId, account.customerId, plan, first.start),
-    env.DB.prepare(
-      `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
+      )
+      .bind(userId, account.customerId, plan, first.start),
+    db
+      .prepare(
+        `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
          meter_event_name)
        VALUES (?1, ?2, ?3, ?4, ?2, ?5, ?6)`,
-    ).bind(
-      userId,
-      opts.effectiveFrom ?? first.start,
-      plan,
-      account.subscriptionId,
-      account.priceId,
-      account.meter,
-    ),
+      )
+      .bind(
+        userId,
+        opts.effectiveFrom ?? first.start,
+        plan,
+        account.subscriptionId,
+        account.priceId,
+        account.meter,
+      ),
   ];
   if (opts.subscription !== false) {
     const last = periods[periods.length - 1] ?? first;
     statements.push(
-      env.DB.prepare(
-        `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
+      db
+        .prepare(
+          `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
            current_period_start, current_period_end, started_at, updated_at, billing_mode)
          VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?7, 'flexible')`,
-      ).bind(account.subscriptionId, userId, account.customerId, plan, last.start, last.end, first.start),
+        )
+        .bind(account.subscriptionId, userId, account.customerId, plan, last.start, last.end, first.start),
       ...periods.map((p) =>
-        env.DB.prepare(
-          "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
-        ).bind(account.subscriptionId, p.start, p.end),
+        db
+          .prepare(
+            "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
+          )
+          .bind(account.subscriptionId, p.start, p.end),
       ),
     );
   }
-  await env.DB.batch(statements);
+  await db.batch(statements);
   return account;
 }
 
