@@ -211,6 +211,40 @@ describe("crons over every shard", () => {
     expect(await usagePeriods(c.userId, dbOf(2))).toMatchObject([{ post_failures: 1, posted_total: 0 }]);
   });
 
+  it("sweeps the other shards when one fails, then reports the failure", async () => {
+    const sharded = await shardedEnv({ ...env });
+    const a = await customerOn(1);
+    const z = await customerOn(2);
+    await judge(a.userId, 2, { db: dbOf(1) });
+    await judge(z.userId, 3, { db: dbOf(2) });
+    const crash = failingDb(env.DB_1, /INSERT INTO meter_locks/);
+    await expect(sweep(createBiller({ ...sharded, DB_1: crash.db }), tick())).rejects.toThrow(/injected/);
+    expect((await meterUsage(z.customerId, "payg", z.period)).value).toBe(3);
+    expect((await meterUsage(a.customerId, "payg", a.period)).value).toBe(0);
+    // the next run takes up what the failed shard left
+    expect(await sweep(createBiller(sharded), tick())).toMatchObject({ attempted: 1, posted: 1 });
+    expect((await meterUsage(a.customerId, "payg", a.period)).value).toBe(2);
+  });
+
+  it("reconciles the other shards when one fails, then reports the failure", async () => {
+    const sharded = await shardedEnv({ ...env });
+    const crash = failingDb(env.DB_1, /INSERT INTO reconciliation_runs/);
+    await expect(
+      reconcile(createBiller({ ...sharded, DB_1: crash.db }), { now: tick(), settleMs: 0 }),
+    ).rejects.toThrow(/injected/);
+    const finished = await Promise.all(
+      shardDbs().map(
+        async (db) =>
+          (
+            await db
+              .prepare("SELECT count(*) AS n FROM reconciliation_runs WHERE finished_at IS NOT NULL")
+              .first<{ n: number }>()
+          )?.n ?? 0,
+      ),
+    );
+    expect(finished).toEqual([1, 0, 1, 1]);
+  });
+
   it("reconciles every shard, each keeping its own run; repairs a wrong total on shard 3", async () => {
     const e = await shardedEnv({ ...env });
     const ok = await customerOn(1);
