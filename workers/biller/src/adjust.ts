@@ -12,6 +12,9 @@
  * Which invoice: while the customer stays on the series' plan, the item rides on the subscription's
  * next invoice (late sessions of a renewed period). When the plan changed or ended (a change or
  * cancellation at once: the old plan's usage so far, sessions in flight), it is invoiced at once.
+ *
+ * `adjust` works on the biller's shard (its users' series and adjustments); the sweep runs it on
+ * every shard.
  */
 import { backoff, catalogMeteredPrice, rangeAmount, seriesKey } from "@aigate/shared";
 import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";

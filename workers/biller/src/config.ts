@@ -3,14 +3,16 @@
  * once per invocation.
  */
 import {
-  countingD1,
   createLogger,
   type D1Stats,
   intVar,
   type Logger,
   parseVars,
+  type Shards,
   StripeTaxVar,
   StripeVars,
+  shardsOf,
+  withD1Stats,
 } from "@aigate/shared";
 import { createStripe, type StripeEnv } from "@aigate/shared/stripe";
 import type Stripe from "stripe";
@@ -41,8 +43,15 @@ export interface BillerConfig {
 }
 
 export interface Biller {
+  /**
+   * The D1 shard this biller works on: the functions taking a Biller (posting, sweep steps,
+   * adjustments, re-attribution) read and write this shard only. `createBiller` gives the home
+   * shard; `onShard` the same biller on another one.
+   */
   db: D1Database;
-  /** D1 statements and rows of this invocation (logged when it ends). */
+  /** Every D1 shard of the deployment (users' rows by user id; global tables in `home`). */
+  shards: Shards;
+  /** D1 statements and rows of this invocation, over every shard (logged when it ends). */
   d1: D1Stats;
   stripe: Stripe;
   config: BillerConfig;
@@ -80,12 +89,19 @@ export function stripeFor(settings: StripeEnv): Stripe {
 
 export function createBiller(env: Env, fields: Record<string, unknown> = {}): Biller {
   const { stripe, ...config } = readConfig(env);
-  const { db, stats } = countingD1(env.DB);
+  const counted = withD1Stats(env);
+  const shards = shardsOf(counted.env);
   return {
-    db,
-    d1: stats,
+    db: shards.home,
+    shards,
+    d1: counted.stats,
     stripe: stripeFor(stripe),
     config,
     log: createLogger("biller", fields),
   };
+}
+
+/** The same biller working on one shard (its Stripe client, settings, log and D1 counts shared). */
+export function onShard(b: Biller, db: D1Database): Biller {
+  return { ...b, db };
 }

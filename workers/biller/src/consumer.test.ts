@@ -12,6 +12,7 @@ import {
   consume,
   createPaidCustomer,
   DAY,
+  failingDb,
   judge,
   MIN,
   meterEventCalls,
@@ -209,6 +210,26 @@ describe("version 1 verdict messages (old dead letters replayed)", () => {
     await env.DB.prepare("DELETE FROM reattributions").run();
     const result = await consume([verdictMessage(run.ids[0] ?? "", c.userId)]);
     expect(result.acked).toEqual(result.ids);
+    const request = await env.DB.prepare("SELECT user_id, from_ms FROM reattributions").first();
+    expect(request).toEqual({ user_id: c.userId, from_ms: at });
+  });
+
+  it("retries a verdict whose re-attribution request could not be recorded", async () => {
+    const c = await createPaidCustomer({ plan: "payg" });
+    await env.DB.prepare("DELETE FROM billing_periods WHERE stripe_subscription_id = ?1")
+      .bind(c.subscriptionId)
+      .run();
+    const at = Date.now() - MIN;
+    const run = await judge(c.userId, 1, { at });
+    await env.DB.prepare("DELETE FROM reattributions").run();
+    const crash = failingDb(env.DB, /INSERT INTO reattributions/);
+    const message = verdictMessage(run.ids[0] ?? "", c.userId);
+    const first = await consume([message], { env: { ...env, DB: crash.db } });
+    expect(crash.failures()).toBe(1);
+    expect(first.retried).toEqual(first.ids);
+    expect(await env.DB.prepare("SELECT count(*) AS n FROM reattributions").first("n")).toBe(0);
+    const again = await consume([message], { attempts: 2 });
+    expect(again.acked).toEqual(again.ids);
     const request = await env.DB.prepare("SELECT user_id, from_ms FROM reattributions").first();
     expect(request).toEqual({ user_id: c.userId, from_ms: at });
   });

@@ -13,18 +13,24 @@
  *
  * A version 1 message (one verdict, from a dead letter parked before usage moved to the classifier)
  * posts its session's series; a session judged without a series is left to re-attribution.
+ *
+ * Sharded D1: a message's series (and a version 1 message's session) are read and posted on their
+ * user's shard, one shard after the other; a message naming users of several shards is acked only
+ * once every shard's part is done (a shard that fails leaves its messages to be retried, the others'
+ * are settled as usual). Parked messages go to dead_letters in the home database.
  */
 import {
   BillerMessage,
   deadLetterOf,
   describeIssues,
   errorFields,
+  groupByShard,
   insertDeadLetters,
   QUEUES,
   requestReattributions,
   type SeriesRef,
 } from "@aigate/shared";
-import type { Biller } from "./config";
+import { type Biller, onShard } from "./config";
 import { retryDelaySeconds } from "./meter";
 import { type PostOutcome, postTotals, refKey } from "./posting";
 import { seriesOfSessions } from "./queries";
@@ -39,7 +45,7 @@ export async function consumeVerdicts(
 ): Promise<void> {
   const decisions = new Map<Message<unknown>, Decision>();
   const wants = new Map<Message<unknown>, SeriesRef[]>();
-  const sessions = new Map<Message<unknown>, string>();
+  const sessions = new Map<Message<unknown>, Session>();
   for (const msg of messages) {
     const parsed = BillerMessage.safeParse(msg.body);
     if (!parsed.success) {
@@ -52,7 +58,7 @@ export async function consumeVerdicts(
     } else if (!parsed.data.billable) {
       decisions.set(msg, { kind: "ack" });
     } else {
-      sessions.set(msg, parsed.data.session_id);
+      sessions.set(msg, { session_id: parsed.data.session_id, user_id: parsed.data.user_id });
     }
   }
   try {
@@ -67,31 +73,63 @@ export async function consumeVerdicts(
   await settle(b, messages, decisions, now);
 }
 
-/** Version 1 messages: the series their sessions were recorded in. */
+interface Session {
+  session_id: string;
+  user_id: string;
+}
+
+/** Version 1 messages: the series their sessions were recorded in (read on each user's shard). */
 async function resolveSessions(
   b: Biller,
-  sessions: Map<Message<unknown>, string>,
+  sessions: Map<Message<unknown>, Session>,
   wants: Map<Message<unknown>, SeriesRef[]>,
   decisions: Map<Message<unknown>, Decision>,
   now: number,
 ): Promise<void> {
-  const rows = await seriesOfSessions(b.db, [...new Set(sessions.values())]);
+  for (const group of groupByShard(b.shards, [...sessions], ([, s]) => s.user_id)) {
+    try {
+      await resolveOnShard(onShard(b, group.db), group.items, wants, decisions, now);
+    } catch (err) {
+      // left undecided: retried
+      b.log.error("reading verdicts' sessions failed; retrying them", {
+        ...errorFields(err),
+        shard: group.index,
+        messages: group.items.length,
+      });
+    }
+  }
+}
+
+async function resolveOnShard(
+  b: Biller,
+  sessions: readonly (readonly [Message<unknown>, Session])[],
+  wants: Map<Message<unknown>, SeriesRef[]>,
+  decisions: Map<Message<unknown>, Decision>,
+  now: number,
+): Promise<void> {
+  const rows = await seriesOfSessions(b.db, [...new Set(sessions.map(([, s]) => s.session_id))]);
   const byId = new Map(rows.map((r) => [r.session_id, r]));
   const pending: { user_id: string; from_ms: number }[] = [];
-  for (const [msg, id] of sessions) {
+  const found: [Message<unknown>, Decision | SeriesRef[]][] = [];
+  for (const [msg, { session_id: id }] of sessions) {
     const row = byId.get(id);
     if (!row || row.verdict_at === null) {
-      decisions.set(msg, { kind: "retry", reason: `session ${id} has no verdict recorded yet` });
+      found.push([msg, { kind: "retry", reason: `session ${id} has no verdict recorded yet` }]);
     } else if (row.plan === null || row.period_start === null) {
       pending.push({ user_id: row.user_id, from_ms: row.billed_at ?? row.verdict_at });
-      decisions.set(msg, { kind: "ack" });
+      found.push([msg, { kind: "ack" }]);
     } else if (row.plan === "free" || row.billable !== 1) {
-      decisions.set(msg, { kind: "ack" });
+      found.push([msg, { kind: "ack" }]);
     } else {
-      wants.set(msg, [{ user_id: row.user_id, plan: row.plan, period_start: row.period_start }]);
+      found.push([msg, [{ user_id: row.user_id, plan: row.plan, period_start: row.period_start }]]);
     }
   }
   if (pending.length > 0) await requestReattributions(b.db, pending, now).run();
+  // decided only once the shard's part is done: a failure above leaves these messages to a retry
+  for (const [msg, outcome] of found) {
+    if (Array.isArray(outcome)) wants.set(msg, outcome);
+    else decisions.set(msg, outcome);
+  }
 }
 
 async function postWanted(
@@ -102,7 +140,23 @@ async function postWanted(
 ): Promise<void> {
   const series = new Map<string, SeriesRef>();
   for (const refs of wants.values()) for (const ref of refs) series.set(refKey(ref), ref);
-  const outcomes = await postTotals(b, [...series.values()], { now, minIntervalMs: b.config.postIntervalMs });
+  // each series on its user's shard; a series whose shard failed has no outcome: its messages are retried
+  const outcomes = new Map<string, PostOutcome>();
+  for (const group of groupByShard(b.shards, [...series.values()], (ref) => ref.user_id)) {
+    try {
+      const posted = await postTotals(onShard(b, group.db), group.items, {
+        now,
+        minIntervalMs: b.config.postIntervalMs,
+      });
+      for (const [key, outcome] of posted) outcomes.set(key, outcome);
+    } catch (err) {
+      b.log.error("posting series failed; retrying their messages", {
+        ...errorFields(err),
+        shard: group.index,
+        series: group.items.length,
+      });
+    }
+  }
   b.log.info("series posted", { series: series.size, messages: wants.size });
   for (const [msg, refs] of wants) {
     const worst = refs
@@ -150,7 +204,7 @@ async function settle(
   if (parked.length > 0) {
     try {
       await insertDeadLetters(
-        b.db,
+        b.shards.home,
         parked.map((m) => {
           const d = decisions.get(m);
           return deadLetterOf(m, {

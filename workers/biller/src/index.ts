@@ -1,7 +1,8 @@
 /**
  * The biller Worker: consumes verdicts (aigate-verdicts), posts paid usage to the Stripe meter,
  * and on crons sweeps unconfirmed totals and closes periods (every minute) and reconciles with
- * Stripe (hourly, at minute 17).
+ * Stripe (hourly, at minute 17). With D1 shards, each user's series are worked on the user's
+ * shard, the crons run on every shard in turn, and the D1 counts logged cover every shard.
  */
 import { d1LogFields, queueLogFields, withQueueStats } from "@aigate/shared";
 import { createBiller, RECONCILE_CRON } from "./config";

@@ -9,6 +9,9 @@
  * (the session and both series' counts), guarded by the attribution it was planned from, so a
  * crash or a concurrent run leaves nothing half-moved and nothing moved twice. The moved series'
  * totals are then posted (a total may go down: the later post wins on a `last` meter).
+ *
+ * `reattribute` works on the biller's shard (a user's sessions, series and plans are all on the
+ * user's shard); the sweep runs it on every shard.
  */
 import {
   attribute,

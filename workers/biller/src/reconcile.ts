@@ -3,10 +3,14 @@
  * meter event summaries hold, re-posts our absolute total where they differ (idempotent: a
  * `last` meter keeps the latest total) while Stripe still invoices the period, and keeps a
  * report in reconciliation_runs for the admin API.
+ *
+ * Sharded D1: each shard is reconciled in turn and keeps its own run (and report) in its own
+ * reconciliation_runs; one log line sums them. A shard that fails does not stop the others; the
+ * run then fails with the first error (its shard's run row stays unfinished).
  */
 import { errorFields } from "@aigate/shared";
 import type Stripe from "stripe";
-import type { Biller } from "./config";
+import { type Biller, onShard } from "./config";
 import { classifyStripeError, summaryWindow } from "./meter";
 import { postTotals, refKey } from "./posting";
 import {
@@ -57,7 +61,8 @@ export interface ReportEntry {
 }
 
 export interface ReconcileResult {
-  id: string;
+  /** The run recorded on each shard reconciled (in shard order). */
+  runs: string[];
   checked: number;
   mismatches: number;
   repaired: number;
@@ -109,7 +114,41 @@ async function stripeTotal(b: Biller, row: UsagePeriodRow): Promise<number> {
   }
 }
 
+/** Reconciles every shard, one after the other; the result sums them (reports concatenated). */
 export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<ReconcileResult> {
+  const total: ReconcileResult = { runs: [], checked: 0, mismatches: 0, repaired: 0, report: [] };
+  const errors: unknown[] = [];
+  for (const [index, db] of b.shards.all.entries()) {
+    try {
+      const run = await reconcileShard(onShard(b, db), opts);
+      total.runs.push(run.id);
+      total.checked += run.checked;
+      total.mismatches += run.mismatches;
+      total.repaired += run.repaired;
+      total.report.push(...run.report);
+    } catch (err) {
+      errors.push(err);
+      if (b.shards.all.length > 1) {
+        b.log.error("reconciliation of a shard failed", { shard: index, ...errorFields(err) });
+      }
+    }
+  }
+  if (total.runs.length > 0)
+    b.log.info("reconciliation done", {
+      runs: total.runs,
+      checked: total.checked,
+      mismatches: total.mismatches,
+      repaired: total.repaired,
+    });
+  if (errors.length > 0) throw errors[0];
+  return total;
+}
+
+/** Reconciles the biller's shard and records the run there. */
+async function reconcileShard(
+  b: Biller,
+  opts: ReconcileOptions,
+): Promise<{ id: string; checked: number; mismatches: number; repaired: number; report: ReportEntry[] }> {
   const { now } = opts;
   const settleMs = opts.settleMs ?? RECONCILE_SETTLE_MS;
   const id = crypto.randomUUID();
@@ -173,6 +212,5 @@ export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<Reco
     markReconciled(b.db, rows, now),
     finishReconciliationRun(b.db, { id, finishedAt, checked: checked.length, mismatches, repaired, report }),
   ]);
-  b.log.info("reconciliation done", { run: id, checked: checked.length, mismatches, repaired });
   return { id, checked: checked.length, mismatches, repaired, report };
 }

@@ -9,14 +9,15 @@ import {
   callMark,
   consume,
   createPaidCustomer,
+  customerAcrossPeriods,
   DAY,
+  finalizedInvoice,
   judge,
   MIN,
   meterEventCalls,
   meterEvents,
   meteredPriceId,
   meterUsage,
-  type PaidCustomer,
   setupCatalog,
   tick,
   usagePeriods,
@@ -27,63 +28,6 @@ const GRACE = 3600 * 1000; // STRIPE_INVOICE_GRACE_SECONDS in wrangler.jsonc
 beforeEach(async () => {
   await setupCatalog();
 });
-
-/** A customer whose previous period ended `endedAgo` ms ago, and the current one. */
-async function customerAcrossPeriods(endedAgo: number, plan: "payg" | "pro" = "pro") {
-  const end = Math.floor((Date.now() - endedAgo) / 1000) * 1000;
-  const p1 = { start: end - 30 * DAY, end };
-  const p2 = { start: end, end: end + 30 * DAY };
-  const c = await createPaidCustomer({ plan, periods: [p1, p2] });
-  return { c, p1, p2 };
-}
-
-/** A finalized invoice of the customer's subscription as the webhooks record it, with its metered line. */
-async function finalizedInvoice(
-  c: PaidCustomer,
-  o: {
-    id?: string;
-    created: number;
-    window: { start: number; end: number };
-    quantity: number;
-    status?: string;
-  },
-) {
-  const id = o.id ?? `in_${c.userId}_${o.window.start}`;
-  await env.DB.batch([
-    env.DB.prepare(
-      `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
-         subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created, updated_at,
-         billing_reason)
-       VALUES (?1, ?2, ?3, ?4, ?5, 'usd', 0, 0, 0, ?6, ?7, ?8, ?9, ?9, 'subscription_cycle')`,
-    ).bind(
-      id,
-      c.userId,
-      c.customerId,
-      c.subscriptionId,
-      o.status ?? "paid",
-      o.window.start,
-      o.window.end,
-      o.status === "draft" ? null : o.created,
-      o.created,
-    ),
-    env.DB.prepare(
-      `INSERT INTO invoice_lines (stripe_invoice_id, line_id, stripe_subscription_id, stripe_price_id, plan, metered,
-         period_start, period_end, quantity, amount_cents)
-       VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)`,
-    ).bind(
-      id,
-      `il_${id}`,
-      c.subscriptionId,
-      meteredPriceId(c.plan),
-      c.plan,
-      o.window.start,
-      o.window.end,
-      o.quantity,
-      c.plan === "payg" ? o.quantity * 10 : 0,
-    ),
-  ]);
-  return id;
-}
 
 describe("ended windows", () => {
   it("posts a late session into its ended window during Stripe's grace, in the reserve before its last minute", async () => {

@@ -2,8 +2,19 @@
  * The minute cron: post every paid series whose total Stripe has not confirmed (the durable
  * outbox behind the consumer), move sessions whose plan history changed (re-attribution), and
  * bill by adjustment what frozen series counted beyond what Stripe billed.
+ *
+ * Sharded D1: the whole sweep runs on each shard in turn (its series, re-attributions, freezing
+ * and adjustments are its users'), and one log line sums them. A shard that fails does not stop
+ * the others; the run then fails with the first error (the next minute's run takes over).
  */
-import { type DeadLetter, deadLetterId, insertDeadLetters, QUEUES, type UsageMessage } from "@aigate/shared";
+import {
+  type DeadLetter,
+  deadLetterId,
+  errorFields,
+  insertDeadLetters,
+  QUEUES,
+  type UsageMessage,
+} from "@aigate/shared";
 import {
   coveredSeriesCandidates,
   freezeCoveredSeries,
@@ -11,7 +22,7 @@ import {
 } from "@aigate/shared/stripeSync/queries";
 import { invoicesInStripe } from "@aigate/shared/stripeSync/sync";
 import { adjust } from "./adjust";
-import type { Biller } from "./config";
+import { type Biller, onShard } from "./config";
 import { type PostOutcome, postTotals, refKey } from "./posting";
 import { overdueSeries, unpostedSeries } from "./queries";
 import { reattribute } from "./reattribute";
@@ -68,7 +79,7 @@ async function parkRejected(
     });
   }
   if (letters.length === 0) return;
-  await insertDeadLetters(b.db, letters).run();
+  await insertDeadLetters(b.shards.home, letters).run();
   for (const l of letters) b.log.warn("series parked", { id: l.id, reason: l.error });
 }
 
@@ -102,7 +113,35 @@ async function freezeCovered(b: Biller, now: number): Promise<number> {
   return written.at(-1)?.meta.changes ?? 0;
 }
 
+/** The sweep of every shard, one after the other; the result sums them. */
 export async function sweep(b: Biller, now: number): Promise<SweepResult> {
+  const total: SweepResult = {
+    attempted: 0,
+    posted: 0,
+    failed: 0,
+    overdue: 0,
+    moved: 0,
+    frozen: 0,
+    adjusted: 0,
+  };
+  const errors: unknown[] = [];
+  for (const [index, db] of b.shards.all.entries()) {
+    try {
+      const result = await sweepShard(onShard(b, db), now);
+      for (const key of Object.keys(total) as (keyof SweepResult)[]) total[key] += result[key];
+    } catch (err) {
+      errors.push(err);
+      if (b.shards.all.length > 1)
+        b.log.error("sweep of a shard failed", { shard: index, ...errorFields(err) });
+    }
+  }
+  if (total.attempted > 0 || total.moved > 0 || total.adjusted > 0) b.log.info("sweep done", { ...total });
+  if (errors.length > 0) throw errors[0];
+  return total;
+}
+
+/** The sweep of the biller's shard. */
+async function sweepShard(b: Biller, now: number): Promise<SweepResult> {
   // re-attribution first: the posts below then carry the moved totals
   const moved = await reattribute(b, now);
   const rows = await unpostedSeries(b.db, now, SWEEP_LIMIT);
@@ -132,6 +171,5 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     frozen,
     adjusted: adjusted.reserved + adjusted.created,
   };
-  if (rows.length > 0 || moved.moved > 0 || result.adjusted > 0) b.log.info("sweep done", { ...result });
   return result;
 }

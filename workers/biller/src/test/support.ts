@@ -4,6 +4,9 @@
  * the same code as the webhooks), sessions judged as the classifier records them (verdict, series,
  * rank and count in one transaction) with the usage message it sends, consumed batches, the
  * emulator's view of each plan's meter, and a D1 wrapper that fails chosen statements (crashes).
+ *
+ * The helpers that write or read a user's rows take the D1 shard to use (`db`, default `env.DB`):
+ * with `shardedEnv`, pass the user's shard (`env.DB_1`, ...).
  */
 
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
@@ -104,8 +107,11 @@ export async function createPaidCustomer(
     periodStart?: number;
     periodEnd?: number;
     periods?: { start: number; end: number }[];
+    /** The user's D1 shard. */
+    db?: D1Database;
   } = {},
 ): Promise<PaidCustomer> {
+  const db = opts.db ?? env.DB;
   const plan = opts.plan ?? "payg";
   const userId = opts.userId ?? uniqueId("user");
   const now = Date.now();
@@ -118,28 +124,104 @@ export async function createPaidCustomer(
   const subscriptionId = uniqueId("sub");
   const periods = opts.periods ?? [{ start, end }];
   const first = periods[0] ?? { start, end };
-  await env.DB.batch([
-    env.DB.prepare(
-      `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
+  await db.batch([
+    db
+      .prepare(
+        `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
        VALUES (?1, ?2, ?3, ?4, ?5, ?5)`,
-    ).bind(userId, customer.id, `${userId}@example.test`, plan, now),
-    env.DB.prepare(
-      `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
+      )
+      .bind(userId, customer.id, `${userId}@example.test`, plan, now),
+    db
+      .prepare(
+        `INSERT INTO subscriptions (stripe_subscription_id, user_id, stripe_customer_id, plan, status,
          current_period_start, current_period_end, started_at, updated_at, billing_mode)
        VALUES (?1, ?2, ?3, ?4, 'active', ?5, ?6, ?7, ?8, 'flexible')`,
-    ).bind(subscriptionId, userId, customer.id, plan, start, end, first.start, now),
-    env.DB.prepare(
-      `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
+      )
+      .bind(subscriptionId, userId, customer.id, plan, start, end, first.start, now),
+    db
+      .prepare(
+        `INSERT INTO plan_history (user_id, effective_from, plan, stripe_subscription_id, recorded_at, stripe_price_id,
          meter_event_name)
        VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)`,
-    ).bind(userId, first.start, plan, subscriptionId, now, meteredPriceId(plan), meterOf(plan)),
+      )
+      .bind(userId, first.start, plan, subscriptionId, now, meteredPriceId(plan), meterOf(plan)),
     ...periods.map((p) =>
-      env.DB.prepare(
-        "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
-      ).bind(subscriptionId, p.start, p.end),
+      db
+        .prepare(
+          "INSERT INTO billing_periods (stripe_subscription_id, period_start, period_end) VALUES (?1, ?2, ?3)",
+        )
+        .bind(subscriptionId, p.start, p.end),
     ),
   ]);
   return { userId, customerId: customer.id, subscriptionId, plan, period: { start, end } };
+}
+
+/** A customer whose previous period ended `endedAgo` ms ago, and the current one. */
+export async function customerAcrossPeriods(
+  endedAgo: number,
+  plan: "payg" | "pro" = "pro",
+  opts: { userId?: string; db?: D1Database } = {},
+) {
+  const end = Math.floor((Date.now() - endedAgo) / 1000) * 1000;
+  const p1 = { start: end - 30 * DAY, end };
+  const p2 = { start: end, end: end + 30 * DAY };
+  const c = await createPaidCustomer({ ...opts, plan, periods: [p1, p2] });
+  return { c, p1, p2 };
+}
+
+/** A finalized invoice of the customer's subscription as the webhooks record it, with its metered line. */
+export async function finalizedInvoice(
+  c: PaidCustomer,
+  o: {
+    id?: string;
+    created: number;
+    window: { start: number; end: number };
+    quantity: number;
+    status?: string;
+    /** The user's D1 shard. */
+    db?: D1Database;
+  },
+) {
+  const db = o.db ?? env.DB;
+  const id = o.id ?? `in_${c.userId}_${o.window.start}`;
+  await db.batch([
+    db
+      .prepare(
+        `INSERT INTO invoices (stripe_invoice_id, user_id, stripe_customer_id, stripe_subscription_id, status, currency,
+         subtotal_cents, total_cents, amount_paid_cents, period_start, period_end, finalized_at, stripe_created, updated_at,
+         billing_reason)
+       VALUES (?1, ?2, ?3, ?4, ?5, 'usd', 0, 0, 0, ?6, ?7, ?8, ?9, ?9, 'subscription_cycle')`,
+      )
+      .bind(
+        id,
+        c.userId,
+        c.customerId,
+        c.subscriptionId,
+        o.status ?? "paid",
+        o.window.start,
+        o.window.end,
+        o.status === "draft" ? null : o.created,
+        o.created,
+      ),
+    db
+      .prepare(
+        `INSERT INTO invoice_lines (stripe_invoice_id, line_id, stripe_subscription_id, stripe_price_id, plan, metered,
+         period_start, period_end, quantity, amount_cents)
+       VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9)`,
+      )
+      .bind(
+        id,
+        `il_${id}`,
+        c.subscriptionId,
+        meteredPriceId(c.plan),
+        c.plan,
+        o.window.start,
+        o.window.end,
+        o.quantity,
+        c.plan === "payg" ? o.quantity * 10 : 0,
+      ),
+  ]);
+  return id;
 }
 
 /** Writes what Stripe holds for a subscription (and an invoice of it), as the webhooks worker does. */
@@ -219,11 +301,12 @@ export interface Judged {
 export async function judge(
   userId: string,
   specs: number | SessionSpec[],
-  opts: { at?: number; billable?: boolean; now?: number } = {},
+  opts: { at?: number; billable?: boolean; now?: number; db?: D1Database } = {},
 ): Promise<Judged> {
+  const db = opts.db ?? env.DB;
   const list: SessionSpec[] = typeof specs === "number" ? Array.from({ length: specs }, () => ({})) : specs;
   const now = opts.now ?? Date.now();
-  const account = (await loadAccounts(env.DB, [userId])).get(userId);
+  const account = (await loadAccounts(db, [userId])).get(userId);
   const series = new Map<string, SeriesToEnsure>();
   const unattributed: { user_id: string; from_ms: number }[] = [];
   const rows = list.map((spec) => {
@@ -244,7 +327,6 @@ export async function judge(
   });
   const token = crypto.randomUUID();
   const ids = JSON.stringify(rows.map((r) => r.session_id));
-  const db = env.DB;
   await db.batch([
     ensureSeries(db, [...series.values()], now),
     db
@@ -389,11 +471,17 @@ export async function meterEvents(customer: string, plan: PaidPlanId) {
 }
 
 /** Billable sessions recorded for a user (in one series when plan and start are given). */
-export async function billableInD1(userId: string, plan?: string, periodStart?: number): Promise<number> {
-  const row = await env.DB.prepare(
-    `SELECT count(*) AS n FROM sessions WHERE user_id = ?1 AND billable = 1 AND plan IS NOT NULL AND plan <> 'free'
+export async function billableInD1(
+  userId: string,
+  plan?: string,
+  periodStart?: number,
+  db: D1Database = env.DB,
+): Promise<number> {
+  const row = await db
+    .prepare(
+      `SELECT count(*) AS n FROM sessions WHERE user_id = ?1 AND billable = 1 AND plan IS NOT NULL AND plan <> 'free'
        AND (?2 IS NULL OR plan = ?2) AND (?3 IS NULL OR period_start = ?3)`,
-  )
+    )
     .bind(userId, plan ?? null, periodStart ?? null)
     .first<{ n: number }>();
   return row?.n ?? 0;
@@ -423,10 +511,9 @@ export interface UsagePeriodView {
   adjusted: number;
 }
 
-export async function usagePeriods(userId: string): Promise<UsagePeriodView[]> {
-  const { results } = await env.DB.prepare(
-    "SELECT * FROM usage_periods WHERE user_id = ?1 ORDER BY period_start, plan",
-  )
+export async function usagePeriods(userId: string, db: D1Database = env.DB): Promise<UsagePeriodView[]> {
+  const { results } = await db
+    .prepare("SELECT * FROM usage_periods WHERE user_id = ?1 ORDER BY period_start, plan")
     .bind(userId)
     .all<UsagePeriodView>();
   return results;
