@@ -7,6 +7,7 @@
  *
  * Replay a run with CHAOS_SEED=<n>; soak with CHAOS_SOAK=1 or CHAOS_SESSIONS=<n> (docs/chaos.md).
  */
+import { shardBucket } from "@aigate/shared/shardKey";
 import { describe, expect, inject, it, onTestFailed } from "vitest";
 import { isRecord, StackClient, type WebhookStats } from "./clients";
 import { chaosConfig, replayHint } from "./config";
@@ -100,7 +101,7 @@ describe("chaos", () => {
       if (!paid) throw new Error("the paid setup did not run");
       const setup = paid;
       const started = Date.now();
-      const workload = makeWorkload(seed, config.sessions, Date.now() + 1000);
+      const workload = makeWorkload(seed, config.sessions, Date.now() + 1000, config.shards);
       const poison = workload.sessions.filter((s) => s.poison);
       const main = workload.sessions.filter((s) => !s.poison);
       const heavyUser = workload.users.find((u) => u.role === "heavy");
@@ -173,9 +174,14 @@ describe("chaos", () => {
         ...checkAll(exp, snap, obs),
       ];
 
-      // A session id used by another user: refused with 409, and the session is left as it was.
+      // A session id used by another user (of the same D1 shard, where the owner is checked):
+      // refused with 409, and the session is left as it was.
       const victim = main.find((s) => s.expected.billable === 1);
-      const thief = workload.users.find((u) => u.id !== victim?.userId);
+      const sameShard = (a: string, b: string) =>
+        shardBucket(a) % config.shards === shardBucket(b) % config.shards;
+      const thief = workload.users.find(
+        (u) => victim && u.id !== victim.userId && sameShard(u.id, victim.userId),
+      );
       if (victim && thief) {
         const before = snap.sessions.get(victim.id);
         const answer = await client.admit(victim.id, thief.id, "proj-thief");

@@ -1,6 +1,7 @@
 /**
  * The seeded workload: reproducible from its seed, and its expected facts follow the contract.
  */
+import { shardBucket } from "@aigate/shared/shardKey";
 import { describe, expect, it } from "vitest";
 import { describeMessage } from "./faultEntry";
 import { mulberry32 } from "./random";
@@ -37,6 +38,15 @@ describe("chaos workload", () => {
     expect(
       w.hijacks.every((h) => h.event.data.user_id !== w.sessions.find((s) => s.id === h.sessionId)?.userId),
     ).toBe(true);
+  });
+
+  it("picks each hijack's thief on the victim's D1 shard", () => {
+    const w = makeWorkload(20261125, 300, START, 4);
+    expect(w.hijacks.length).toBeGreaterThan(0);
+    for (const h of w.hijacks) {
+      const owner = w.sessions.find((s) => s.id === h.sessionId)?.userId ?? "";
+      expect(shardBucket(String(h.event.data.user_id)) % 4).toBe(shardBucket(owner) % 4);
+    }
   });
 
   it("builds every session so that rule version 1 judges it as intended", () => {

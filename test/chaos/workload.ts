@@ -8,6 +8,7 @@
  * latency is the minimum, audio the maximum, times are minima/maxima, and rule version 1 picks
  * the first failing reason in the documented order.
  */
+import { shardBucket } from "@aigate/shared/shardKey";
 import { mulberry32, type Rng } from "./random";
 
 export type PlanName = "free" | "payg" | "pro";
@@ -289,9 +290,12 @@ export const HEAVY_PRELOAD_FAILED = 4;
 
 /**
  * The workload of a seed: `sessions` random sessions over the regular users, the heavy user's
- * preload, one poison session (a pay-as-you-go user's), and hijack events for some sessions.
+ * preload, one poison session (a pay-as-you-go user's), and hijack events for some sessions. A
+ * hijack's thief is a user whose rows live on the victim's D1 shard (of `shards`): that is where
+ * the session's owner is checked (docs/scale.md "Sharding"; on another shard the thief's events
+ * are a session of the thief's own).
  */
-export function makeWorkload(seed: number, sessions: number, start: number): Workload {
+export function makeWorkload(seed: number, sessions: number, start: number, shards = 1): Workload {
   const rng = mulberry32(seed);
   const users = makeUsers(rng);
   const regular = users.filter((u) => u.role === "regular");
@@ -313,7 +317,10 @@ export function makeWorkload(seed: number, sessions: number, start: number): Wor
   const hijacks: Hijack[] = [];
   for (const s of out) {
     if (s.poison || !rng.chance(0.03)) continue;
-    const thief = rng.pick(users.filter((u) => u.id !== s.userId));
+    const shard = shardBucket(s.userId) % shards;
+    const thieves = users.filter((u) => u.id !== s.userId && shardBucket(u.id) % shards === shard);
+    if (thieves.length === 0) continue;
+    const thief = rng.pick(thieves);
     hijacks.push({
       sessionId: s.id,
       event: {
