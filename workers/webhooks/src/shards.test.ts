@@ -170,6 +170,54 @@ describe("webhooks on four D1 shards", () => {
     }
   });
 
+  it("records an invoice of no subscription, its lines and our adjustment's link on the user's shard", async () => {
+    const user = userOn(1);
+    const { customerId, events } = await scenario.subscribe(user, "payg");
+    await deliverAll(sharded, events);
+    const item = await scenario.stripe.invoiceItems.create({
+      customer: customerId,
+      amount: 210,
+      currency: "usd",
+      description: "AI Gate: 30 successful session(s) recorded after that period was invoiced",
+      metadata: { aigate_adjustment: "adj_shard" },
+    });
+    await env.DB_1.prepare(
+      `INSERT INTO usage_adjustments (id, user_id, plan, period_start, stripe_customer_id, sessions, from_seq, to_seq,
+         amount_cents, currency, state, stripe_invoice_item_id, created_at, updated_at)
+       VALUES ('adj_shard', ?1, 'payg', 0, ?2, 30, 0, 30, 210, 'usd', 'created', ?3, 0, 0)`,
+    )
+      .bind(user, customerId, item.id)
+      .run();
+    const mark = await scenario.mark();
+    const draft = await scenario.stripe.invoices.create({
+      customer: customerId,
+      pending_invoice_items_behavior: "include",
+      auto_advance: false,
+    });
+    await scenario.stripe.invoices.finalizeInvoice(draft.id);
+    await scenario.stripe.invoices.pay(draft.id);
+    const stage = (await scenario.eventsSince(mark, customerId)).filter((d) => d.type.startsWith("invoice."));
+    await deliverAll(sharded, stage);
+
+    expect(
+      await countsPerShard("SELECT count(*) AS n FROM invoices WHERE stripe_invoice_id = ?1", draft.id),
+    ).toEqual(onlyOn(1, 1));
+    expect(
+      await countsPerShard("SELECT count(*) AS n FROM invoice_lines WHERE stripe_invoice_id = ?1", draft.id),
+    ).toEqual(onlyOn(1, 1));
+    expect(
+      await env.DB_1.prepare(
+        "SELECT stripe_invoice_id FROM usage_adjustments WHERE id = 'adj_shard'",
+      ).first(),
+    ).toEqual({ stripe_invoice_id: draft.id });
+    expect(
+      await countsPerShard(
+        "SELECT count(*) AS n FROM processed_stripe_events WHERE event_id IN (SELECT value FROM json_each(?1))",
+        JSON.stringify(stage.map((d) => d.id)),
+      ),
+    ).toEqual(onlyOn(0, stage.length));
+  });
+
   it("answers a second copy of an applied event with duplicate, whatever shard its user is on", async () => {
     for (const shard of [3, 0]) {
       const user = userOn(shard);
