@@ -1,7 +1,9 @@
 /**
- * SQL of Stripe convergence (the webhooks worker, and the api after its own plan changes). Every write is an idempotent upsert, so a state can be written
- * any number of times; the statements of one event run in one db.batch() (a transaction)
- * together with the event's dedupe row.
+ * SQL of Stripe convergence (the webhooks worker, and the api after its own plan changes). Every
+ * write is an idempotent upsert, so a state can be written any number of times. The statements of
+ * one event about a user run in one db.batch() (a transaction) on the user's shard; the event's
+ * dedupe row and the customer directory live in the home database (written after the user's
+ * shard, in the same batch when the user lives on home). See customers.ts.
  */
 import type { InvoiceLineRow, InvoiceRow, PlanHistoryRow, SubscriptionRow } from "./convergence";
 import { PLAN_GRANTING_STATUSES } from "./convergence";
@@ -29,12 +31,61 @@ export function markEventProcessed(
     .bind(e.id, e.type, e.createdMs, now);
 }
 
-export async function userOfCustomer(db: D1Database, customerId: string): Promise<string | null> {
-  const row = await db
-    .prepare("SELECT user_id FROM stripe_customers WHERE stripe_customer_id = ?1")
+/**
+ * The user a Stripe customer belongs to, from the customer directory (in the home database:
+ * `home`), or null when the directory does not know the customer.
+ */
+export async function userOfCustomer(home: D1Database, customerId: string): Promise<string | null> {
+  const row = await home
+    .prepare("SELECT user_id FROM customer_directory WHERE stripe_customer_id = ?1")
     .bind(customerId)
     .first<{ user_id: string }>();
   return row?.user_id ?? null;
+}
+
+/** A user's recorded customer: what a batch reads back after insertCustomer. */
+export interface RecordedCustomer {
+  stripe_customer_id: string;
+  created_at: number;
+}
+
+/** Reads back the customer recorded for the user (none: no row). */
+export function recordedCustomer(db: D1Database, userId: string): D1PreparedStatement {
+  return db
+    .prepare("SELECT stripe_customer_id, created_at FROM stripe_customers WHERE user_id = ?1")
+    .bind(userId);
+}
+
+/**
+ * The directory row of a customer recorded on another database (the user's shard): written only
+ * when that shard's stripe_customers row records this very customer, with its creation time.
+ */
+export function insertDirectoryEntry(
+  home: D1Database,
+  userId: string,
+  recorded: RecordedCustomer,
+): D1PreparedStatement {
+  return home
+    .prepare(
+      `INSERT INTO customer_directory (stripe_customer_id, user_id, created_at) VALUES (?1, ?2, ?3)
+       ON CONFLICT DO NOTHING`,
+    )
+    .bind(recorded.stripe_customer_id, userId, recorded.created_at);
+}
+
+/**
+ * The directory row of a customer recorded in the same database (the user lives on home): copied
+ * from the stripe_customers row when it records this customer (as migration 0016 filled it), in
+ * the batch that records it.
+ */
+export function directoryFromCustomers(db: D1Database, customerId: string): D1PreparedStatement {
+  return db
+    .prepare(
+      `INSERT INTO customer_directory (stripe_customer_id, user_id, created_at)
+       SELECT stripe_customer_id, user_id, created_at FROM stripe_customers WHERE stripe_customer_id = ?1
+       ON CONFLICT DO NOTHING`,
+    )
+    .bind(customerId);
 }
 
 /** Records the customer of a user who has none yet (a user keeps the customer first recorded). */

@@ -1,7 +1,10 @@
 /**
  * Converging D1 on what Stripe holds for one subscription (and, for invoice events, one invoice):
- * re-fetch the objects, derive the rows (convergence.ts), write them in one db.batch() together
- * with the caller's statements (the webhooks worker's event dedupe row). Used by the webhooks
+ * re-fetch the objects, derive the rows (convergence.ts), write them in one db.batch() on the
+ * user's shard, then the customer's directory row and the caller's statements (the webhooks
+ * worker's event dedupe row) in the home database: in the same batch when the user lives on home
+ * (customers.ts). Every statement is idempotent, so a crash between the two batches is repaired
+ * by writing the same state again (Stripe resends the event: it was not marked). Used by the webhooks
  * worker for every subscription, schedule and invoice event, and by the api right after it
  * changes a plan, so that sessions created after the change are attributed to the new plan
  * without waiting for the webhook.
@@ -11,6 +14,7 @@ import type { z } from "zod";
 import { type IssueDetail, issueDetails } from "../errors";
 import type { Logger } from "../log";
 import type { PaidPlanId } from "../plans";
+import type { Shards } from "../shards";
 import {
   billingPeriods,
   failedInvoiceTime,
@@ -25,6 +29,7 @@ import {
   planOfSubscription,
   subscriptionRow,
 } from "./convergence";
+import { writeForUser } from "./customers";
 import {
   invoiceSubscriptionId,
   StripeCustomer,
@@ -52,7 +57,8 @@ import {
 } from "./queries";
 
 export interface SyncDeps {
-  db: D1Database;
+  /** The D1 shards: the user's rows go to the user's shard, the directory (and `extra`) to home. */
+  shards: Shards;
   stripe: Stripe;
   log: Logger;
   now: () => number;
@@ -148,14 +154,17 @@ async function pricesOf(stripe: Stripe, invoice: StripeInvoice): Promise<Map<str
   return out;
 }
 
-/** The user owning a customer: our record, else the customer's metadata.user_id, else the hints. */
+/**
+ * The user owning a customer: the customer directory (home), else the customer's
+ * metadata.user_id, else the hints.
+ */
 async function resolveOwner(
-  db: D1Database,
+  home: D1Database,
   stripe: Stripe,
   customerId: string,
   hints: string[],
 ): Promise<{ userId: string; email: string } | null> {
-  const known = await userOfCustomer(db, customerId);
+  const known = await userOfCustomer(home, customerId);
   if (known) return { userId: known, email: "" };
   const customer = read(StripeCustomer, "customer", customerId, await stripe.customers.retrieve(customerId));
   if (customer.deleted === true) return hints[0] ? { userId: hints[0], email: "" } : null;
@@ -259,15 +268,16 @@ export interface SyncTarget {
 }
 
 /**
- * Writes what Stripe holds now for the target, with `extra` statements in the same transaction.
- * Returns "ignored" (and writes only `extra`... nothing) when the objects are not ours.
+ * Writes what Stripe holds now for the target on the user's shard, then `extra` (statements on
+ * `deps.shards.home`) in home: in the same transaction when the user lives on home. Returns
+ * "ignored" (and writes nothing, not even `extra`) when the objects are not ours.
  */
 export async function syncFromStripe(
   deps: SyncDeps,
   target: SyncTarget,
   extra: (now: number) => D1PreparedStatement[] = () => [],
 ): Promise<SyncOutcome> {
-  const { stripe, db, log } = deps;
+  const { stripe, shards, log } = deps;
   const invoice = target.invoiceId ? await retrieveInvoice(stripe, target.invoiceId) : null;
   const subscriptionId = target.subscriptionId ?? (invoice ? invoiceSubscriptionId(invoice) : null);
   if (subscriptionId === null) {
@@ -276,7 +286,7 @@ export async function syncFromStripe(
   }
   const sub = await retrieveSubscription(stripe, subscriptionId);
   const hints = [sub.metadata.user_id, ...target.userHints].filter((h): h is string => !!h);
-  const owner = await resolveOwner(db, stripe, sub.customer, hints);
+  const owner = await resolveOwner(shards.home, stripe, sub.customer, hints);
   if (owner === null) {
     log.warn("stripe customer without user", { stripe_customer_id: sub.customer, subscription_id: sub.id });
     return { status: "ignored", reason: "customer has no metadata.user_id" };
@@ -289,6 +299,7 @@ export async function syncFromStripe(
 
   const now = deps.now();
   const userId = owner.userId;
+  const db = shards.of(userId);
   const failedAt = await failedInvoiceAt(stripe, sub, invoice);
   const schedule = await scheduleOf(stripe, sub);
   const phasePlans = new Map<string, PaidPlanId | null>();
@@ -360,8 +371,7 @@ export async function syncFromStripe(
   if (ended !== null && latestDraft === null) {
     statements.push(freezeEndedSeries(db, sub.id, ended, now), markDraftsSettled(db, sub.id, now));
   }
-  statements.push(...extra(now));
-  await db.batch(statements);
+  await writeForUser(shards, { userId, user: statements, home: extra(now), customerId: sub.customer });
   log.info("stripe state applied", {
     user_id: userId,
     subscription_id: sub.id,
@@ -378,9 +388,10 @@ async function syncCustomerInvoice(
   invoice: StripeInvoice,
   extra: (now: number) => D1PreparedStatement[],
 ): Promise<SyncOutcome> {
-  const { db, stripe } = deps;
-  const owner = await resolveOwner(db, stripe, invoice.customer, []);
+  const { shards, stripe } = deps;
+  const owner = await resolveOwner(shards.home, stripe, invoice.customer, []);
   if (owner === null) return { status: "ignored", reason: "customer has no metadata.user_id" };
+  const db = shards.of(owner.userId);
   const now = deps.now();
   const prices = await pricesOf(stripe, invoice);
   const statements = [upsertInvoice(db, invoiceRow(invoice, owner.userId, null, prices), now)];
@@ -390,7 +401,6 @@ async function syncCustomerInvoice(
     const items = lines.flatMap((l) => (l.stripe_invoice_item_id ? [l.stripe_invoice_item_id] : []));
     if (items.length > 0) statements.push(linkAdjustments(db, invoice.id, items));
   }
-  statements.push(...extra(now));
-  await db.batch(statements);
+  await writeForUser(shards, { userId: owner.userId, user: statements, home: extra(now) });
   return { status: "processed" };
 }

@@ -3,7 +3,7 @@
  * carrying metadata.user_id, with an idempotency key derived from the user id so that two
  * concurrent requests (a double click) make one customer.
  */
-import { ApiError, type PaidPlanId, PLANS } from "@aigate/shared";
+import { ApiError, type PaidPlanId, PLANS, type Shards } from "@aigate/shared";
 import { findPortalConfiguration } from "@aigate/shared/stripeCatalog";
 import type Stripe from "stripe";
 import { recordStripeCustomer, stripeCustomerOf } from "./queries";
@@ -12,15 +12,18 @@ export function customerIdempotencyKey(userId: string): string {
   return `customer-create:${userId}`;
 }
 
-/** The user's Stripe customer, created (once) when they have none. */
-export async function ensureStripeCustomer(db: D1Database, stripe: Stripe, userId: string, now: number) {
-  const known = await stripeCustomerOf(db, userId);
+/**
+ * The user's Stripe customer, created (once) when they have none: recorded on the user's shard,
+ * and in the customer directory (home).
+ */
+export async function ensureStripeCustomer(shards: Shards, stripe: Stripe, userId: string, now: number) {
+  const known = await stripeCustomerOf(shards.of(userId), userId);
   if (known) return known;
   const customer = await stripe.customers.create(
     { metadata: { user_id: userId } },
     { idempotencyKey: customerIdempotencyKey(userId) },
   );
-  const recorded = await recordStripeCustomer(db, userId, customer.id, customer.email ?? "", now);
+  const recorded = await recordStripeCustomer(shards, userId, customer.id, customer.email ?? "", now);
   return recorded ?? customer.id;
 }
 

@@ -247,7 +247,8 @@ export async function setCustomPricing(
   ctx: CustomPricingContext,
   body: CustomPricingBody,
 ): Promise<CustomPricingView> {
-  const { db, stripe } = ctx.deps;
+  const { shards, stripe } = ctx.deps;
+  const db = shards.of(ctx.userId);
   if (ctx.account === null) throw new ApiError(404, "customer_not_found", `no customer ${ctx.userId}`);
   if (ctx.account.subscriptionId === null)
     throw new ApiError(

@@ -13,9 +13,9 @@
  * - resume: a scheduled change or cancellation is taken back (the schedule released,
  *   cancel_at_period_end cleared).
  *
- * Every change is applied to Stripe, then what Stripe holds is written to D1 at once (the same
- * convergence as the webhooks), so sessions created after a change are attributed to the new plan
- * without waiting for the webhook; the webhook then changes nothing.
+ * Every change is applied to Stripe, then what Stripe holds is written to D1 at once, on the
+ * user's shard (the same convergence as the webhooks), so sessions created after a change are
+ * attributed to the new plan without waiting for the webhook; the webhook then changes nothing.
  */
 import { ApiError, type PaidPlanId, type PlanId } from "@aigate/shared";
 import { pendingChange, planOfPrice, planOfSubscription } from "@aigate/shared/stripeSync/convergence";
@@ -153,6 +153,7 @@ export async function scheduleNextPhase(
 }
 
 export interface ChangeContext {
+  /** Its shards: the user's rows are converged on `shards.of(userId)`. */
   deps: SyncDeps;
   userId: string;
   subscriptionId: string | null;

@@ -2,7 +2,9 @@
  * SQL of the api worker's billing routes. Every statement filters by the authenticated user's
  * id: a user can only ever read or change their own rows.
  */
-import type { PaidPlanId, PlanId } from "@aigate/shared";
+import type { PaidPlanId, PlanId, Shards } from "@aigate/shared";
+import { writeForUser } from "@aigate/shared/stripeSync/customers";
+import { insertCustomer } from "@aigate/shared/stripeSync/queries";
 import type { Cursor } from "./cursor";
 
 /** Billable sessions of one usage series (usage_periods, counted with each verdict). */
@@ -104,22 +106,24 @@ export async function stripeCustomerOf(db: D1Database, userId: string): Promise<
   return row?.stripe_customer_id ?? null;
 }
 
-/** Records a user's Stripe customer (on the free plan until the webhooks say otherwise); the first one recorded wins. */
+/**
+ * Records a user's Stripe customer (on the free plan until the webhooks say otherwise; the first
+ * one recorded wins) on the user's shard, then its customer directory row in home (one batch when
+ * the user lives on home). Returns the customer recorded for the user.
+ */
 export async function recordStripeCustomer(
-  db: D1Database,
+  shards: Shards,
   userId: string,
   customerId: string,
   email: string,
   now: number,
 ) {
-  await db
-    .prepare(
-      `INSERT INTO stripe_customers (user_id, stripe_customer_id, email, plan, created_at, updated_at)
-       VALUES (?1, ?2, ?3, 'free', ?4, ?4) ON CONFLICT DO NOTHING`,
-    )
-    .bind(userId, customerId, email, now)
-    .run();
-  return stripeCustomerOf(db, userId);
+  return writeForUser(shards, {
+    userId,
+    user: [insertCustomer(shards.of(userId), userId, customerId, email, now)],
+    home: [],
+    customerId,
+  });
 }
 
 /** A user's sessions of one UTC day and reason (daily_rollups, written by the classifier). */

@@ -8,7 +8,7 @@
  * 200; a transient failure (Stripe or D1 unreachable), or an object Stripe answers that we cannot
  * read, answers 500 so that Stripe resends the event.
  */
-import { ApiError, errorFields } from "@aigate/shared";
+import { ApiError, errorFields, shardsOf } from "@aigate/shared";
 import { errorHandling, type RequestVariables, requestContext } from "@aigate/shared/http";
 import { createStripe } from "@aigate/shared/stripe";
 import { StripeEventHead } from "@aigate/shared/stripeSync/objects";
@@ -63,7 +63,7 @@ export function createApp() {
     const stripe = createStripe(config.stripe);
     try {
       const outcome = await processEvent(
-        { db: c.env.DB, stripe, log: eventLog, now: Date.now },
+        { shards: shardsOf(c.env), stripe, log: eventLog, now: Date.now },
         head.data,
         payload,
       );

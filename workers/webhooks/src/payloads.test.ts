@@ -6,6 +6,7 @@
  * warning in the logs. Bodies are signed with the official SDK, as Stripe signs them.
  */
 import { env, SELF } from "cloudflare:test";
+import { shardsOf } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import Stripe from "stripe";
 import { afterEach, beforeAll, describe, expect, it, vi } from "vitest";
@@ -303,7 +304,7 @@ describe("a re-fetched object that does not match what we read", () => {
       });
     };
     const deps = (stripe: Stripe) => ({
-      db: env.DB,
+      shards: shardsOf(env),
       stripe,
       log: {
         info() {},

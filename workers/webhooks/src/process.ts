@@ -1,8 +1,9 @@
 /**
- * Applying one verified Stripe event: dedupe on its id, re-fetch the objects it concerns from
- * Stripe and write what Stripe holds now (never the event's snapshot, which may be stale), in
- * one db.batch() together with the dedupe row. A crash before the batch leaves the event
- * unprocessed, so Stripe's resend applies it; a batch applied twice changes nothing.
+ * Applying one verified Stripe event: dedupe on its id (home database), re-fetch the objects it
+ * concerns from Stripe and write what Stripe holds now (never the event's snapshot, which may be
+ * stale) in one db.batch() on the user's shard, then the dedupe row in home: in that same batch
+ * when the user lives on home. A crash before the dedupe row is written leaves the event
+ * unprocessed, so Stripe's resend applies it again; a batch applied twice changes nothing.
  */
 import { type IssueDetail, issueDetails } from "@aigate/shared";
 import {
@@ -78,12 +79,12 @@ export async function processEvent(deps: Deps, head: StripeEventHead, payload: u
   if (!parsed.success) return unusable(issueDetails(parsed.error));
   const event = parsed.data;
   const { type } = event;
-  if (await isEventProcessed(deps.db, event.id)) return { status: "duplicate" };
+  if (await isEventProcessed(deps.shards.home, event.id)) return { status: "duplicate" };
 
   const target = targetOf(event);
   if ("status" in target) return target;
 
   return syncFromStripe(deps, target, (now) => [
-    markEventProcessed(deps.db, { id: event.id, type, createdMs: event.created * 1000 }, now),
+    markEventProcessed(deps.shards.home, { id: event.id, type, createdMs: event.created * 1000 }, now),
   ]);
 }

@@ -11,7 +11,15 @@
  *   PUT    /admin/customers/:user_id/pricing                  a customer's custom per-session price
  *   GET    /admin/customers/:user_id/pricing                  its versions, newest first
  */
-import { ApiError, accountStatus, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
+import {
+  ApiError,
+  accountStatus,
+  badRequest,
+  notFound,
+  parseInput,
+  requireKey,
+  shardsOf,
+} from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -226,14 +234,15 @@ const UserIdParam = z.string().min(1).max(200);
 admin.put("/customers/:user_id/pricing", async (c) => {
   const userId = parseInput(UserIdParam, c.req.param("user_id"));
   const body = parseInput(CustomPricingBody, await c.req.json().catch(() => undefined));
-  const db = c.env.DB;
+  const shards = shardsOf(c.env);
+  const db = shards.of(userId);
   const customer = await stripeCustomerOf(db, userId);
   const account = customer
     ? await accountStatus(db, userId, Date.now(), c.var.config.pastDueGraceDays)
     : null;
   const view = await setCustomPricing(
     {
-      deps: { db, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
+      deps: { shards, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
       userId,
       account: account && { plan: account.plan, subscriptionId: account.subscriptionId },
     },

@@ -2,7 +2,7 @@
  * The billing API, for end users holding a user token: GET /usage, GET /sessions, GET /invoices,
  * GET /invoices/{id}/sessions, POST /checkout, POST /plan, POST /portal under /api/billing.
  */
-import { ApiError, accountStatus, type MeteredPrice, PaidPlanId, parseInput } from "@aigate/shared";
+import { ApiError, accountStatus, type MeteredPrice, PaidPlanId, parseInput, shardsOf } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";
 import { retrievePrice } from "@aigate/shared/stripeSync/sync";
@@ -234,7 +234,8 @@ billing.post("/checkout", async (c) => {
   const { plan } = parseInput(CheckoutBody, await c.req.json().catch(() => undefined));
   const userId = c.get("userId");
   const now = Date.now();
-  const account = await accountStatus(c.env.DB, userId, now, c.var.config.pastDueGraceDays);
+  const shards = shardsOf(c.env);
+  const account = await accountStatus(shards.of(userId), userId, now, c.var.config.pastDueGraceDays);
   if (account.plan === plan)
     throw new ApiError(409, "already_on_plan", `you are already on the ${plan} plan`);
   if (account.plan !== "free") {
@@ -246,7 +247,7 @@ billing.post("/checkout", async (c) => {
     );
   }
   const stripe = createStripe(c.var.config.stripe);
-  const customerId = await ensureStripeCustomer(c.env.DB, stripe, userId, now);
+  const customerId = await ensureStripeCustomer(shards, stripe, userId, now);
   const session = await createCheckout(stripe, {
     userId,
     customerId,
@@ -262,11 +263,12 @@ billing.post("/plan", async (c) => {
   const body = parseInput(PlanChangeBody, await c.req.json().catch(() => undefined));
   const userId = c.get("userId");
   const { pastDueGraceDays } = c.var.config;
-  const db = c.env.DB;
+  const shards = shardsOf(c.env);
+  const db = shards.of(userId);
   const before = await accountStatus(db, userId, Date.now(), pastDueGraceDays);
   await changePlan(
     {
-      deps: { db, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
+      deps: { shards, stripe: createStripe(c.var.config.stripe), log: c.get("log"), now: Date.now },
       userId,
       subscriptionId: before.subscriptionId,
     },
@@ -287,7 +289,8 @@ billing.post("/plan", async (c) => {
 });
 
 billing.post("/portal", async (c) => {
-  const customerId = await stripeCustomerOf(c.env.DB, c.get("userId"));
+  const userId = c.get("userId");
+  const customerId = await stripeCustomerOf(shardsOf(c.env).of(userId), userId);
   if (!customerId)
     throw new ApiError(409, "no_stripe_customer", "no billing account yet: subscribe to a plan first");
   return c.json(

@@ -21,6 +21,7 @@ import {
   type SeriesRef,
   type SeriesToEnsure,
   seriesToEnsure,
+  shardsOf,
   type UsageMessage,
   type VerdictMessage,
 } from "@aigate/shared";
@@ -227,7 +228,7 @@ export async function finalizedInvoice(
 /** Writes what Stripe holds for a subscription (and an invoice of it), as the webhooks worker does. */
 export async function syncStripe(target: { subscriptionId?: string; invoiceId?: string; userId?: string }) {
   return syncFromStripe(
-    { db: env.DB, stripe: stripe(), log: createLogger("test-sync"), now: () => Date.now() },
+    { shards: shardsOf(env), stripe: stripe(), log: createLogger("test-sync"), now: () => Date.now() },
     {
       subscriptionId: target.subscriptionId ?? null,
       invoiceId: target.invoiceId ?? null,
