@@ -41,14 +41,15 @@ billing.use("*", async (c, next) => {
 
 billing.get("/usage", async (c) => {
   const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
   const now = Date.now();
   const { pastDueGraceDays, leaseTtlMs } = c.var.config;
-  const account = await accountStatus(c.env.DB, userId, now, pastDueGraceDays);
+  const account = await accountStatus(db, userId, now, pastDueGraceDays);
   const period = account.currentPeriod;
   const [series, failed, active] = await Promise.all([
-    currentSeries(c.env.DB, userId, account.series?.plan ?? "free", period.start),
-    failedSessions(c.env.DB, userId, period.start, period.end),
-    activeLeases(c.env.DB, userId, now, leaseTtlMs),
+    currentSeries(db, userId, account.series?.plan ?? "free", period.start),
+    failedSessions(db, userId, period.start, period.end),
+    activeLeases(db, userId, now, leaseTtlMs),
   ]);
   return c.json(
     usageBody({
@@ -97,9 +98,11 @@ billing.get("/sessions", async (c) => {
   const query = parseInput(SessionsQuery, c.req.query());
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
+  const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
   const [rows, archived] = await Promise.all([
-    sessionsPage(c.env.DB, c.get("userId"), after, limit + 1),
-    archivedBefore(c.env.DB, c.get("userId")),
+    sessionsPage(db, userId, after, limit + 1),
+    archivedBefore(db, userId),
   ]);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
@@ -128,10 +131,12 @@ billing.get("/invoices", async (c) => {
   const query = parseInput(SessionsQuery, c.req.query());
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
-  const rows = await invoicesPage(c.env.DB, c.get("userId"), after, limit + 1);
+  const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
+  const rows = await invoicesPage(db, userId, after, limit + 1);
   const page = rows.slice(0, limit);
   const lines = await invoiceLines(
-    c.env.DB,
+    db,
     page.map((r) => r.stripe_invoice_id),
   );
   const last = page.at(-1);
@@ -188,19 +193,20 @@ const CSV_CHUNK = 5000;
 billing.get("/invoices/:id/sessions", async (c) => {
   const query = parseInput(InvoiceSessionsQuery, c.req.query());
   const userId = c.get("userId");
-  const invoice = await userInvoice(c.env.DB, userId, c.req.param("id"));
+  const db = c.var.shards.of(userId);
+  const invoice = await userInvoice(db, userId, c.req.param("id"));
   if (!invoice) throw new ApiError(404, "invoice_not_found", "no such invoice");
   const invoiceId = invoice.stripe_invoice_id;
   const stripe = () => createStripe(c.var.config.stripe);
   // when some of its sessions were archived, the archive and D1 together answer (same rows)
-  const archived = await archivedInvoiceSessions(c.env.DB, c.env.ARCHIVE, userId, invoiceId);
+  const archived = await archivedInvoiceSessions(db, c.env.ARCHIVE, userId, invoiceId);
 
   if (query.format === "csv") {
     const rows: InvoiceSessionRow[] = archived ?? [];
     while (!archived) {
       const last = rows.at(-1);
       const after = last ? { createdAt: last.billed_at, id: last.session_id } : null;
-      const chunk = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, CSV_CHUNK);
+      const chunk = await invoiceSessionsPage(db, userId, invoiceId, after, CSV_CHUNK);
       rows.push(...chunk);
       if (chunk.length < CSV_CHUNK) break;
     }
@@ -216,7 +222,7 @@ billing.get("/invoices/:id/sessions", async (c) => {
   const after = query.cursor ? decodeCursor(query.cursor) : null;
   const rows = archived
     ? pageAfter(archived, after, limit + 1)
-    : await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, limit + 1);
+    : await invoiceSessionsPage(db, userId, invoiceId, after, limit + 1);
   const page = rows.slice(0, limit);
   const priceOf = await seriesPrices(stripe, page);
   const last = page.at(-1);
