@@ -34,10 +34,15 @@
  * user-days only) and its hourly cron the waiting list (no scan), so the two never take the same
  * user-day; should two runs of one still overlap, the check before the deletes makes the second
  * fail its user-day rather than delete rows the object no longer holds.
+ *
+ * On a sharded D1 each shard archives its own users' days (`runSessionArchiveOnShards`): its own
+ * cursor, waiting list and manifest rows, with the same limits per shard. The objects' keys name
+ * the user, so every shard writes to the one bucket without meeting another's objects.
  */
-import { errorFields, type Logger } from "@aigate/shared";
+import { errorFields, type Logger, type Shards } from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
+import { onEveryShard } from "./shardRuns";
 
 const DAY_MS = 86_400_000;
 
@@ -483,4 +488,40 @@ export async function runSessionArchive(
   if (result.failed > 0) log.warn("session archive done", fields);
   else log.info("session archive done", fields);
   return result;
+}
+
+/**
+ * One archive run on every shard, one after the other, each with its own cursor and waiting list,
+ * added up. A shard that fails leaves the others done (onEveryShard).
+ */
+export async function runSessionArchiveOnShards(
+  shards: Shards,
+  bucket: R2Bucket,
+  config: RetentionConfig,
+  now: number,
+  log: Logger,
+  opts: SessionArchiveOptions = {},
+): Promise<SessionArchiveResult> {
+  const runs = await onEveryShard(shards, log, (db, shardLog) =>
+    runSessionArchive(db, bucket, config, now, shardLog, opts),
+  );
+  const total: SessionArchiveResult = {
+    archived: 0,
+    written: 0,
+    deleted: 0,
+    waiting: 0,
+    failed: 0,
+    waiting_listed: 0,
+    more: false,
+  };
+  for (const r of runs) {
+    total.archived += r.archived;
+    total.written += r.written;
+    total.deleted += r.deleted;
+    total.waiting += r.waiting;
+    total.failed += r.failed;
+    total.waiting_listed += r.waiting_listed;
+    total.more ||= r.more;
+  }
+  return total;
 }
