@@ -11,7 +11,7 @@ import {
   env,
   getQueueResult,
 } from "cloudflare:test";
-import { type SpendAlertMessage, shardsOf } from "@aigate/shared";
+import { type SpendAlertMessage, shardsOf, shardsOver } from "@aigate/shared";
 import { DEV_ADMIN_KEY, seedKeys, userToken } from "@aigate/test-support";
 import { shardedEnv, userOnShard } from "@aigate/test-support/shards";
 import { parse } from "csv-parse/sync";
@@ -19,6 +19,7 @@ import { describe, expect, it } from "vitest";
 import { deliverAlerts } from "./alerts";
 import { RETENTION_CRON, readRetentionConfig } from "./config";
 import worker from "./index";
+import { runRetentionOnShards } from "./retention";
 import { runSessionArchiveOnShards } from "./sessionArchive";
 import { deadLetterRows, recordingProducers } from "./test/admin";
 import { insertFrozenSeries, insertJudged } from "./test/support";
@@ -73,6 +74,16 @@ async function insertInvoice(db: D1Database, user: string, id: string, created: 
        VALUES (?1, ?2, 'cus_x', 'paid', 'usd', 0, 0, 0, ?3, ?3, ?3, 0, ?1)`,
     )
     .bind(id, user, created)
+    .run();
+}
+
+async function insertLine(db: D1Database, invoiceId: string, lineId: string, description: string) {
+  await db
+    .prepare(
+      `INSERT INTO invoice_lines (stripe_invoice_id, line_id, plan, metered, period_start, period_end, quantity,
+         amount_cents, description) VALUES (?1, ?2, 'payg', 1, 0, 0, 2, 20, ?3)`,
+    )
+    .bind(invoiceId, lineId, description)
     .run();
 }
 
@@ -140,6 +151,7 @@ describe("a user's billing API on a sharded D1", () => {
       invoiceId: "in_own",
     });
     await insertInvoice(own, user, "in_own", period + 31 * DAY);
+    await insertLine(own, "in_own", "il_own", "July sessions");
     await insertRollup(own, user, "2026-07-02", "success", 1);
     await insertRollup(own, user, "2026-07-03", "success", 1);
     await insertRollup(own, user, today, "success", 5);
@@ -149,6 +161,7 @@ describe("a user's billing API on a sharded D1", () => {
       { id: `decoy_${user}`, user, billedAt: at(4), plan: "payg", periodStart: period },
     ]);
     await insertInvoice(home, user, "in_decoy", period + 32 * DAY);
+    await insertLine(home, "in_own", "il_decoy", "not this one");
     await insertRollup(home, user, today, "too_short", 7);
     await insertSubscription(home, user, "payg");
 
@@ -158,10 +171,11 @@ describe("a user's billing API on a sharded D1", () => {
     expect(sessions.sessions.map((s) => s.session_id)).toEqual([`s2_${user}`, `s1_${user}`]);
     expect(sessions.archived_before).toBeNull();
 
-    const invoices = await json<{ invoices: { id: string }[] }>(
+    const invoices = await json<{ invoices: { id: string; lines: { description: string }[] }[] }>(
       await asUser(e, user, "/api/billing/invoices"),
     );
     expect(invoices.invoices.map((i) => i.id)).toEqual(["in_own"]);
+    expect(invoices.invoices[0]?.lines.map((l) => l.description)).toEqual(["July sessions"]);
 
     const charged = await json<{ sessions: { session_id: string }[] }>(
       await asUser(e, user, "/api/billing/invoices/in_own/sessions"),
@@ -237,14 +251,14 @@ describe("the admin API on a sharded D1", () => {
         )
         .bind(id, startedAt)
         .run();
-    // shard 0 has the oldest and the newest, shard 3 a tie broken by id
+    // shard 0 has the oldest and the newest; shards 2 and 3 a tie, broken by id
     await run(shard(0), "run_a", 1_000);
     await run(shard(0), "run_h", 8_000);
     await run(shard(1), "run_b", 2_000);
     await run(shard(1), "run_f", 6_000);
     await run(shard(2), "run_c", 3_000);
     await run(shard(2), "run_g", 7_000);
-    await run(shard(3), "run_d", 5_000);
+    await run(shard(2), "run_d", 5_000);
     await run(shard(3), "run_e", 5_000);
 
     const list = async (limit: number) =>
@@ -255,6 +269,29 @@ describe("the admin API on a sharded D1", () => {
       ).runs.map((r) => r.id);
     expect(await list(5)).toEqual(["run_h", "run_g", "run_f", "run_e", "run_d"]);
     expect(await list(50)).toEqual(["run_h", "run_g", "run_f", "run_e", "run_d", "run_c", "run_b", "run_a"]);
+  });
+});
+
+describe("a customer's pricing (admin) on a sharded D1", () => {
+  it("reads the customer's versions on the customer's shard", async () => {
+    const e = await shardedEnv({ ...env });
+    await seedKeys(env.DB);
+    const user = userOnShard("priced_user_", 3);
+    const version = (db: D1Database, v: number) =>
+      db
+        .prepare(
+          `INSERT INTO custom_pricing (user_id, version, plan, tiers_mode, tiers, applies, state, requested_at)
+           VALUES (?1, ?2, 'payg', 'volume', '[{"up_to":null,"unit_amount_cents":7}]', 'period_end', 'requested', 0)`,
+        )
+        .bind(user, v)
+        .run();
+    await version(shard(3), 1);
+    await version(shard(3), 2);
+    await version(shard(0), 9); // a decoy in the home database
+    const body = await json<{ versions: { version: number }[] }>(
+      await request(e, `/admin/customers/${user}/pricing`, `Bearer ${DEV_ADMIN_KEY}`),
+    );
+    expect(body.versions.map((v) => v.version)).toEqual([2, 1]);
   });
 });
 
@@ -346,6 +383,38 @@ describe("the crons on a sharded D1", () => {
   });
 });
 
+describe("a shard that fails", () => {
+  it("does not keep the other shards' retention from being done, and the run still fails", async () => {
+    await shardedEnv({ ...env });
+    const now = Date.now();
+    for (const db of SHARDS) {
+      await db
+        .prepare(
+          `INSERT INTO reconciliation_runs (id, started_at, finished_at, periods_checked, mismatches, repaired, report)
+           VALUES ('run_old', ?1, ?1, 0, 0, 0, '{}')`,
+        )
+        .bind(now - 400 * DAY)
+        .run();
+    }
+    const unavailable = new Proxy(shard(1), {
+      get(target, prop) {
+        if (prop === "prepare")
+          return () => {
+            throw new Error("D1_ERROR: shard 1 unavailable");
+          };
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const shards = shardsOver([shard(0), unavailable, shard(2), shard(3)]);
+    await expect(runRetentionOnShards(shards, readRetentionConfig({}), now, quiet)).rejects.toThrow(
+      "shard 1 unavailable",
+    );
+    expect(await count(shard(1), "reconciliation_runs")).toBe(1);
+    for (const i of [0, 2, 3]) expect(await count(shard(i), "reconciliation_runs")).toBe(0);
+  });
+});
+
 describe("the alerts consumer on a sharded D1", () => {
   it("delivers each alert from its user's shard, marks it there, and parks dead letters in the home database", async () => {
     const e = await shardedEnv({ ...env });
@@ -414,6 +483,19 @@ describe("the alerts consumer on a sharded D1", () => {
       "aigate-alerts:bad",
       "aigate-alerts:m3",
     ]);
+    for (const i of [1, 2, 3]) expect(await count(shard(i), "dead_letters")).toBe(0);
+  });
+
+  it("parks the dead-letter queues' messages in the home database", async () => {
+    const e = await shardedEnv({ ...env });
+    const user = userOnShard("dlq_user_", 1);
+    const batch = createMessageBatch("aigate-verdicts-dlq", [
+      { id: "v1", timestamp: new Date(1_000), attempts: 1, body: { v: 1, kind: "verdict", user_id: user } },
+    ]);
+    const ctx = createExecutionContext();
+    await worker.queue(batch, e);
+    expect((await getQueueResult(batch, ctx)).explicitAcks).toEqual(["v1"]);
+    expect((await deadLetterRows(shard(0))).map((d) => d.id)).toEqual(["aigate-verdicts:v1"]);
     for (const i of [1, 2, 3]) expect(await count(shard(i), "dead_letters")).toBe(0);
   });
 });
