@@ -36,7 +36,8 @@
  * fail its user-day rather than delete rows the object no longer holds.
  *
  * On a sharded D1 each shard archives its own users' days (`runSessionArchiveOnShards`): its own
- * cursor, waiting list and manifest rows, with the same limits per shard. The objects' keys name
+ * cursor, waiting list and manifest rows, and a share of the run's limits (so that one invocation
+ * over every shard stays within D1's queries per invocation). The objects' keys name
  * the user, so every shard writes to the one bucket without meeting another's objects.
  */
 import { errorFields, type Logger, type Shards } from "@aigate/shared";
@@ -491,8 +492,17 @@ export async function runSessionArchive(
 }
 
 /**
- * One archive run on every shard, one after the other, each with its own cursor and waiting list,
- * added up. A shard that fails leaves the others done (onEveryShard).
+ * A run's limit shared among `n` shards (at least one each; 0 stays 0, "none"): the limits keep a
+ * whole invocation, every shard together, under D1's queries per invocation.
+ */
+export function shareOfLimit(limit: number, n: number): number {
+  return limit === 0 ? 0 : Math.max(1, Math.floor(limit / n));
+}
+
+/**
+ * One archive run on every shard, one after the other, each with its own cursor and waiting list
+ * and its share of the run's limits, added up. A shard that fails leaves the others done
+ * (onEveryShard).
  */
 export async function runSessionArchiveOnShards(
   shards: Shards,
@@ -502,8 +512,14 @@ export async function runSessionArchiveOnShards(
   log: Logger,
   opts: SessionArchiveOptions = {},
 ): Promise<SessionArchiveResult> {
+  const n = shards.all.length;
+  const perShard: SessionArchiveOptions = {
+    ...opts,
+    maxUserDays: shareOfLimit(opts.maxUserDays ?? ARCHIVE_MAX_USER_DAYS, n),
+    maxWaitingChecks: shareOfLimit(opts.maxWaitingChecks ?? ARCHIVE_MAX_WAITING_CHECKS, n),
+  };
   const runs = await onEveryShard(shards, log, (db, shardLog) =>
-    runSessionArchive(db, bucket, config, now, shardLog, opts),
+    runSessionArchive(db, bucket, config, now, shardLog, perShard),
   );
   const total: SessionArchiveResult = {
     archived: 0,

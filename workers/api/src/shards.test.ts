@@ -383,6 +383,31 @@ describe("the crons on a sharded D1", () => {
   });
 });
 
+describe("the session archive's limits on a sharded D1", () => {
+  it("shares a run's limit among the shards, so one invocation stays within D1's queries", async () => {
+    const e = await shardedEnv({ ...env });
+    const user = userOnShard("limit_user_", 1);
+    const now = Date.now();
+    for (const daysAgo of [60, 61]) {
+      const at = now - daysAgo * DAY;
+      await insertJudged(shard(1), [{ id: `s${daysAgo}_${user}`, user, billedAt: at }]);
+      await insertRollup(shard(1), user, new Date(at).toISOString().slice(0, 10), "success", 1);
+    }
+    const config = readRetentionConfig({});
+    // four user-days a run over four shards: one each
+    const first = await runSessionArchiveOnShards(shardsOf(e), env.ARCHIVE, config, now, quiet, {
+      maxUserDays: 4,
+    });
+    expect(first).toMatchObject({ archived: 1, more: true });
+    expect(await count(shard(1), "sessions")).toBe(1);
+    const second = await runSessionArchiveOnShards(shardsOf(e), env.ARCHIVE, config, now, quiet, {
+      maxUserDays: 4,
+    });
+    expect(second).toMatchObject({ archived: 1, more: false });
+    expect(await count(shard(1), "sessions")).toBe(0);
+  });
+});
+
 describe("a shard that fails", () => {
   it("does not keep the other shards' retention from being done, and the run still fails", async () => {
     await shardedEnv({ ...env });
