@@ -271,12 +271,62 @@ export async function metricsRows(db: D1Database, w: MetricsWindow): Promise<Met
   };
 }
 
+/** Adds up two lists of counts by key (`plan`, `reason`), in key order as the SQL gives them. */
+function addCounts<R extends { n: number }>(a: readonly R[], b: readonly R[], keyOf: (r: R) => string): R[] {
+  const sums = new Map<string, R>();
+  for (const r of [...a, ...b]) {
+    const seen = sums.get(keyOf(r));
+    sums.set(keyOf(r), seen ? { ...seen, n: seen.n + r.n } : { ...r });
+  }
+  return [...sums.values()].sort((x, y) => (keyOf(x) < keyOf(y) ? -1 : keyOf(x) > keyOf(y) ? 1 : 0));
+}
+
+/**
+ * The metrics rows of two disjoint sets of users, as one. Every figure of `MetricsRows` is a
+ * count or a sum over users (customers, subscriptions, sessions, cents), and a user's rows
+ * (subscriptions, plan history, daily rollups, invoices) all live on the user's shard, so the
+ * shards' figures add up: a distinct-user count of one shard never meets a user of another. The
+ * rates (churn, conversion, success, ARPU) are not here: metricsBody computes them from the
+ * summed numerators and denominators, never by averaging the shards' rates.
+ */
+export function addMetricsRows(a: MetricsRows, b: MetricsRows): MetricsRows {
+  return {
+    subscriptionsAtEnd: addCounts(a.subscriptionsAtEnd, b.subscriptionsAtEnd, (r) => r.plan),
+    customersAtEnd: addCounts(a.customersAtEnd, b.customersAtEnd, (r) => r.plan),
+    churn: {
+      paying_at_start: a.churn.paying_at_start + b.churn.paying_at_start,
+      churned: a.churn.churned + b.churn.churned,
+    },
+    conversion: {
+      free_active: a.conversion.free_active + b.conversion.free_active,
+      converted: a.conversion.converted + b.conversion.converted,
+    },
+    sessions: addCounts(a.sessions, b.sessions, (r) => r.reason),
+    invoicedCents: a.invoicedCents + b.invoicedCents,
+    arpuCustomers: a.arpuCustomers + b.arpuCustomers,
+  };
+}
+
+/** The metrics rows of every shard (one consistent snapshot per shard), added up. */
+export async function metricsRowsOfShards(
+  shards: readonly D1Database[],
+  w: MetricsWindow,
+): Promise<MetricsRows> {
+  let total: MetricsRows | null = null;
+  for (const db of shards) {
+    const rows = await metricsRows(db, w);
+    total = total ? addMetricsRows(total, rows) : rows;
+  }
+  if (!total) throw new Error("at least one D1 shard is needed");
+  return total;
+}
+
 function rowsOf<T>(result: D1Result | undefined): T[] {
   return (result?.results ?? []) as T[];
 }
 
 // ---------------------------------------------------------------------------------------------
-// Reconciliation runs (written by the biller).
+// Reconciliation runs (written by the biller, each shard's run on that shard).
 
 export interface ReconciliationRunRow {
   id: string;
@@ -297,4 +347,22 @@ export async function latestReconciliationRuns(
     .bind(limit)
     .all<ReconciliationRunRow>();
   return results;
+}
+
+/** Newest first: `started_at DESC, id DESC`, the order of `latestReconciliationRuns`. */
+function newestRunFirst(a: ReconciliationRunRow, b: ReconciliationRunRow): number {
+  return b.started_at - a.started_at || (a.id < b.id ? 1 : a.id > b.id ? -1 : 0);
+}
+
+/**
+ * The latest `limit` runs over every shard: each shard's latest `limit` (the newest `limit` of all
+ * are among them), merged in the same order, then cut to `limit`.
+ */
+export async function latestReconciliationRunsOfShards(
+  shards: readonly D1Database[],
+  limit: number,
+): Promise<ReconciliationRunRow[]> {
+  const runs: ReconciliationRunRow[] = [];
+  for (const db of shards) runs.push(...(await latestReconciliationRuns(db, limit)));
+  return runs.sort(newestRunFirst).slice(0, limit);
 }

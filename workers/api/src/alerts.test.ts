@@ -7,7 +7,7 @@
 
 import { createExecutionContext, createMessageBatch, env, getQueueResult } from "cloudflare:test";
 import { createHmac, timingSafeEqual } from "node:crypto";
-import { createLogger, type SpendAlertMessage } from "@aigate/shared";
+import { createLogger, type SpendAlertMessage, shardsOf } from "@aigate/shared";
 import { describe, expect, it } from "vitest";
 import {
   ALERT_LEASE_MS,
@@ -96,7 +96,7 @@ async function deliver(
     messages.map((m) => ({ id: m.id, timestamp: new Date(now), attempts: m.attempts ?? 1, body: m.body })),
   );
   const ctx = createExecutionContext();
-  await deliverAlerts(batch, { db: env.DB, fetch: fetchFn, now: () => now, log });
+  await deliverAlerts(batch, { shards: shardsOf(env), fetch: fetchFn, now: () => now, log });
   return getQueueResult(batch, ctx);
 }
 

@@ -10,6 +10,10 @@
  *   (30 s doubling, at most 1 h); the last attempt parks the message in `dead_letters` (queue
  *   `aigate-alerts`, with the endpoint's answer as the reason) and marks the alert `failed`. An
  *   operator replays it like any dead letter; a replayed message gets a new round of attempts.
+ *
+ * On a sharded D1 the cron runs on every shard (each holds its users' alerts), and the queue
+ * handler reads and marks each alert on its user's shard; dead letters are parked in the home
+ * database.
  */
 import {
   ALERT_SIGNATURE_HEADER,
@@ -21,6 +25,7 @@ import {
   insertDeadLetters,
   type Logger,
   QUEUES,
+  type Shards,
   SpendAlertMessage,
 } from "@aigate/shared";
 import { z } from "zod";
@@ -122,7 +127,8 @@ export function alertBody(m: SpendAlertMessage, row: z.infer<typeof AlertRow>) {
 const KEY = "user_id = ?1 AND plan = ?2 AND period_start = ?3 AND threshold = ?4";
 
 export interface DeliveryDeps {
-  db: D1Database;
+  /** Each alert is on its user's shard; dead letters are parked in the home database. */
+  shards: Shards;
   fetch: typeof fetch;
   now: () => number;
   log: Logger;
@@ -142,17 +148,21 @@ export async function deliverAlerts(batch: MessageBatch<unknown>, deps: Delivery
 }
 
 async function deliverOne(message: Message<unknown>, deps: DeliveryDeps): Promise<void> {
-  const { db, log } = deps;
+  const { shards, log } = deps;
+  const home = shards.home;
   const now = deps.now();
   const parsed = SpendAlertMessage.safeParse(message.body);
   if (!parsed.success) {
     const error = `invalid spend alert message: ${describeIssues(parsed.error)}`;
-    await db.batch([insertDeadLetters(db, [deadLetterOf(message, { queue: QUEUES.alerts, error, now })])]);
+    await home.batch([
+      insertDeadLetters(home, [deadLetterOf(message, { queue: QUEUES.alerts, error, now })]),
+    ]);
     log.warn("dead letters parked", { queue: QUEUES.alerts, ids: [message.id], error });
     message.ack();
     return;
   }
   const m = parsed.data;
+  const db = shards.of(m.user_id);
   const key = [m.user_id, m.plan, m.period_start, m.threshold] as const;
   const raw = await db
     .prepare(
@@ -217,15 +227,21 @@ async function deliverOne(message: Message<unknown>, deps: DeliveryDeps): Promis
 
   if (message.attempts >= MAX_ALERT_ATTEMPTS) {
     const error = `spend alert not delivered after ${message.attempts} attempts: ${failure}`;
-    await db.batch([
-      db
-        .prepare(
-          `UPDATE spend_alerts SET delivery = 'failed', attempts = attempts + 1, error = ?5, next_attempt_at = NULL
-           WHERE ${KEY}`,
-        )
-        .bind(...key, failure),
-      insertDeadLetters(db, [deadLetterOf(message, { queue: QUEUES.alerts, error, now })]),
-    ]);
+    const markFailed = db
+      .prepare(
+        `UPDATE spend_alerts SET delivery = 'failed', attempts = attempts + 1, error = ?5, next_attempt_at = NULL
+         WHERE ${KEY}`,
+      )
+      .bind(...key, failure);
+    const park = insertDeadLetters(home, [deadLetterOf(message, { queue: QUEUES.alerts, error, now })]);
+    // one transaction when the user's shard is the home database; otherwise the alert first, then
+    // the dead letter (parking is idempotent): a failure in between retries the message, whose next
+    // attempt is counted and parked in turn
+    if (db === home) await db.batch([markFailed, park]);
+    else {
+      await markFailed.run();
+      await home.batch([park]);
+    }
     log.warn("dead letters parked", { queue: QUEUES.alerts, ids: [message.id], error });
     message.ack();
     return;

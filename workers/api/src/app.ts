@@ -2,7 +2,7 @@
  * The api worker's HTTP surface: one Hono app, the shared error handler, one route module per
  * area. Billing lives in routes/billing.ts; the dashboard and admin endpoints mount beside it.
  */
-import { ApiError, errorFields } from "@aigate/shared";
+import { ApiError, errorFields, shardsOf } from "@aigate/shared";
 import { errorHandling, requestContext } from "@aigate/shared/http";
 import { Hono } from "hono";
 import Stripe from "stripe";
@@ -33,6 +33,7 @@ export function createApp() {
   app.use("*", requestContext("api"));
   app.use("*", async (c, next) => {
     c.set("config", readConfig(c.env));
+    c.set("shards", shardsOf(c.env));
     await next();
   });
 

@@ -3,13 +3,21 @@
  * delivery of spend alerts (alerts.ts), the retention of operational tables (retention.ts) and the
  * archive of settled sessions to R2 (sessionArchive.ts).
  */
-import { createLogger, instrumentFetch, instrumentQueue, instrumentScheduled, QUEUES } from "@aigate/shared";
+import {
+  createLogger,
+  instrumentFetch,
+  instrumentQueue,
+  instrumentScheduled,
+  QUEUES,
+  shardsOf,
+} from "@aigate/shared";
 import { deliverAlerts, enqueueDueAlerts } from "./alerts";
 import { createApp } from "./app";
 import { RETENTION_CRON, readRetentionConfig } from "./config";
 import { drainDeadLetters } from "./deadLetters";
-import { runRetention } from "./retention";
-import { runSessionArchive } from "./sessionArchive";
+import { runRetentionOnShards } from "./retention";
+import { runSessionArchiveOnShards } from "./sessionArchive";
+import { onEveryShard } from "./shardRuns";
 
 const app = createApp();
 
@@ -23,33 +31,37 @@ export default {
       batch_size: batch.messages.length,
       request_id: crypto.randomUUID(),
     });
+    const shards = shardsOf(env);
     if (batch.queue === QUEUES.alerts) {
       await deliverAlerts(batch, {
-        db: env.DB,
+        shards,
         fetch: (input, init) => fetch(input, init),
         now: Date.now,
         log,
       });
       return;
     }
-    await drainDeadLetters(env.DB, batch, Date.now(), log);
+    await drainDeadLetters(shards.home, batch, Date.now(), log);
   }),
   // every minute: the spend alerts due for delivery go to aigate-alerts, then the session
   // archive takes new user-days (up to ARCHIVE_MAX_USER_DAYS a run); hourly: retention, then the
   // archive looks again at the user-days waiting to be archived (no scan: the two runs never take
-  // the same user-day)
+  // the same user-day). Each runs on every D1 shard in turn (retention of the global tables in the
+  // home database only).
   scheduled: instrumentScheduled("api", async (controller: ScheduledController, env: Env) => {
+    const shards = shardsOf(env);
     if (controller.cron === RETENTION_CRON) {
       const log = createLogger("api", { cron: "retention", request_id: crypto.randomUUID() });
       const config = readRetentionConfig(env);
-      await runRetention(env.DB, config, Date.now(), log);
-      await runSessionArchive(env.DB, env.ARCHIVE, config, Date.now(), log, { maxUserDays: 0 });
+      await runRetentionOnShards(shards, config, Date.now(), log);
+      await runSessionArchiveOnShards(shards, env.ARCHIVE, config, Date.now(), log, { maxUserDays: 0 });
       return;
     }
     const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });
-    await enqueueDueAlerts(env.DB, env.ALERTS, Date.now(), log);
+    const now = Date.now();
+    await onEveryShard(shards, log, (db, shardLog) => enqueueDueAlerts(db, env.ALERTS, now, shardLog));
     const archiveLog = createLogger("api", { cron: "archive", request_id: crypto.randomUUID() });
-    await runSessionArchive(env.DB, env.ARCHIVE, readRetentionConfig(env), Date.now(), archiveLog, {
+    await runSessionArchiveOnShards(shards, env.ARCHIVE, readRetentionConfig(env), Date.now(), archiveLog, {
       maxWaitingChecks: 0,
     });
   }),

@@ -2,10 +2,13 @@
  * Monthly metrics: the pure definitions, and GET /admin/metrics over a hand-built month whose
  * every number is worked out in the comments (definitions: docs/operations.md).
  */
-import { env, SELF } from "cloudflare:test";
+import { createExecutionContext, env, SELF } from "cloudflare:test";
+import { shardsOf } from "@aigate/shared";
 import { DEV_ADMIN_KEY, seedKeys } from "@aigate/test-support";
+import { shardedEnv } from "@aigate/test-support/shards";
 import { beforeEach, describe, expect, it } from "vitest";
 import type { MetricsRows } from "./adminQueries";
+import worker from "./index";
 import { metricsBody, monthWindow, perCustomer, rate } from "./metrics";
 
 const utc = (y: number, m: number, d: number, h = 0, min = 0, s = 0, ms = 0) =>
@@ -225,10 +228,18 @@ function invoiceRow(
  *   + j 0 + n 450 = 10690. ARPU customers: paying at some time in March a, b, c, d, g, i, k, l, m,
  *   or billed in it n -> 10; ARPU 10690 / 10 = 1069.
  */
-async function seedMarch2025(db: D1Database) {
-  const rollup = db.prepare(
-    "INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms) VALUES (?1, ?2, ?3, ?4, 0)",
-  );
+/** A seeded row and the user it belongs to. */
+type Seeded = [user: string, statement: D1PreparedStatement];
+
+async function seedMarch2025(dbOf: (user: string) => D1Database) {
+  const rollup = (user: string, day: string, reason: string, sessions: number): Seeded => [
+    user,
+    dbOf(user)
+      .prepare(
+        "INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms) VALUES (?1, ?2, ?3, ?4, 0)",
+      )
+      .bind(user, day, reason, sessions),
+  ];
   const subs: SubscriptionSeed[] = [
     { id: "sub_a", user: "a", plan: "pro", status: "active", started: utc(2025, 2, 1) },
     { id: "sub_b", user: "b", plan: "pro", status: "active", started: utc(2025, 3, 10) },
@@ -294,29 +305,60 @@ async function seedMarch2025(db: D1Database) {
       ended: utc(2025, 2, 27),
     },
   ];
-  await db.batch([
-    ...subs.flatMap((s) => subscriptionRows(db, s)),
-    rollup.bind("e", "2025-03-03", "success", 10),
-    rollup.bind("e", "2025-03-03", "too_short", 2),
-    rollup.bind("b", "2025-03-12", "success", 5),
-    rollup.bind("b", "2025-03-12", "turn_failed", 3),
-    rollup.bind("a", "2025-03-31", "success", 20),
-    rollup.bind("a", "2025-03-31", "upstream_error", 1),
-    rollup.bind("a", "2025-03-31", "slow_connect", 4),
-    rollup.bind("f", "2025-02-28", "success", 7),
-    rollup.bind("e", "2025-04-01", "success", 100),
-    invoiceRow(db, "in_a", "a", "paid", 2900, utc(2025, 3, 1)),
-    invoiceRow(db, "in_d", "d", "open", 1230, utc(2025, 3, 31, 23, 59, 59, 999)),
-    invoiceRow(db, "in_d_void", "d", "void", 500, utc(2025, 3, 10)),
-    invoiceRow(db, "in_d_draft", "d", "draft", 700, null),
-    invoiceRow(db, "in_a_april", "a", "paid", 999, utc(2025, 4, 1)),
-    invoiceRow(db, "in_c", "c", "uncollectible", 100, utc(2025, 3, 15)),
-    invoiceRow(db, "in_k", "k", "open", 2900, utc(2025, 3, 8)),
-    invoiceRow(db, "in_l", "l", "open", 3110, utc(2025, 3, 28)),
-    invoiceRow(db, "in_j", "j", "paid", 0, utc(2025, 3, 12)),
-    invoiceRow(db, "in_n", "n", "paid", 450, utc(2025, 3, 2)),
-  ]);
+  const statements: Seeded[] = [
+    ...subs.flatMap((s) => subscriptionRows(dbOf(s.user), s).map((st): Seeded => [s.user, st])),
+    rollup("e", "2025-03-03", "success", 10),
+    rollup("e", "2025-03-03", "too_short", 2),
+    rollup("b", "2025-03-12", "success", 5),
+    rollup("b", "2025-03-12", "turn_failed", 3),
+    rollup("a", "2025-03-31", "success", 20),
+    rollup("a", "2025-03-31", "upstream_error", 1),
+    rollup("a", "2025-03-31", "slow_connect", 4),
+    rollup("f", "2025-02-28", "success", 7),
+    rollup("e", "2025-04-01", "success", 100),
+    ["a", invoiceRow(dbOf("a"), "in_a", "a", "paid", 2900, utc(2025, 3, 1))],
+    ["d", invoiceRow(dbOf("d"), "in_d", "d", "open", 1230, utc(2025, 3, 31, 23, 59, 59, 999))],
+    ["d", invoiceRow(dbOf("d"), "in_d_void", "d", "void", 500, utc(2025, 3, 10))],
+    ["d", invoiceRow(dbOf("d"), "in_d_draft", "d", "draft", 700, null)],
+    ["a", invoiceRow(dbOf("a"), "in_a_april", "a", "paid", 999, utc(2025, 4, 1))],
+    ["c", invoiceRow(dbOf("c"), "in_c", "c", "uncollectible", 100, utc(2025, 3, 15))],
+    ["k", invoiceRow(dbOf("k"), "in_k", "k", "open", 2900, utc(2025, 3, 8))],
+    ["l", invoiceRow(dbOf("l"), "in_l", "l", "open", 3110, utc(2025, 3, 28))],
+    ["j", invoiceRow(dbOf("j"), "in_j", "j", "paid", 0, utc(2025, 3, 12))],
+    ["n", invoiceRow(dbOf("n"), "in_n", "n", "paid", 450, utc(2025, 3, 2))],
+  ];
+  // each user's rows on the user's shard (one database when unsharded)
+  const byDb = new Map<D1Database, D1PreparedStatement[]>();
+  for (const [user, statement] of statements) {
+    const db = dbOf(user);
+    byDb.set(db, [...(byDb.get(db) ?? []), statement]);
+  }
+  for (const [db, batch] of byDb) await db.batch(batch);
 }
+
+const MARCH_2025 = {
+  month: "2025-03",
+  as_of: "2025-04-01T00:00:00.000Z",
+  currency: "usd",
+  mrr_cents: 11600,
+  arpu_cents: 1069,
+  arpu_customers: 10,
+  paying_customers: 6,
+  paying_by_plan: { payg: 2, pro: 4 },
+  churn_rate: 0.2857,
+  conversion_rate: 0.6667,
+  success_rate: 0.7778,
+  sessions_total: 45,
+  sessions_billable: 35,
+  failed_by_reason: {
+    turn_failed: 3,
+    upstream_error: 1,
+    not_connected: 0,
+    slow_connect: 4,
+    too_short: 2,
+  },
+  invoiced_cents: 10690,
+};
 
 const asAdmin = (path: string) =>
   SELF.fetch(`http://api.test${path}`, { headers: { authorization: `Bearer ${DEV_ADMIN_KEY}` } });
@@ -327,36 +369,37 @@ describe("GET /admin/metrics", () => {
   });
 
   it("computes every metric of a month exactly", async () => {
-    await seedMarch2025(env.DB);
+    await seedMarch2025(() => env.DB);
     const res = await asAdmin("/admin/metrics?month=2025-03");
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({
-      month: "2025-03",
-      as_of: "2025-04-01T00:00:00.000Z",
-      currency: "usd",
-      mrr_cents: 11600,
-      arpu_cents: 1069,
-      arpu_customers: 10,
-      paying_customers: 6,
-      paying_by_plan: { payg: 2, pro: 4 },
-      churn_rate: 0.2857,
-      conversion_rate: 0.6667,
-      success_rate: 0.7778,
-      sessions_total: 45,
-      sessions_billable: 35,
-      failed_by_reason: {
-        turn_failed: 3,
-        upstream_error: 1,
-        not_connected: 0,
-        slow_connect: 4,
-        too_short: 2,
-      },
-      invoiced_cents: 10690,
-    });
+    expect(await res.json()).toEqual(MARCH_2025);
+  });
+
+  it("adds up the figures of every shard and computes each rate from the summed counts", async () => {
+    const e = await shardedEnv({ ...env });
+    const shards = shardsOf(e);
+    // the month's fourteen users spread over the four shards; no shard's own rates are the month's
+    // (e.g. churn: 0 of 3 on shard 0, none on 1, 2 of 2 on 2, 0 of 2 on 3)
+    const users = [..."abcdefghijklmn"];
+    expect(new Set(users.map((u) => shards.indexOf(u)))).toEqual(new Set([0, 1, 2, 3]));
+    await seedMarch2025((user) => shards.of(user));
+    for (const db of shards.all) {
+      const held = await db.prepare("SELECT count(*) AS n FROM subscriptions").first<{ n: number }>();
+      expect(held?.n).toBeGreaterThan(0);
+    }
+    const res = await worker.fetch(
+      new Request("http://api.test/admin/metrics?month=2025-03", {
+        headers: { authorization: `Bearer ${DEV_ADMIN_KEY}` },
+      }),
+      e,
+      createExecutionContext(),
+    );
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual(MARCH_2025);
   });
 
   it("sees the month before from its own snapshot", async () => {
-    await seedMarch2025(env.DB);
+    await seedMarch2025(() => env.DB);
     // February: paying at end a, i, k (unpaid only from Mar 8), l (pro); c, d, m (payg) -> 7,
     // MRR 4 x 2900. Paying at start c, d, k, m, n; n ended Feb 27 -> churn 1 / 5.
     // Not paying at start and active or converted: a, i, l (converted in February), f (active) -> 3 / 4.

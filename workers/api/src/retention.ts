@@ -13,9 +13,14 @@
  * remembered between runs: a run cut off anywhere has deleted whole batches only, and the next
  * run finds what is left by the same criterion, so re-running is harmless and a backlog is
  * worked off over several runs.
+ *
+ * On a sharded D1, `processed_stripe_events` and `dead_letters` are global tables in the home
+ * database only, while each shard keeps its own `reconciliation_runs`: `runRetentionOnShards`
+ * runs the home database's three tables and every other shard's reconciliation runs.
  */
-import type { Logger } from "@aigate/shared";
+import type { Logger, Shards } from "@aigate/shared";
 import type { RetentionConfig } from "./config";
+import { onEveryShard } from "./shardRuns";
 
 /** Rows deleted per statement. */
 export const RETENTION_BATCH_SIZE = 500;
@@ -24,6 +29,8 @@ export const RETENTION_MAX_BATCHES = 20;
 
 export const RETAINED_TABLES = ["processed_stripe_events", "dead_letters", "reconciliation_runs"] as const;
 export type RetainedTable = (typeof RETAINED_TABLES)[number];
+/** The retained tables every shard holds (the others are global, in the home database only). */
+export const PER_SHARD_TABLES: readonly RetainedTable[] = ["reconciliation_runs"];
 
 /**
  * One batch per table: the oldest rows past the cutoff (?1), at most ?2 of them. Each subquery
@@ -49,6 +56,8 @@ export interface RetentionResult {
 export interface RetentionOptions {
   batchSize?: number;
   maxBatches?: number;
+  /** The tables this run looks at (default all of them). */
+  tables?: readonly RetainedTable[];
 }
 
 function windowOf(table: RetainedTable, config: RetentionConfig): number {
@@ -78,7 +87,8 @@ export async function runRetention(
     reconciliation_runs: 0,
   };
   const more: RetainedTable[] = [];
-  for (const table of RETAINED_TABLES) {
+  const tables = opts.tables ?? RETAINED_TABLES;
+  for (const table of RETAINED_TABLES.filter((t) => tables.includes(t))) {
     const cutoff = now - windowOf(table, config);
     const statement = db.prepare(BATCH_SQL[table]).bind(cutoff, batchSize);
     for (let batch = 0; batch < maxBatches; batch++) {
@@ -90,4 +100,31 @@ export async function runRetention(
   }
   log.info("retention done", { deleted, more });
   return { deleted, more };
+}
+
+/**
+ * Retention on every shard, added up: the home database's tables (global and its own), then each
+ * other shard's reconciliation runs. A shard that fails leaves the others done (onEveryShard).
+ */
+export async function runRetentionOnShards(
+  shards: Shards,
+  config: RetentionConfig,
+  now: number,
+  log: Logger,
+  opts: Omit<RetentionOptions, "tables"> = {},
+): Promise<RetentionResult> {
+  const runs = await onEveryShard(shards, log, (db, shardLog, index) =>
+    runRetention(db, config, now, shardLog, index === 0 ? opts : { ...opts, tables: PER_SHARD_TABLES }),
+  );
+  const deleted: Record<RetainedTable, number> = {
+    processed_stripe_events: 0,
+    dead_letters: 0,
+    reconciliation_runs: 0,
+  };
+  const more = new Set<RetainedTable>();
+  for (const run of runs) {
+    for (const table of RETAINED_TABLES) deleted[table] += run.deleted[table];
+    for (const table of run.more) more.add(table);
+  }
+  return { deleted, more: RETAINED_TABLES.filter((t) => more.has(t)) };
 }

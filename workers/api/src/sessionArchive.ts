@@ -34,10 +34,16 @@
  * user-days only) and its hourly cron the waiting list (no scan), so the two never take the same
  * user-day; should two runs of one still overlap, the check before the deletes makes the second
  * fail its user-day rather than delete rows the object no longer holds.
+ *
+ * On a sharded D1 each shard archives its own users' days (`runSessionArchiveOnShards`): its own
+ * cursor, waiting list and manifest rows, and a share of the run's limits (so that one invocation
+ * over every shard stays within D1's queries per invocation). The objects' keys name
+ * the user, so every shard writes to the one bucket without meeting another's objects.
  */
-import { errorFields, type Logger } from "@aigate/shared";
+import { errorFields, type Logger, type Shards } from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
+import { onEveryShard } from "./shardRuns";
 
 const DAY_MS = 86_400_000;
 
@@ -483,4 +489,55 @@ export async function runSessionArchive(
   if (result.failed > 0) log.warn("session archive done", fields);
   else log.info("session archive done", fields);
   return result;
+}
+
+/**
+ * A run's limit shared among `n` shards (at least one each; 0 stays 0, "none"): the limits keep a
+ * whole invocation, every shard together, under D1's queries per invocation.
+ */
+export function shareOfLimit(limit: number, n: number): number {
+  return limit === 0 ? 0 : Math.max(1, Math.floor(limit / n));
+}
+
+/**
+ * One archive run on every shard, one after the other, each with its own cursor and waiting list
+ * and its share of the run's limits, added up. A shard that fails leaves the others done
+ * (onEveryShard).
+ */
+export async function runSessionArchiveOnShards(
+  shards: Shards,
+  bucket: R2Bucket,
+  config: RetentionConfig,
+  now: number,
+  log: Logger,
+  opts: SessionArchiveOptions = {},
+): Promise<SessionArchiveResult> {
+  const n = shards.all.length;
+  const perShard: SessionArchiveOptions = {
+    ...opts,
+    maxUserDays: shareOfLimit(opts.maxUserDays ?? ARCHIVE_MAX_USER_DAYS, n),
+    maxWaitingChecks: shareOfLimit(opts.maxWaitingChecks ?? ARCHIVE_MAX_WAITING_CHECKS, n),
+  };
+  const runs = await onEveryShard(shards, log, (db, shardLog) =>
+    runSessionArchive(db, bucket, config, now, shardLog, perShard),
+  );
+  const total: SessionArchiveResult = {
+    archived: 0,
+    written: 0,
+    deleted: 0,
+    waiting: 0,
+    failed: 0,
+    waiting_listed: 0,
+    more: false,
+  };
+  for (const r of runs) {
+    total.archived += r.archived;
+    total.written += r.written;
+    total.deleted += r.deleted;
+    total.waiting += r.waiting;
+    total.failed += r.failed;
+    total.waiting_listed += r.waiting_listed;
+    total.more ||= r.more;
+  }
+  return total;
 }

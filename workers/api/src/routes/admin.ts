@@ -10,16 +10,12 @@
  *   GET    /admin/reconciliation?limit=
  *   PUT    /admin/customers/:user_id/pricing                  a customer's custom per-session price
  *   GET    /admin/customers/:user_id/pricing                  its versions, newest first
+ *
+ * D1 shards: the admin key and the dead letters are in the home database; metrics add up every
+ * shard's figures and the reconciliation list merges every shard's runs; a customer's pricing is
+ * on the customer's shard.
  */
-import {
-  ApiError,
-  accountStatus,
-  badRequest,
-  notFound,
-  parseInput,
-  requireKey,
-  shardsOf,
-} from "@aigate/shared";
+import { ApiError, accountStatus, badRequest, notFound, parseInput, requireKey } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { Hono } from "hono";
 import { z } from "zod";
@@ -27,8 +23,8 @@ import {
   type DeadLetterRow,
   deadLetterById,
   deadLettersPage,
-  latestReconciliationRuns,
-  metricsRows,
+  latestReconciliationRunsOfShards,
+  metricsRowsOfShards,
   purgeByIds,
   purgeReplayedInQueue,
 } from "../adminQueries";
@@ -49,7 +45,7 @@ import { stripeCustomerOf } from "../queries";
 export const admin = new Hono<ApiEnv>();
 
 admin.use("*", async (c, next) => {
-  await requireKey(c.env.DB, c.req.header("authorization"), "admin");
+  await requireKey(c.var.shards.home, c.req.header("authorization"), "admin");
   c.set("log", c.get("log").child({ operator: true }));
   await next();
 });
@@ -91,7 +87,7 @@ function summary(row: DeadLetterRow) {
 admin.get("/dead-letters", async (c) => {
   const query = parseInput(ListQuery, c.req.query());
   const limit = query.limit ?? 50;
-  const rows = await deadLettersPage(c.env.DB, {
+  const rows = await deadLettersPage(c.var.shards.home, {
     queue: query.queue ?? null,
     state: query.state ?? "all",
     after: query.cursor ? decodeCursor(query.cursor) : null,
@@ -132,7 +128,7 @@ admin.post("/dead-letters/replay", async (c) => {
       ? { kind: "ids", ids: body.ids, force: body.force ?? false }
       : { kind: "queue", queue: body.queue };
   const log = c.get("log");
-  const result = await replayDeadLetters(c.env.DB, producersOf(c.env), request, Date.now(), log);
+  const result = await replayDeadLetters(c.var.shards.home, producersOf(c.env), request, Date.now(), log);
   log.info("dead letter replay", {
     replayed: result.replayed,
     skipped: result.skipped.length,
@@ -153,7 +149,7 @@ admin.post("/dead-letters/replay", async (c) => {
 admin.post("/dead-letters/purge", async (c) => {
   const body = await selection(c);
   if ("ids" in body) {
-    const purged = await purgeByIds(c.env.DB, body.ids, body.force ?? false);
+    const purged = await purgeByIds(c.var.shards.home, body.ids, body.force ?? false);
     const gone = new Set(purged);
     return c.json({
       purged: purged.length,
@@ -163,12 +159,12 @@ admin.post("/dead-letters/purge", async (c) => {
         .map((id) => ({ id, reason: body.force ? "not_found" : "not_found_or_not_replayed" })),
     });
   }
-  const purged = await purgeReplayedInQueue(c.env.DB, body.queue, MAX_REPLAY_PER_REQUEST);
+  const purged = await purgeReplayedInQueue(c.var.shards.home, body.queue, MAX_REPLAY_PER_REQUEST);
   return c.json({ purged: purged.length, ids: purged, more: purged.length === MAX_REPLAY_PER_REQUEST });
 });
 
 admin.get("/dead-letters/:id", async (c) => {
-  const row = await deadLetterById(c.env.DB, c.req.param("id"));
+  const row = await deadLetterById(c.var.shards.home, c.req.param("id"));
   if (!row) throw notFound("no dead letter with this id");
   let body: unknown = row.body;
   try {
@@ -182,9 +178,9 @@ admin.get("/dead-letters/:id", async (c) => {
 admin.delete("/dead-letters/:id", async (c) => {
   const id = c.req.param("id");
   const force = c.req.query("force") === "true";
-  const row = await deadLetterById(c.env.DB, id);
+  const row = await deadLetterById(c.var.shards.home, id);
   if (!row) throw notFound("no dead letter with this id");
-  const purged = await purgeByIds(c.env.DB, [id], force);
+  const purged = await purgeByIds(c.var.shards.home, [id], force);
   if (purged.length === 0) {
     throw new ApiError(
       409,
@@ -199,14 +195,14 @@ admin.get("/metrics", async (c) => {
   const month = c.req.query("month");
   const w = monthWindow(month, Date.now());
   if (!w.ok) throw badRequest("invalid_request", w.message, [{ path: "month", message: w.message }]);
-  return c.json(metricsBody(w.month, w.window, await metricsRows(c.env.DB, w.window)));
+  return c.json(metricsBody(w.month, w.window, await metricsRowsOfShards(c.var.shards.all, w.window)));
 });
 
 const ReconciliationQuery = z.object({ limit: Limit(50).optional() });
 
 admin.get("/reconciliation", async (c) => {
   const query = parseInput(ReconciliationQuery, c.req.query());
-  const rows = await latestReconciliationRuns(c.env.DB, query.limit ?? 10);
+  const rows = await latestReconciliationRunsOfShards(c.var.shards.all, query.limit ?? 10);
   return c.json({
     runs: rows.map((r) => ({
       id: r.id,
@@ -234,7 +230,7 @@ const UserIdParam = z.string().min(1).max(200);
 admin.put("/customers/:user_id/pricing", async (c) => {
   const userId = parseInput(UserIdParam, c.req.param("user_id"));
   const body = parseInput(CustomPricingBody, await c.req.json().catch(() => undefined));
-  const shards = shardsOf(c.env);
+  const shards = c.var.shards;
   const db = shards.of(userId);
   const customer = await stripeCustomerOf(db, userId);
   const account = customer
@@ -259,7 +255,7 @@ admin.put("/customers/:user_id/pricing", async (c) => {
 
 admin.get("/customers/:user_id/pricing", async (c) => {
   const userId = parseInput(UserIdParam, c.req.param("user_id"));
-  const db = c.env.DB;
+  const db = c.var.shards.of(userId);
   const rows = await customPricingRows(db, userId);
   if (rows.length === 0 && !(await stripeCustomerOf(db, userId)))
     throw new ApiError(404, "customer_not_found", `no customer ${userId}`);

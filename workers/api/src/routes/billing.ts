@@ -2,7 +2,7 @@
  * The billing API, for end users holding a user token: GET /usage, GET /sessions, GET /invoices,
  * GET /invoices/{id}/sessions, POST /checkout, POST /plan, POST /portal under /api/billing.
  */
-import { ApiError, accountStatus, type MeteredPrice, PaidPlanId, parseInput, shardsOf } from "@aigate/shared";
+import { ApiError, accountStatus, type MeteredPrice, PaidPlanId, parseInput } from "@aigate/shared";
 import { createStripe } from "@aigate/shared/stripe";
 import { meteredPriceOf } from "@aigate/shared/stripeSync/convergence";
 import { retrievePrice } from "@aigate/shared/stripeSync/sync";
@@ -41,14 +41,15 @@ billing.use("*", async (c, next) => {
 
 billing.get("/usage", async (c) => {
   const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
   const now = Date.now();
   const { pastDueGraceDays, leaseTtlMs } = c.var.config;
-  const account = await accountStatus(c.env.DB, userId, now, pastDueGraceDays);
+  const account = await accountStatus(db, userId, now, pastDueGraceDays);
   const period = account.currentPeriod;
   const [series, failed, active] = await Promise.all([
-    currentSeries(c.env.DB, userId, account.series?.plan ?? "free", period.start),
-    failedSessions(c.env.DB, userId, period.start, period.end),
-    activeLeases(c.env.DB, userId, now, leaseTtlMs),
+    currentSeries(db, userId, account.series?.plan ?? "free", period.start),
+    failedSessions(db, userId, period.start, period.end),
+    activeLeases(db, userId, now, leaseTtlMs),
   ]);
   return c.json(
     usageBody({
@@ -97,9 +98,11 @@ billing.get("/sessions", async (c) => {
   const query = parseInput(SessionsQuery, c.req.query());
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
+  const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
   const [rows, archived] = await Promise.all([
-    sessionsPage(c.env.DB, c.get("userId"), after, limit + 1),
-    archivedBefore(c.env.DB, c.get("userId")),
+    sessionsPage(db, userId, after, limit + 1),
+    archivedBefore(db, userId),
   ]);
   const page = rows.slice(0, limit);
   const last = page.at(-1);
@@ -128,10 +131,12 @@ billing.get("/invoices", async (c) => {
   const query = parseInput(SessionsQuery, c.req.query());
   const limit = query.limit ?? 20;
   const after = query.cursor ? decodeCursor(query.cursor) : null;
-  const rows = await invoicesPage(c.env.DB, c.get("userId"), after, limit + 1);
+  const userId = c.get("userId");
+  const db = c.var.shards.of(userId);
+  const rows = await invoicesPage(db, userId, after, limit + 1);
   const page = rows.slice(0, limit);
   const lines = await invoiceLines(
-    c.env.DB,
+    db,
     page.map((r) => r.stripe_invoice_id),
   );
   const last = page.at(-1);
@@ -188,19 +193,20 @@ const CSV_CHUNK = 5000;
 billing.get("/invoices/:id/sessions", async (c) => {
   const query = parseInput(InvoiceSessionsQuery, c.req.query());
   const userId = c.get("userId");
-  const invoice = await userInvoice(c.env.DB, userId, c.req.param("id"));
+  const db = c.var.shards.of(userId);
+  const invoice = await userInvoice(db, userId, c.req.param("id"));
   if (!invoice) throw new ApiError(404, "invoice_not_found", "no such invoice");
   const invoiceId = invoice.stripe_invoice_id;
   const stripe = () => createStripe(c.var.config.stripe);
   // when some of its sessions were archived, the archive and D1 together answer (same rows)
-  const archived = await archivedInvoiceSessions(c.env.DB, c.env.ARCHIVE, userId, invoiceId);
+  const archived = await archivedInvoiceSessions(db, c.env.ARCHIVE, userId, invoiceId);
 
   if (query.format === "csv") {
     const rows: InvoiceSessionRow[] = archived ?? [];
     while (!archived) {
       const last = rows.at(-1);
       const after = last ? { createdAt: last.billed_at, id: last.session_id } : null;
-      const chunk = await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, CSV_CHUNK);
+      const chunk = await invoiceSessionsPage(db, userId, invoiceId, after, CSV_CHUNK);
       rows.push(...chunk);
       if (chunk.length < CSV_CHUNK) break;
     }
@@ -216,7 +222,7 @@ billing.get("/invoices/:id/sessions", async (c) => {
   const after = query.cursor ? decodeCursor(query.cursor) : null;
   const rows = archived
     ? pageAfter(archived, after, limit + 1)
-    : await invoiceSessionsPage(c.env.DB, userId, invoiceId, after, limit + 1);
+    : await invoiceSessionsPage(db, userId, invoiceId, after, limit + 1);
   const page = rows.slice(0, limit);
   const priceOf = await seriesPrices(stripe, page);
   const last = page.at(-1);
@@ -234,7 +240,7 @@ billing.post("/checkout", async (c) => {
   const { plan } = parseInput(CheckoutBody, await c.req.json().catch(() => undefined));
   const userId = c.get("userId");
   const now = Date.now();
-  const shards = shardsOf(c.env);
+  const shards = c.var.shards;
   const account = await accountStatus(shards.of(userId), userId, now, c.var.config.pastDueGraceDays);
   if (account.plan === plan)
     throw new ApiError(409, "already_on_plan", `you are already on the ${plan} plan`);
@@ -263,7 +269,7 @@ billing.post("/plan", async (c) => {
   const body = parseInput(PlanChangeBody, await c.req.json().catch(() => undefined));
   const userId = c.get("userId");
   const { pastDueGraceDays } = c.var.config;
-  const shards = shardsOf(c.env);
+  const shards = c.var.shards;
   const db = shards.of(userId);
   const before = await accountStatus(db, userId, Date.now(), pastDueGraceDays);
   await changePlan(
@@ -290,7 +296,7 @@ billing.post("/plan", async (c) => {
 
 billing.post("/portal", async (c) => {
   const userId = c.get("userId");
-  const customerId = await stripeCustomerOf(shardsOf(c.env).of(userId), userId);
+  const customerId = await stripeCustomerOf(c.var.shards.of(userId), userId);
   if (!customerId)
     throw new ApiError(409, "no_stripe_customer", "no billing account yet: subscribe to a plan first");
   return c.json(

@@ -26,6 +26,6 @@ daily.get("/daily", async (c) => {
   const userId = await verifyUserToken(c.req.header("authorization"), c.var.config.userTokenSecret);
   const query = parseInput(DailyQuery, c.req.query());
   const range = dayRange(Date.now(), query.days ?? 30);
-  const rows = await dailyRollups(c.env.DB, userId, range.from, range.to);
+  const rows = await dailyRollups(c.var.shards.of(userId), userId, range.from, range.to);
   return c.json({ from: range.from, to: range.to, days: dailyEntries(range.list, rows) });
 });

@@ -44,7 +44,7 @@ const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOStrin
 /** The limits, where the current period stands against them, and the thresholds crossed in it. */
 async function limitsBody(c: Context<ApiEnv>) {
   const userId = c.get("userId");
-  const db = c.env.DB;
+  const db = c.var.shards.of(userId);
   const now = Date.now();
   const [account, spend] = await Promise.all([
     accountStatus(db, userId, now, c.var.config.pastDueGraceDays),
@@ -86,9 +86,10 @@ limits.get("/limits", userAuth, async (c) => c.json(await limitsBody(c)));
 
 limits.put("/limits", userAuth, async (c) => {
   const body = parseLimits(SpendLimitsBody, await c.req.json().catch(() => undefined));
+  const userId = c.get("userId");
   await writeSpendLimits(
-    c.env.DB,
-    c.get("userId"),
+    c.var.shards.of(userId),
+    userId,
     { monthlyCapCents: body.monthly_cap_cents, alertThresholds: body.alert_thresholds },
     Date.now(),
   );
@@ -143,14 +144,16 @@ limits.put("/alert-endpoint", userAuth, async (c) => {
   );
   const secret = newSecret();
   const now = Date.now();
-  await writeAlertEndpoint(c.env.DB, c.get("userId"), { url: body.url, secret }, now);
+  const userId = c.get("userId");
+  await writeAlertEndpoint(c.var.shards.of(userId), userId, { url: body.url, secret }, now);
   c.get("log").info("alert endpoint registered", { url: body.url });
   // the secret is returned here only: a lost secret is replaced by registering again
   return c.json({ url: body.url, secret, registered_at: new Date(now).toISOString() });
 });
 
 limits.delete("/alert-endpoint", userAuth, async (c) => {
-  await writeAlertEndpoint(c.env.DB, c.get("userId"), null, Date.now());
+  const userId = c.get("userId");
+  await writeAlertEndpoint(c.var.shards.of(userId), userId, null, Date.now());
   c.get("log").info("alert endpoint removed");
   return c.json({ removed: true });
 });
