@@ -55,8 +55,9 @@ export interface StackOptions {
    */
   mainOverrides?: Partial<Record<(typeof WORKERS)[number], string>>;
   /**
-   * D1 shards (default 1): the stack runs `DB` and `DB_1`..`DB_<n-1>` as separate local databases,
-   * each migrated, with D1_SHARDS = n in every worker (docs/scale.md "Sharding").
+   * D1 shards (default: `settings.D1_SHARDS`, else 1): the stack runs `DB` and `DB_1`..`DB_<n-1>`
+   * as separate local databases, each migrated, with D1_SHARDS = n in every worker (docs/scale.md
+   * "Sharding").
    */
   shards?: number;
   /** Aborting it during startup stops whatever was started and rejects; after startup use close(). */
@@ -319,7 +320,10 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   signal?.throwIfAborted();
   await assertPortFree(opts.port, "PORT");
   await assertPortFree(opts.stripePort, "STRIPE_EMULATOR_PORT");
-  const shards = opts.shards ?? 1;
+  const shards = opts.shards ?? Number(opts.settings?.D1_SHARDS || 1);
+  if (!Number.isInteger(shards) || shards < 1 || shards > 16) {
+    throw new Error(`D1_SHARDS for the local stack must be a whole number from 1 to 16, got ${String(shards)}`);
+  }
   const settings: Record<string, string> = { ...DEV_SETTINGS, ...opts.settings, D1_SHARDS: String(shards) };
   const url = `http://127.0.0.1:${opts.port}`;
   const emulator = await startStripeEmulator({

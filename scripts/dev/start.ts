@@ -28,6 +28,7 @@ const OVERRIDABLE = [
   "PAST_DUE_GRACE_DAYS",
   "STRIPE_INVOICE_GRACE_SECONDS",
   "STRIPE_POST_INTERVAL_SECONDS",
+  "D1_SHARDS",
 ];
 
 /** How often the parent process is looked at. */
