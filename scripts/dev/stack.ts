@@ -322,7 +322,9 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   await assertPortFree(opts.stripePort, "STRIPE_EMULATOR_PORT");
   const shards = opts.shards ?? Number(opts.settings?.D1_SHARDS || 1);
   if (!Number.isInteger(shards) || shards < 1 || shards > 16) {
-    throw new Error(`D1_SHARDS for the local stack must be a whole number from 1 to 16, got ${String(shards)}`);
+    throw new Error(
+      `D1_SHARDS for the local stack must be a whole number from 1 to 16, got ${String(shards)}`,
+    );
   }
   const settings: Record<string, string> = { ...DEV_SETTINGS, ...opts.settings, D1_SHARDS: String(shards) };
   const url = `http://127.0.0.1:${opts.port}`;
