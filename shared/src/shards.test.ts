@@ -1,5 +1,15 @@
 import { describe, expect, it } from "vitest";
-import { groupByShard, SHARD_BUCKETS, shardBucket, shardCount, shardsOf, shardsOver } from "./shards";
+import { createLogger } from "./log";
+import {
+  groupByShard,
+  onEveryShard,
+  SHARD_BUCKETS,
+  settleEveryShard,
+  shardBucket,
+  shardCount,
+  shardsOf,
+  shardsOver,
+} from "./shards";
 
 const fakeDb = (name: string) => ({ name }) as unknown as D1Database;
 
@@ -51,5 +61,37 @@ describe("shards", () => {
       for (const u of g.items) expect(shards.indexOf(u)).toBe(g.index);
       expect(g.items).toEqual(users.filter((u) => shards.indexOf(u) === g.index));
     }
+  });
+
+  it("runs cross-user work on every shard, going on past a shard that fails", async () => {
+    const shards = shardsOver(["a", "b", "c"].map(fakeDb));
+    const seen: number[] = [];
+    const settled = await settleEveryShard(shards, createLogger("test"), "a run", async (db, _log, index) => {
+      seen.push(index);
+      expect(db).toBe(shards.all[index]);
+      if (index === 1) throw new Error("shard 1 is down");
+      return index * 10;
+    });
+    expect(seen).toEqual([0, 1, 2]);
+    expect(settled.results).toEqual([0, 20]);
+    expect(settled.failure?.error).toEqual(new Error("shard 1 is down"));
+    await expect(
+      onEveryShard(shards, createLogger("test"), "a run", async (_db, _log, index) => {
+        if (index === 2) throw new Error("shard 2 is down");
+        return index;
+      }),
+    ).rejects.toThrow("shard 2 is down");
+    expect(await onEveryShard(shards, createLogger("test"), "a run", async (_db, _log, i) => i)).toEqual([
+      0, 1, 2,
+    ]);
+  });
+
+  it("throws a one-shard run's error at once, as an unsharded deployment does", async () => {
+    const shards = shardsOver([fakeDb("only")]);
+    await expect(
+      settleEveryShard(shards, createLogger("test"), "a run", async () => {
+        throw new Error("down");
+      }),
+    ).rejects.toThrow("down");
   });
 });

@@ -8,6 +8,7 @@
  * Every shard carries the whole schema (the same migrations), so a statement never depends on
  * which shard it runs on; only the rows differ.
  */
+import { errorFields, type Logger } from "./log";
 import { MAX_SHARDS, shardBinding, shardBucket } from "./shardKey";
 
 export { MAX_SHARDS, SHARD_BUCKETS, shardBinding, shardBucket } from "./shardKey";
@@ -86,4 +87,50 @@ export function groupByShard<T>(
     index,
     items: grouped,
   }));
+}
+
+/** What a run on every shard did: each shard's result that finished, and the first failure. */
+export interface ShardRuns<T> {
+  results: T[];
+  failure: { error: unknown } | null;
+}
+
+/**
+ * Work across users (the crons) on every shard, one after the other. Every such run is safe to
+ * cut off and repeat, so a shard whose run fails does not keep the others from being done: the
+ * failure is logged at error with its shard (`what` says which run), the other shards go on, and
+ * the first failure is returned for the caller to raise once it has logged what was done. With
+ * one shard this is the run itself: its error is thrown at once, as in an unsharded deployment.
+ */
+export async function settleEveryShard<T>(
+  shards: Shards,
+  log: Logger,
+  what: string,
+  run: (db: D1Database, log: Logger, index: number) => Promise<T>,
+): Promise<ShardRuns<T>> {
+  if (shards.all.length === 1) return { results: [await run(shards.home, log, 0)], failure: null };
+  const results: T[] = [];
+  let failure: ShardRuns<T>["failure"] = null;
+  for (const [index, db] of shards.all.entries()) {
+    const shardLog = log.child({ shard: index });
+    try {
+      results.push(await run(db, shardLog, index));
+    } catch (err) {
+      shardLog.error(`${what} failed on this shard; the other shards go on`, errorFields(err));
+      failure ??= { error: err };
+    }
+  }
+  return { results, failure };
+}
+
+/** `settleEveryShard`, then the first failure thrown: the results of every shard, or an error. */
+export async function onEveryShard<T>(
+  shards: Shards,
+  log: Logger,
+  what: string,
+  run: (db: D1Database, log: Logger, index: number) => Promise<T>,
+): Promise<T[]> {
+  const { results, failure } = await settleEveryShard(shards, log, what, run);
+  if (failure) throw failure.error;
+  return results;
 }

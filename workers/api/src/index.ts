@@ -8,6 +8,7 @@ import {
   instrumentFetch,
   instrumentQueue,
   instrumentScheduled,
+  onEveryShard,
   QUEUES,
   shardsOf,
 } from "@aigate/shared";
@@ -17,7 +18,6 @@ import { RETENTION_CRON, readRetentionConfig } from "./config";
 import { drainDeadLetters } from "./deadLetters";
 import { runRetentionOnShards } from "./retention";
 import { runSessionArchiveOnShards } from "./sessionArchive";
-import { onEveryShard } from "./shardRuns";
 
 const app = createApp();
 
@@ -59,7 +59,9 @@ export default {
     }
     const log = createLogger("api", { cron: "alerts", request_id: crypto.randomUUID() });
     const now = Date.now();
-    await onEveryShard(shards, log, (db, shardLog) => enqueueDueAlerts(db, env.ALERTS, now, shardLog));
+    await onEveryShard(shards, log, "spend alerts", (db, shardLog) =>
+      enqueueDueAlerts(db, env.ALERTS, now, shardLog),
+    );
     const archiveLog = createLogger("api", { cron: "archive", request_id: crypto.randomUUID() });
     await runSessionArchiveOnShards(shards, env.ARCHIVE, readRetentionConfig(env), Date.now(), archiveLog, {
       maxWaitingChecks: 0,

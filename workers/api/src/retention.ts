@@ -18,9 +18,8 @@
  * database only, while each shard keeps its own `reconciliation_runs`: `runRetentionOnShards`
  * runs the home database's three tables and every other shard's reconciliation runs.
  */
-import type { Logger, Shards } from "@aigate/shared";
+import { type Logger, onEveryShard, type Shards } from "@aigate/shared";
 import type { RetentionConfig } from "./config";
-import { onEveryShard } from "./shardRuns";
 
 /** Rows deleted per statement. */
 export const RETENTION_BATCH_SIZE = 500;
@@ -113,7 +112,7 @@ export async function runRetentionOnShards(
   log: Logger,
   opts: Omit<RetentionOptions, "tables"> = {},
 ): Promise<RetentionResult> {
-  const runs = await onEveryShard(shards, log, (db, shardLog, index) =>
+  const runs = await onEveryShard(shards, log, "retention", (db, shardLog, index) =>
     runRetention(db, config, now, shardLog, index === 0 ? opts : { ...opts, tables: PER_SHARD_TABLES }),
   );
   const deleted: Record<RetainedTable, number> = {

@@ -40,10 +40,9 @@
  * over every shard stays within D1's queries per invocation). The objects' keys name
  * the user, so every shard writes to the one bucket without meeting another's objects.
  */
-import { errorFields, type Logger, type Shards } from "@aigate/shared";
+import { errorFields, type Logger, onEveryShard, type Shards } from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
-import { onEveryShard } from "./shardRuns";
 
 const DAY_MS = 86_400_000;
 
@@ -518,7 +517,7 @@ export async function runSessionArchiveOnShards(
     maxUserDays: shareOfLimit(opts.maxUserDays ?? ARCHIVE_MAX_USER_DAYS, n),
     maxWaitingChecks: shareOfLimit(opts.maxWaitingChecks ?? ARCHIVE_MAX_WAITING_CHECKS, n),
   };
-  const runs = await onEveryShard(shards, log, (db, shardLog) =>
+  const runs = await onEveryShard(shards, log, "session archive", (db, shardLog) =>
     runSessionArchive(db, bucket, config, now, shardLog, perShard),
   );
   const total: SessionArchiveResult = {

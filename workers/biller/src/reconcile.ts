@@ -8,7 +8,7 @@
  * reconciliation_runs; one log line sums them. A shard that fails does not stop the others; the
  * run then fails with the first error (its shard's run row stays unfinished).
  */
-import { errorFields } from "@aigate/shared";
+import { errorFields, settleEveryShard } from "@aigate/shared";
 import type Stripe from "stripe";
 import { type Biller, onShard } from "./config";
 import { classifyStripeError, summaryWindow } from "./meter";
@@ -117,21 +117,15 @@ async function stripeTotal(b: Biller, row: UsagePeriodRow): Promise<number> {
 /** Reconciles every shard, one after the other; the result sums them (reports concatenated). */
 export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<ReconcileResult> {
   const total: ReconcileResult = { runs: [], checked: 0, mismatches: 0, repaired: 0, report: [] };
-  const errors: unknown[] = [];
-  for (const [index, db] of b.shards.all.entries()) {
-    try {
-      const run = await reconcileShard(onShard(b, db), opts);
-      total.runs.push(run.id);
-      total.checked += run.checked;
-      total.mismatches += run.mismatches;
-      total.repaired += run.repaired;
-      total.report.push(...run.report);
-    } catch (err) {
-      errors.push(err);
-      if (b.shards.all.length > 1) {
-        b.log.error("reconciliation of a shard failed", { shard: index, ...errorFields(err) });
-      }
-    }
+  const { results, failure } = await settleEveryShard(b.shards, b.log, "reconciliation", (db) =>
+    reconcileShard(onShard(b, db), opts),
+  );
+  for (const run of results) {
+    total.runs.push(run.id);
+    total.checked += run.checked;
+    total.mismatches += run.mismatches;
+    total.repaired += run.repaired;
+    total.report.push(...run.report);
   }
   if (total.runs.length > 0)
     b.log.info("reconciliation done", {
@@ -140,7 +134,7 @@ export async function reconcile(b: Biller, opts: ReconcileOptions): Promise<Reco
       mismatches: total.mismatches,
       repaired: total.repaired,
     });
-  if (errors.length > 0) throw errors[0];
+  if (failure) throw failure.error;
   return total;
 }
 

@@ -10,9 +10,9 @@
 import {
   type DeadLetter,
   deadLetterId,
-  errorFields,
   insertDeadLetters,
   QUEUES,
+  settleEveryShard,
   type UsageMessage,
 } from "@aigate/shared";
 import {
@@ -124,19 +124,14 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
     frozen: 0,
     adjusted: 0,
   };
-  const errors: unknown[] = [];
-  for (const [index, db] of b.shards.all.entries()) {
-    try {
-      const result = await sweepShard(onShard(b, db), now);
-      for (const key of Object.keys(total) as (keyof SweepResult)[]) total[key] += result[key];
-    } catch (err) {
-      errors.push(err);
-      if (b.shards.all.length > 1)
-        b.log.error("sweep of a shard failed", { shard: index, ...errorFields(err) });
-    }
+  const { results, failure } = await settleEveryShard(b.shards, b.log, "sweep", (db) =>
+    sweepShard(onShard(b, db), now),
+  );
+  for (const result of results) {
+    for (const key of Object.keys(total) as (keyof SweepResult)[]) total[key] += result[key];
   }
   if (total.attempted > 0 || total.moved > 0 || total.adjusted > 0) b.log.info("sweep done", { ...total });
-  if (errors.length > 0) throw errors[0];
+  if (failure) throw failure.error;
   return total;
 }
 
