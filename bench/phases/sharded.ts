@@ -10,7 +10,15 @@
 import { shardBucket } from "@aigate/shared/shardKey";
 import { pacedSessionsPerUser } from "../lib/customers";
 import { feedPaced, seconds } from "../lib/feed";
-import { isDone, type LogLine, logLines, logSize, sum } from "../lib/logs";
+import {
+  d1BusyPerSession,
+  type InvocationLoad,
+  isDone,
+  type LogLine,
+  loadByInvocation,
+  logLines,
+  logSize,
+} from "../lib/logs";
 import { earlier, type Phase } from "../lib/phase";
 import { fmt } from "../lib/report";
 import { BENCH_SHARDS } from "../lib/resources";
@@ -25,8 +33,10 @@ export interface ShardedResult {
   customers_by_shard: number[];
   /** Sessions found on each shard after the window (all on their user's shard). */
   sessions_by_shard: number[];
-  /** Milliseconds D1 spent per session of the window: on all shards, and on each. */
-  d1_busy_ms_per_session: { total: number; by_shard: number[] };
+  /** Invocations, D1 rows and D1 time (all shards) per kind of invocation (`<worker> <done line>`). */
+  d1_by_worker: Record<string, InvocationLoad>;
+  /** Milliseconds D1 spent per session of the window: on all shards (in all and per worker), and on each shard. */
+  d1_busy_ms_per_session: { total: number; by_worker: Record<string, number>; by_shard: number[] };
   /** The paced phase's (one database) busy ms per session over the busiest shard's, and over the mean shard's. */
   one_database_over_busiest_shard: number;
   one_database_over_mean_shard: number;
@@ -93,7 +103,8 @@ export const sharded: Phase<"sharded", ShardedResult> = {
     const busy = busyByShard(lines, BENCH_SHARDS);
     const per = (ms: number) => ms / sessions.length;
     const byShard = busy.map(per);
-    const total = per(sum(lines, "d1_duration_ms", isDone));
+    const load = loadByInvocation(lines);
+    const busyAll = d1BusyPerSession(load, sessions.length);
     const busiest = Math.max(...byShard);
     const mean = byShard.reduce((a, b) => a + b, 0) / BENCH_SHARDS;
     const customersByShard = Array.from({ length: BENCH_SHARDS }, () => 0);
@@ -108,7 +119,8 @@ export const sharded: Phase<"sharded", ShardedResult> = {
       feed_seconds: seconds(fed.started, fed.finished),
       customers_by_shard: customersByShard,
       sessions_by_shard: sessionsByShard,
-      d1_busy_ms_per_session: { total, by_shard: byShard },
+      d1_by_worker: load,
+      d1_busy_ms_per_session: { ...busyAll, by_shard: byShard },
       one_database_over_busiest_shard: busiest > 0 ? oneDatabase / busiest : 0,
       one_database_over_mean_shard: mean > 0 ? oneDatabase / mean : 0,
     };
@@ -120,6 +132,16 @@ export const sharded: Phase<"sharded", ShardedResult> = {
         label: `${r.shards} shards: D1 busy ms per session, each shard`,
         value: r.d1_busy_ms_per_session.by_shard.map((ms) => fmt(ms, 3)).join(" / "),
         against: `all shards ${fmt(r.d1_busy_ms_per_session.total, 3)}; one database ${fmt(one, 3)}; customers per shard ${r.customers_by_shard.join("/")}`,
+      },
+      {
+        label: `${r.shards} shards: D1 busy ms per session, all shards, per worker`,
+        value: fmt(r.d1_busy_ms_per_session.total, 3),
+        against: Object.entries(r.d1_busy_ms_per_session.by_worker)
+          .map(
+            ([w, ms]) =>
+              `${w} ${fmt(ms, 3)} (one database ${fmt(all.paced?.d1_busy_ms_per_session.by_worker[w], 3)})`,
+          )
+          .join(", "),
       },
       {
         label: `${r.shards} shards: one database's busy time / the mean shard's`,
