@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { createLogger } from "./log";
 import {
+  addOutcome,
   groupByShard,
   onEveryShard,
   SHARD_BUCKETS,
@@ -93,5 +94,13 @@ describe("shards", () => {
         throw new Error("down");
       }),
     ).rejects.toThrow("down");
+  });
+
+  it("adds up per-shard outcomes: counts summed, flags or-ed", () => {
+    const total = { judged: 0, rows: 0, more: false };
+    addOutcome(total, { judged: 2, rows: 1, more: false });
+    addOutcome(total, { judged: 3, rows: 0, more: true });
+    addOutcome(total, { judged: 1, rows: 4, more: false });
+    expect(total).toEqual({ judged: 6, rows: 5, more: true });
   });
 });

@@ -134,3 +134,17 @@ export async function onEveryShard<T>(
   if (failure) throw failure.error;
   return results;
 }
+
+/**
+ * Adds one shard's outcome into the total, field by field: counts are added, flags OR-ed (any
+ * shard that left work makes the total say so).
+ */
+export function addOutcome<T extends { [K in keyof T]: number | boolean }>(total: T, part: T): T {
+  for (const key of Object.keys(part) as (keyof T)[]) {
+    const value = part[key];
+    const sum =
+      typeof value === "boolean" ? Boolean(total[key]) || value : Number(total[key] ?? 0) + Number(value);
+    total[key] = sum as T[keyof T];
+  }
+  return total;
+}

@@ -40,7 +40,7 @@
  * over every shard stays within D1's queries per invocation). The objects' keys name
  * the user, so every shard writes to the one bucket without meeting another's objects.
  */
-import { errorFields, type Logger, onEveryShard, type Shards } from "@aigate/shared";
+import { addOutcome, errorFields, type Logger, onEveryShard, type Shards } from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
 
@@ -529,14 +529,6 @@ export async function runSessionArchiveOnShards(
     waiting_listed: 0,
     more: false,
   };
-  for (const r of runs) {
-    total.archived += r.archived;
-    total.written += r.written;
-    total.deleted += r.deleted;
-    total.waiting += r.waiting;
-    total.failed += r.failed;
-    total.waiting_listed += r.waiting_listed;
-    total.more ||= r.more;
-  }
+  for (const r of runs) addOutcome(total, r);
   return total;
 }

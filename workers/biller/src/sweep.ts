@@ -8,6 +8,7 @@
  * the others; the run then fails with the first error (the next minute's run takes over).
  */
 import {
+  addOutcome,
   type DeadLetter,
   deadLetterId,
   insertDeadLetters,
@@ -127,9 +128,7 @@ export async function sweep(b: Biller, now: number): Promise<SweepResult> {
   const { results, failure } = await settleEveryShard(b.shards, b.log, "sweep", (db) =>
     sweepShard(onShard(b, db), now),
   );
-  for (const result of results) {
-    for (const key of Object.keys(total) as (keyof SweepResult)[]) total[key] += result[key];
-  }
+  for (const result of results) addOutcome(total, result);
   if (total.attempted > 0 || total.moved > 0 || total.adjusted > 0) b.log.info("sweep done", { ...total });
   if (failure) throw failure.error;
   return total;

@@ -12,7 +12,7 @@
  * adds their outcomes up. A shard whose pass fails does not stop the others; the run then fails
  * (its rows stay for the next run).
  */
-import { createLogger, errorFields, shardsOf } from "@aigate/shared";
+import { addOutcome, createLogger, errorFields, shardsOf } from "@aigate/shared";
 import { type ClassifierConfig, readConfig } from "./config";
 import { judgeSessions } from "./judging";
 import { type DueRow, deleteDueRows, listDue, readDueRows } from "./queries";
@@ -114,12 +114,7 @@ export async function sweepDueSessions(
       log.error("judging a shard's due sessions failed", { shard: index, ...part, ...errorFields(err) });
     }
     byShard.push(part);
-    outcome.rows += part.rows;
-    outcome.judged += part.judged;
-    outcome.relisted += part.relisted;
-    outcome.moved += part.moved;
-    outcome.passes += part.passes;
-    outcome.more ||= part.more;
+    addOutcome(outcome, part);
   }
   if (outcome.rows > 0) {
     log.info("judged due sessions", {

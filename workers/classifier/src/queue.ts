@@ -9,6 +9,7 @@
  * retried whole otherwise (recording again is idempotent). Parked messages go to the home database.
  */
 import {
+  addOutcome,
   createLogger,
   deadLetterOf,
   describeIssues,
@@ -108,17 +109,6 @@ function deliveriesByShard(
   });
 }
 
-function addOutcome(total: RecordOutcome, part: RecordOutcome): void {
-  total.events += part.events;
-  total.sessions += part.sessions;
-  total.merged += part.merged;
-  total.conflicting += part.conflicting;
-  total.late += part.late;
-  total.parked += part.parked;
-  total.listed += part.listed;
-  total.passes = Math.max(total.passes, part.passes);
-}
-
 async function recordBatch(
   shards: Shards,
   events: { message: Message<unknown>; delivery: EventsDelivery }[],
@@ -146,7 +136,9 @@ async function recordBatch(
   for (const group of groups) {
     try {
       const recorded = await recordEvents(group.db, group.deliveries, now, settings, shards.home);
-      addOutcome(outcome, recorded.outcome);
+      // passes run shard after shard: the most any shard needed, not their sum
+      const passes = Math.max(outcome.passes, recorded.outcome.passes);
+      addOutcome(outcome, recorded.outcome).passes = passes;
       conflicting.push(...recorded.conflicting);
     } catch (err) {
       for (const d of group.deliveries) failed.add(d.messageId);
@@ -202,11 +194,8 @@ async function judgeBatch(
       );
       // those not due yet go (back) on the agenda: the cron judges them when they are
       if (notDue.length > 0) await db.batch(listDue(db, notDue));
-      outcome.judged += judged.judged;
-      outcome.resent += judged.resent;
-      outcome.unattributed += judged.unattributed;
-      outcome.settling += judged.settling;
-      outcome.moved += judged.moved;
+      // `skipped` is set below: a session unknown to one shard may be on another
+      addOutcome(outcome, judged);
       found += sessionIds.length - judged.skipped;
     } catch (err) {
       failed = true;
