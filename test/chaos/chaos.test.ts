@@ -9,7 +9,7 @@
  */
 import { shardBucket } from "@aigate/shared/shardKey";
 import { describe, expect, inject, it, onTestFailed } from "vitest";
-import { isRecord, StackClient, type WebhookStats } from "./clients";
+import { count, isRecord, StackClient, sleep, type WebhookStats } from "./clients";
 import { chaosConfig, replayHint } from "./config";
 import { buildCorpus, runCase } from "./corpus";
 import { checkAll, type Expectations } from "./invariants";
@@ -72,6 +72,15 @@ describe("chaos", () => {
     if (!sub) throw new Error("the paid setup did not run");
     await client.control("/enabled", { enabled: false });
     try {
+      // The plan changes above asked the biller to re-attribute sessions (background work of its
+      // minute sweep, which deletes each request once done, on every shard in turn): let it
+      // finish, so that the two dumps differ only by what the bad requests could have changed.
+      const deadline = Date.now() + 60_000;
+      while ((count(await client.one("SELECT count(*) AS n FROM reattributions")) ?? 0) > 0) {
+        if (Date.now() > deadline) throw new Error("re-attribution requests still pending after 60 s");
+        await client.tick("biller");
+        await sleep(500);
+      }
       const before = await dumpD1(client);
       const cases = await buildCorpus(
         { free: userOf("free").id, payg: userOf("payg").id, pro: userOf("pro").id },
