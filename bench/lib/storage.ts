@@ -25,7 +25,7 @@ export interface D1Storage {
   page_size: number;
   /** Rows of `sessions` in the file when it was measured. */
   sessions: number;
-  /** `sessions` and its indexes: what grows with every session. */
+  /** `sessions`, its indexes and the session lists: what grows with every session. */
   sessions_bytes_per_session: number;
   /** Every object in the file, divided by the sessions (the other tables grow per user, not per session). */
   total_bytes_per_session: number;
@@ -53,6 +53,11 @@ export function findD1File(stateDir: string): string {
     }
   }
   throw new Error(`no D1 file with a sessions table under ${stateDir}`);
+}
+
+/** What a session takes: its row, the indexes on `sessions`, and its id in its user's session lists. */
+export function isOfSessions(table: string): boolean {
+  return table === "sessions" || table === "session_lists";
 }
 
 export function d1Storage(stateDir: string): D1Storage {
@@ -89,7 +94,7 @@ export function d1Storage(stateDir: string): D1Storage {
         bytes_per_session: per(r.bytes),
       };
     });
-    const ofSessions = objects.filter((o) => o.table === "sessions").reduce((a, o) => a + o.bytes, 0);
+    const ofSessions = objects.filter((o) => isOfSessions(o.table)).reduce((a, o) => a + o.bytes, 0);
     const total = objects.reduce((a, o) => a + o.bytes, 0);
     return {
       file_bytes: statSync(file).size,

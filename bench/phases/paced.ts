@@ -25,7 +25,7 @@ import {
 import type { Phase } from "../lib/phase";
 import { fmt } from "../lib/report";
 import { percentile } from "../lib/stats";
-import { type D1Storage, d1Storage } from "../lib/storage";
+import { type D1Storage, d1Storage, isOfSessions } from "../lib/storage";
 import { EVENTS_PER_SESSION, workload } from "../workload";
 
 export interface PacedResult {
@@ -242,10 +242,10 @@ export const paced: Phase<"paced", PacedResult> = {
         value: fmt(r.d1_busy_ms_per_session.total > 0 ? 1000 / r.d1_busy_ms_per_session.total : null),
       },
       {
-        label: "D1 bytes per session: sessions + its indexes",
+        label: "D1 bytes per session: sessions, its indexes and lists",
         value: fmt(r.storage.sessions_bytes_per_session),
         against: `${r.storage.objects
-          .filter((o) => o.table === "sessions")
+          .filter((o) => isOfSessions(o.table))
           .map((o) => `${o.name} ${fmt(o.bytes_per_session)}`)
           .join(", ")} (${r.storage.sessions} sessions in the file)`,
       },

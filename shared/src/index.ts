@@ -18,5 +18,6 @@ export * from "./queuestats";
 export * from "./retry";
 export * from "./rules";
 export * from "./series";
+export * from "./sessionLists";
 export * from "./shards";
 export * from "./spendLimits";

@@ -5,6 +5,7 @@
  */
 
 import { env, SELF } from "cloudflare:test";
+import { listSessions } from "@aigate/shared";
 import { userToken } from "@aigate/test-support";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
@@ -85,8 +86,12 @@ async function scenario(user: string) {
        last_event_at, ended_at, audio_ms, open, verdict_at, billable, reason, billed_at, plan, period_start, seq)
      VALUES (?1, ?2, 'proj,"1"', ?3, ?3, ?3, ?3, ?3 + 61000, ?4, 7000, 0, ?3, ?5, ?6, ?3, ?7, ?8, ?9)`,
   );
-  await env.DB.batch(
-    rows.map(([id, t, plan, seq, billable]) =>
+  const listed = listSessions(
+    env.DB,
+    rows.map(([id, t]) => ({ user_id: user, session_id: `${id}_${user}`, billed_at: t })),
+  );
+  await env.DB.batch([
+    ...rows.map(([id, t, plan, seq, billable]) =>
       stmt.bind(
         `${id}_${user}`,
         user,
@@ -99,7 +104,8 @@ async function scenario(user: string) {
         seq,
       ),
     ),
-  );
+    ...(listed ? [listed] : []),
+  ]);
   // the classifier writes each judged session's daily rollup with its verdict
   await env.DB.prepare(
     `INSERT INTO daily_rollups (user_id, day, reason, sessions, audio_ms)
@@ -316,6 +322,10 @@ describe("the archive's answer matches the database's", () => {
           ];
           rows.forEach((r, i) => {
             const billedAt = period + (next() % 28) * DAY + (next() % 86_400) * 1000;
+            const listed = listSessions(env.DB, [
+              { user_id: user, session_id: `s${k}_${i}_${user}`, billed_at: billedAt },
+            ]);
+            if (listed) statements.push(listed);
             statements.push(
               env.DB.prepare(
                 `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, created_at,

@@ -6,7 +6,7 @@
  * with the same positions (rank order among the series' billable sessions). Used only when an
  * archived user-day overlaps one of the invoice's series; otherwise the SQL answers alone.
  */
-import type { PaidPlanId } from "@aigate/shared";
+import { billingHour, LISTED_SESSIONS, type PaidPlanId } from "@aigate/shared";
 import type { Cursor } from "./cursor";
 import type { InvoiceSessionRow } from "./queries";
 import {
@@ -117,11 +117,11 @@ export async function archivedInvoiceSessions(
   for (const s of series) {
     const { results } = await db
       .prepare(
-        `SELECT ${SESSION_COLUMNS.join(", ")} FROM sessions
-         WHERE user_id = ?1 AND billed_at IS NOT NULL AND billed_at >= ?2 AND plan = ?3 AND period_start = ?2
-           AND billable = 1 AND seq IS NOT NULL`,
+        `SELECT ${SESSION_COLUMNS.map((c) => `s.${c}`).join(", ")} FROM ${LISTED_SESSIONS}
+         WHERE l.user_id = ?1 AND l.hour >= ?4 AND s.billed_at >= ?2 AND s.plan = ?3 AND s.period_start = ?2
+           AND s.billable = 1 AND s.seq IS NOT NULL`,
       )
-      .bind(userId, s.period_start, s.plan)
+      .bind(userId, s.period_start, s.plan, billingHour(s.period_start))
       .all<ArchivedSession>();
     for (const r of results) sessions.set(r.session_id, r);
   }

@@ -6,7 +6,7 @@
  */
 
 import { env, SELF } from "cloudflare:test";
-import { PRICE_LOOKUP_KEYS } from "@aigate/shared";
+import { listSessions, PRICE_LOOKUP_KEYS } from "@aigate/shared";
 import { userToken } from "@aigate/test-support";
 import { StripeScenario } from "@aigate/webhooks/test";
 import { parse } from "csv-parse/sync";
@@ -137,8 +137,14 @@ async function insertSessions(rows: Session[]) {
      VALUES (?1, ?2, ?3, ?4, ?4, ?4, ?4, ?5, ?6, ?7, 0, ?4, ?8, ?9, ?4, ?10, ?11, ?12)`,
   );
   for (let i = 0; i < rows.length; i += 200) {
-    await env.DB.batch(
-      rows.slice(i, i + 200).map((r) => {
+    const chunk = rows.slice(i, i + 200);
+    const listed = listSessions(
+      env.DB,
+      chunk.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
+    );
+    await env.DB.batch([
+      ...(listed ? [listed] : []),
+      ...chunk.map((r) => {
         const billable = r.billable ?? true;
         const ended = r.endedAt === undefined ? r.billedAt + 42_000 : r.endedAt;
         return stmt.bind(
@@ -156,7 +162,7 @@ async function insertSessions(rows: Session[]) {
           billable ? (r.seq ?? null) : null,
         );
       }),
-    );
+    ]);
   }
 }
 

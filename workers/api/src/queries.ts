@@ -2,7 +2,14 @@
  * SQL of the api worker's billing routes. Every statement filters by the authenticated user's
  * id: a user can only ever read or change their own rows.
  */
-import type { PaidPlanId, PlanId, Shards } from "@aigate/shared";
+import {
+  billingHour,
+  LIST_HOUR_MS,
+  LISTED_SESSIONS,
+  type PaidPlanId,
+  type PlanId,
+  type Shards,
+} from "@aigate/shared";
 import { writeForUser } from "@aigate/shared/stripeSync/customers";
 import { insertCustomer } from "@aigate/shared/stripeSync/queries";
 import type { Cursor } from "./cursor";
@@ -24,14 +31,14 @@ export async function currentSeries(db: D1Database, userId: string, plan: PlanId
   return { billable_sessions: row?.billable_sessions ?? 0, stripe_price_id: row?.stripe_price_id ?? null };
 }
 
-/** Sessions judged unbillable among those billed at a time in [start, end) (idx_sessions_user_billed). */
+/** Sessions judged unbillable among those billed at a time in [start, end) (the user's session lists). */
 export async function failedSessions(db: D1Database, userId: string, start: number, end: number) {
   const row = await db
     .prepare(
-      `SELECT count(*) AS n FROM sessions
-       WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3 AND billable = 0`,
+      `SELECT count(*) AS n FROM ${LISTED_SESSIONS}
+       WHERE l.user_id = ?1 AND l.hour BETWEEN ?4 AND ?5 AND s.billed_at >= ?2 AND s.billed_at < ?3 AND s.billable = 0`,
     )
-    .bind(userId, start, end)
+    .bind(userId, start, end, billingHour(start), billingHour(end - 1))
     .first<{ n: number }>();
   return row?.n ?? 0;
 }
@@ -80,20 +87,26 @@ const CHARGING_INVOICE = `CASE WHEN s.billable = 1 AND s.seq IS NOT NULL AND p.f
                ORDER BY a.to_seq LIMIT 1) END
   END`;
 
-/** One page of a user's judged sessions, newest first, strictly after `after` (idx_sessions_user_billed). */
+/** One page of a user's judged sessions, newest first, strictly after `after` (the user's session lists, newest hour first). */
 export async function sessionsPage(db: D1Database, userId: string, after: Cursor | null, limit: number) {
   const { results } = await db
     .prepare(
       `SELECT s.session_id, s.project_id, s.billed_at, s.billable, s.reason, s.audio_ms, s.plan,
          ${CHARGING_INVOICE} AS invoice_id
-       FROM sessions s
+       FROM ${LISTED_SESSIONS}
        LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
-       WHERE s.user_id = ?1 AND s.billed_at IS NOT NULL
+       WHERE l.user_id = ?1 AND l.hour <= ?5
          AND (s.billed_at < ?2 OR (s.billed_at = ?2 AND s.session_id < ?3))
-       ORDER BY s.billed_at DESC, s.session_id DESC
+       ORDER BY l.hour DESC, s.billed_at DESC, s.session_id DESC
        LIMIT ?4`,
     )
-    .bind(userId, after?.createdAt ?? Number.MAX_SAFE_INTEGER, after?.id ?? "", limit)
+    .bind(
+      userId,
+      after?.createdAt ?? Number.MAX_SAFE_INTEGER,
+      after?.id ?? "",
+      limit,
+      after ? billingHour(after.createdAt) : Number.MAX_SAFE_INTEGER,
+    )
     .all<SessionRow>();
   return results;
 }
@@ -244,7 +257,7 @@ export interface InvoiceSessionRow {
 /**
  * One page of the sessions an invoice charges (the same rule as the sessions list's `invoice_id`,
  * CHARGING_INVOICE), oldest first, strictly after `after`. Only the series the invoice billed or
- * adjusted are read (by the user's billing time index); positions are counted over the whole series.
+ * adjusted are read (through the user's session lists); positions are counted over the whole series.
  */
 export async function invoiceSessionsPage(
   db: D1Database,
@@ -264,10 +277,10 @@ export async function invoiceSessionsPage(
          SELECT s.session_id, s.user_id, s.project_id, s.billed_at, s.created_at, s.first_event_at, s.ended_at,
            s.last_event_at, s.audio_ms, s.billable, s.plan, s.period_start, s.seq,
            row_number() OVER (PARTITION BY s.plan, s.period_start ORDER BY s.seq) AS position
-         FROM series x JOIN sessions s
-           ON s.user_id = ?1 AND s.billed_at IS NOT NULL AND s.billed_at >= x.period_start
-             AND s.plan = x.plan AND s.period_start = x.period_start
-         WHERE s.billable = 1 AND s.seq IS NOT NULL
+         FROM series x, ${LISTED_SESSIONS}
+         WHERE l.user_id = ?1 AND l.hour >= x.period_start / ${LIST_HOUR_MS}
+           AND s.billed_at >= x.period_start AND s.plan = x.plan AND s.period_start = x.period_start
+           AND s.billable = 1 AND s.seq IS NOT NULL
        ),
        charged AS (
          SELECT s.session_id, s.project_id, s.billed_at, s.created_at, s.first_event_at, s.ended_at, s.last_event_at,

@@ -13,7 +13,7 @@ import {
   env,
   waitOnExecutionContext,
 } from "cloudflare:test";
-import type { LogFields, Logger } from "@aigate/shared";
+import { type LogFields, type Logger, listSessions } from "@aigate/shared";
 import { describe, expect, it } from "vitest";
 import { RETENTION_CRON, readRetentionConfig } from "./config";
 import worker from "./index";
@@ -103,8 +103,14 @@ async function insertSessions(rows: SessionSpec[]) {
        ?6, ?7, ?8, 'abcdef0123456789')`,
   );
   for (let i = 0; i < rows.length; i += 100) {
-    await env.DB.batch(
-      rows.slice(i, i + 100).map((r) => {
+    const chunk = rows.slice(i, i + 100);
+    const listed = listSessions(
+      env.DB,
+      chunk.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
+    );
+    await env.DB.batch([
+      ...(listed ? [listed] : []),
+      ...chunk.map((r) => {
         const billable = r.billable ?? true;
         return stmt.bind(
           r.id,
@@ -117,7 +123,7 @@ async function insertSessions(rows: SessionSpec[]) {
           billable ? (r.seq ?? null) : null,
         );
       }),
-    );
+    ]);
     await env.DB.batch(
       rows
         .slice(i, i + 100)
@@ -159,6 +165,16 @@ async function allRows(user: string): Promise<ArchivedSession[]> {
     .bind(user)
     .all<ArchivedSession>();
   return results;
+}
+
+/** The session ids a user's session lists name (each list row's ids, in row order). */
+async function listedIds(user: string): Promise<string[]> {
+  const { results } = await env.DB.prepare(
+    `SELECT j.value AS id FROM session_lists l, json_each(l.session_ids) j WHERE l.user_id = ?1 ORDER BY 1`,
+  )
+    .bind(user)
+    .all<{ id: string }>();
+  return results.map((r) => r.id);
 }
 
 async function manifest(user: string, day: string) {
@@ -610,8 +626,9 @@ describe("idempotent and resumable", () => {
         "2026-09-10",
       ),
     ).rejects.toThrow("simulated crash");
-    // two batches of 3 went, in billing-time order
+    // two batches of 3 went, in billing-time order; the day's list still names every session
     expect(await allRows(user)).toEqual(before.slice(6));
+    expect(await listedIds(user)).toEqual(before.map((r) => r.session_id).sort());
     const key = archiveKey(user, "2026-09-10");
     const bytes = await objectBytes(key);
 
@@ -620,6 +637,7 @@ describe("idempotent and resumable", () => {
     });
     expect(result).toMatchObject({ archived: 1, written: 0, deleted: 4 });
     expect(await sessionIds(user)).toEqual([]);
+    expect(await listedIds(user)).toEqual([]);
     expect(await objectBytes(key)).toEqual(bytes);
     expect(parseNdjson(await gunzip(bytes ?? new Uint8Array()))).toEqual(before);
   });
@@ -683,6 +701,8 @@ describe("idempotent and resumable", () => {
     expect(result).toMatchObject({ archived: 0, deleted: 1, waiting_listed: 1 });
     expect(await sessionIds(user)).toEqual([first?.session_id]);
     expect(await waitingList()).toEqual([[user, "2026-09-10"]]);
+    // its list row stays (it names a session still in D1), so the sessions API still finds it
+    expect(await listedIds(user)).toContain(first?.session_id);
 
     const next = await runSessionArchive(env.DB, env.ARCHIVE, CONFIG, NOW, quietLogger());
     expect(next).toMatchObject({ archived: 1, written: 1, deleted: 1, waiting_listed: 0 });
@@ -691,6 +711,26 @@ describe("idempotent and resumable", () => {
     const rows = parseNdjson(await gunzip((await objectBytes(m?.object_key ?? "")) ?? new Uint8Array()));
     expect(rows.find((r) => r.session_id === first?.session_id)?.late_events).toBe(1);
     expect(rows.length).toBe(2);
+    expect(await listedIds(user)).toEqual([]);
+  });
+
+  it("a crash after the deletes, before the day's list rows go, is finished by the next run", async () => {
+    const user = await settledUser("lists", 4);
+    const ids = await sessionIds(user);
+    expect(await listedIds(user)).toEqual(ids);
+    await expect(
+      archiveUserDay(
+        { db: crashingDb(env.DB, /DELETE FROM session_lists/, 0), bucket: env.ARCHIVE, now: NOW },
+        user,
+        "2026-09-10",
+      ),
+    ).rejects.toThrow("simulated crash");
+    expect(await sessionIds(user)).toEqual([]);
+    expect(await listedIds(user)).toEqual(ids);
+
+    const again = await archiveUserDay({ db: env.DB, bucket: env.ARCHIVE, now: NOW }, user, "2026-09-10");
+    expect(again).toMatchObject({ state: "archived", rows: 0, deleted: 0, remaining: 0 });
+    expect(await listedIds(user)).toEqual([]);
   });
 });
 

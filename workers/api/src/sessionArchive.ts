@@ -40,7 +40,16 @@
  * over every shard stays within D1's queries per invocation). The objects' keys name
  * the user, so every shard writes to the one bucket without meeting another's objects.
  */
-import { addOutcome, errorFields, type Logger, onEveryShard, type Shards } from "@aigate/shared";
+import {
+  addOutcome,
+  billingHour,
+  deleteEmptiedLists,
+  errorFields,
+  LISTED_SESSIONS,
+  type Logger,
+  onEveryShard,
+  type Shards,
+} from "@aigate/shared";
 import { z } from "zod";
 import type { RetentionConfig } from "./config";
 
@@ -207,18 +216,24 @@ const ARCHIVABLE = `CASE
 
 type DayRow = ArchivedSession & { archivable: number };
 
+/** Deletes a user-day's session list rows whose sessions are all gone (one naming a session that stayed is kept). */
+async function deleteDayLists(db: D1Database, userId: string, day: string): Promise<void> {
+  const start = Date.parse(`${day}T00:00:00Z`);
+  await deleteEmptiedLists(db, userId, billingHour(start), billingHour(start + DAY_MS - 1)).run();
+}
+
 /** A user's judged sessions billed on one UTC day, each with whether it may leave D1. */
 async function userDayRows(db: D1Database, userId: string, day: string): Promise<DayRow[]> {
   const start = Date.parse(`${day}T00:00:00Z`);
   const { results } = await db
     .prepare(
       `SELECT ${SESSION_COLUMNS.map((c) => `s.${c}`).join(", ")}, ${ARCHIVABLE} AS archivable
-       FROM sessions s
+       FROM ${LISTED_SESSIONS}
        LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
-       WHERE s.user_id = ?1 AND s.billed_at >= ?2 AND s.billed_at < ?3
+       WHERE l.user_id = ?1 AND l.hour BETWEEN ?4 AND ?5 AND s.billed_at >= ?2 AND s.billed_at < ?3
        ORDER BY s.billed_at, s.session_id`,
     )
-    .bind(userId, start, start + DAY_MS)
+    .bind(userId, start, start + DAY_MS, billingHour(start), billingHour(start + DAY_MS - 1))
     .all<DayRow>();
   return results;
 }
@@ -273,7 +288,11 @@ export async function archiveUserDay(
   const waiting = rows.filter((r) => r.archivable !== 1).length;
   if (waiting > 0) return { state: "waiting", rows: rows.length, waiting };
   const live = rows.map(({ archivable: _, ...r }) => ArchivedSession.parse(r));
-  if (live.length === 0) return { state: "archived", written: false, rows: 0, deleted: 0, remaining: 0 };
+  if (live.length === 0) {
+    // nothing left in D1 (a run cut off after its deletes may have left the day's list rows)
+    await deleteDayLists(db, userId, day);
+    return { state: "archived", written: false, rows: 0, deleted: 0, remaining: 0 };
+  }
 
   // 1. the object: what is archived already for this user-day, with D1's rows over it
   const key = archiveKey(userId, day);
@@ -325,6 +344,7 @@ export async function archiveUserDay(
     const { meta } = await db.prepare(DELETE_SQL).bind(JSON.stringify(guards), userId).run();
     deleted += meta.changes;
   }
+  await deleteDayLists(db, userId, day);
   return {
     state: "archived",
     written: !unchanged,

@@ -4,7 +4,7 @@
  * and moved between series by re-attribution). Bulk statements take one JSON parameter read with
  * json_each.
  */
-import type { PaidPlanId, PlanId, SeriesRef } from "@aigate/shared";
+import { billingHour, LISTED_SESSIONS, type PaidPlanId, type PlanId, type SeriesRef } from "@aigate/shared";
 
 /** Rows of one statement of a mixed db.batch (our own tables: typed like `.all<Row>()`). */
 export function rowsOf<Row>(result: D1Result<Record<string, unknown>> | undefined): Row[] {
@@ -274,12 +274,20 @@ export async function rankOfBilled(db: D1Database, s: SeriesToAdjust, billed: nu
   if (billed <= 0) return 0;
   const row = await db
     .prepare(
-      `SELECT seq FROM sessions
-       WHERE user_id = ?1 AND billed_at >= ?2 AND billed_at < ?3 AND plan = ?4 AND period_start = ?2
-         AND seq IS NOT NULL
-       ORDER BY seq LIMIT 1 OFFSET ?5`,
+      `SELECT s.seq FROM ${LISTED_SESSIONS}
+       WHERE l.user_id = ?1 AND l.hour BETWEEN ?6 AND ?7
+         AND s.billed_at >= ?2 AND s.billed_at < ?3 AND s.plan = ?4 AND s.period_start = ?2 AND s.seq IS NOT NULL
+       ORDER BY s.seq LIMIT 1 OFFSET ?5`,
     )
-    .bind(s.user_id, s.period_start, s.period_end, s.plan, billed - 1)
+    .bind(
+      s.user_id,
+      s.period_start,
+      s.period_end,
+      s.plan,
+      billed - 1,
+      billingHour(s.period_start),
+      billingHour(s.period_end - 1),
+    )
     .first<{ seq: number }>();
   return row?.seq ?? s.seq_top;
 }
@@ -428,7 +436,7 @@ export interface AttributedSessionRow {
   frozen: number;
 }
 
-/** A user's judged sessions billed from `from` on, oldest first (idx_sessions_user_billed). */
+/** A user's judged sessions billed from `from` on, oldest first (through the user's session lists). */
 export async function sessionsBilledFrom(
   db: D1Database,
   userId: string,
@@ -439,12 +447,12 @@ export async function sessionsBilledFrom(
     .prepare(
       `SELECT s.session_id, s.user_id, s.billed_at, s.billable, s.plan, s.period_start, s.seq,
          coalesce(p.frozen_at IS NOT NULL, 0) AS frozen
-       FROM sessions s
+       FROM ${LISTED_SESSIONS}
        LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
-       WHERE s.user_id = ?1 AND s.billed_at >= ?2 AND s.billed_at IS NOT NULL
-       ORDER BY s.billed_at, s.session_id LIMIT ?3`,
+       WHERE l.user_id = ?1 AND l.hour >= ?4 AND s.billed_at >= ?2
+       ORDER BY l.hour, s.billed_at, s.session_id LIMIT ?3`,
     )
-    .bind(userId, from, limit)
+    .bind(userId, from, limit, billingHour(from))
     .all<AttributedSessionRow>();
   return results;
 }

@@ -15,6 +15,7 @@ import {
   chunkBySize,
   ensureSeries,
   judge,
+  listSessions,
   loadAccounts,
   recordSpendCrossings,
   requestReattributions,
@@ -282,6 +283,16 @@ export async function judgeSessions(
       if (counts.length > 0) statements.push(addToSeries(db, counts, now));
       statements.push(addToDailyRollups(db, rollups));
     }
+    // the pass's sessions in their users' lists by billing time, listed once: with their verdicts
+    const listed = listSessions(
+      db,
+      planned.map((p) => ({
+        user_id: p.row.user_id,
+        session_id: p.record.session_id,
+        billed_at: p.record.billed_at,
+      })),
+    );
+    if (listed) statements.push(listed);
     // the series that grew may have crossed a spend alert threshold: recorded with the counts
     if (series.size > 0) statements.push(recordSpendCrossings(db, [...series.values()], now));
     if (unattributed.length > 0) {

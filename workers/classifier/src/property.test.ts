@@ -56,6 +56,7 @@ interface Outcome {
 async function clear() {
   await env.DB.batch([
     env.DB.prepare("DELETE FROM sessions"),
+    env.DB.prepare("DELETE FROM session_lists"),
     env.DB.prepare("DELETE FROM daily_rollups"),
     env.DB.prepare("DELETE FROM dead_letters"),
     env.DB.prepare("DELETE FROM usage_periods"),
@@ -204,6 +205,22 @@ describe("any order, duplicates and splits give the verdicts and rollups of one 
   });
 });
 
+/**
+ * Every judged session as its user's session lists name it (user, billing hour, id), and as the
+ * sessions themselves say it should be: equal when each is listed exactly once, in its hour.
+ */
+async function listedAndJudged() {
+  const { results: listed } = await env.DB.prepare(
+    `SELECT l.user_id, l.hour, j.value AS session_id FROM session_lists l, json_each(l.session_ids) j
+     ORDER BY 3, 1, 2`,
+  ).all();
+  const { results: judged } = await env.DB.prepare(
+    `SELECT user_id, billed_at / 3600000 AS hour, session_id FROM sessions WHERE verdict_at IS NOT NULL
+     ORDER BY 3, 1, 2`,
+  ).all();
+  return { listed, judged };
+}
+
 /** The rollups the judged sessions imply: by user, UTC day of the billing time, and reason. */
 async function rollupsOfSessions(): Promise<RollupRow[]> {
   const { results } = await env.DB.prepare(
@@ -277,6 +294,8 @@ describe("a judge run's counts are its verdicts' when telemetry lands under its 
           expect(judged).toHaveLength(sessions.length);
           for (const s of judged) expect(s.verdict_at).not.toBeNull();
           expect(await rollups()).toEqual(await rollupsOfSessions());
+          const { listed, judged: expected } = await listedAndJudged();
+          expect(listed).toEqual(expected);
           await expectSeriesOf(judged);
           expect(await deadLetters()).toEqual([]);
         },

@@ -1,12 +1,13 @@
 /**
  * D1 rows written per session, measured from D1's result metadata (meta.rows_written of every
- * statement the classifier runs, index entries included). A session costs 3 rows: its facts merged
- * once per batch that carries its events (1), and its verdict (the row and its entry in the
- * billing-time index, 2). Everything else is per batch or per run and shared by the sessions in
- * it: the agenda row of a batch (1, and 1 to delete it when judged), the series' count (1 per judge
- * run and series), the day's rollup row (2 when new, 1 after) and the series row (created once per
- * user and window, with its first verdict: the row and its two index entries). The figures are for a series that already exists (an earlier session of the window,
- * judged on another day, so the day's rollup row is still new).
+ * statement the classifier runs, index entries included). A session costs 2 rows: its facts merged
+ * once per batch that carries its events (1), and its verdict (1: `sessions` has no index that the
+ * verdict enters). Everything else is per batch or per run and shared by the sessions in it: the
+ * agenda row of a batch (1, and 1 to delete it when judged), the session list row of a judge run
+ * per user and billing hour (1), the series' count (1 per judge run and series), the day's rollup
+ * row (2 when new, 1 after) and the series row (created once per user and window, with its first
+ * verdict: the row and its two index entries). The figures are for a series that already exists
+ * (an earlier session of the window, judged on another day, so the day's rollup row is still new).
  */
 import { env } from "cloudflare:test";
 import { beforeEach, describe, expect, it, vi } from "vitest";
@@ -95,13 +96,14 @@ describe("D1 rows written per session", () => {
     ).toEqual([0]);
   });
 
-  it("writes 3 rows for a typical session arriving in one batch, plus its batch's and run's shares", async () => {
+  it("writes 2 rows for a typical session arriving in one batch, plus its batch's and run's shares", async () => {
     const h = harness();
     await deliver(h, [{ body: eventsMessage(typicalSession("s1", T0), RECEIVED) }], RECEIVED);
     await judgeAll(h, ["s1"]);
     report("6 events in 1 batch + verdict", h, 1);
     expect(rowsOf(h, "INSERT INTO sessions")).toEqual([1]); // the facts
-    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([2]); // the verdict and its index entry
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([1]); // the verdict, no index entry
+    expect(rowsOf(h, "INSERT INTO session_lists")).toEqual([1]); // the run's list row of the user's hour
     expect(rowsOf(h, "INSERT INTO session_due")).toEqual([1]); // the batch's agenda row
     expect(rowsOf(h, "DELETE FROM session_due")).toEqual([1]); // removed once judged
     expect(seriesCountRows(h)).toEqual([1]);
@@ -120,7 +122,7 @@ describe("D1 rows written per session", () => {
     await sweepDueSessions(h.env, JUDGE_AT + 15 * 60_000);
     report("6 events in 3 batches + verdict", h, 1);
     expect(rowsOf(h, "INSERT INTO sessions")).toEqual([1, 1, 1]);
-    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([2]);
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([1]);
     expect(sum(rowsOf(h, "DELETE FROM session_due"))).toBe(2);
   });
 
@@ -141,8 +143,8 @@ describe("D1 rows written per session", () => {
     expect(h.d1.rowsWritten - before).toBe(3);
     await judgeAll(h, ["s1"]);
     report("6 events, an identical resend of 5, a conflicting copy + verdict", h, 1);
-    // the conflicting copy counted (1), the verdict (2)
-    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([1, 2]);
+    // the conflicting copy counted (1), the verdict (1)
+    expect(rowsOf(h, "UPDATE sessions SET")).toEqual([1, 1]);
   });
 
   it("amortises the agenda, the rollup row and the series' count over the sessions judged together", async () => {
@@ -164,7 +166,8 @@ describe("D1 rows written per session", () => {
     report("100 sessions, 1 batch + verdicts", h, 100);
     expect(seriesCountRows(h)).toEqual([1]); // one count update for the 100
     expect(rowsOf(h, "INSERT INTO session_due")).toEqual([1]);
-    // 3 per session, 5 shared: 3.05
-    expect(h.d1.rowsWritten).toBe(305);
+    expect(rowsOf(h, "INSERT INTO session_lists")).toEqual([1]); // one list row for the 100
+    // 2 per session, 6 shared: 2.06
+    expect(h.d1.rowsWritten).toBe(206);
   });
 });

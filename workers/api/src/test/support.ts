@@ -1,4 +1,5 @@
 /** Test helpers (imported by tests only): D1 fixtures. */
+import { listSessions } from "@aigate/shared";
 
 export interface JudgedFixture {
   id: string;
@@ -13,15 +14,19 @@ export interface JudgedFixture {
   seq?: number | null;
 }
 
-/** Sessions as the classifier records them once judged: verdict, billing time, plan, period, rank. */
+/** Sessions as the classifier records them once judged: verdict, billing time, plan, period, rank, and listed. */
 export async function insertJudged(db: D1Database, rows: JudgedFixture[]): Promise<void> {
   const stmt = db.prepare(
     `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, created_at, audio_ms,
        open, verdict_at, billable, reason, billed_at, plan, period_start, seq)
      VALUES (?1, ?2, 'proj_1', ?3, ?3, ?3, 6000, 0, ?3, ?4, ?5, ?3, ?6, ?7, ?8)`,
   );
-  await db.batch(
-    rows.map((r) => {
+  const listed = listSessions(
+    db,
+    rows.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
+  );
+  await db.batch([
+    ...rows.map((r) => {
       const status = r.status ?? "success";
       return stmt.bind(
         r.id,
@@ -34,7 +39,8 @@ export async function insertJudged(db: D1Database, rows: JudgedFixture[]): Promi
         r.seq ?? null,
       );
     }),
-  );
+    ...(listed ? [listed] : []),
+  ]);
 }
 
 /** A paid series as the pipeline leaves it once an invoice froze it (Stripe billed `stripeBilled`). */

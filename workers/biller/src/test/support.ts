@@ -14,6 +14,7 @@ import {
   attribute,
   createLogger,
   ensureSeries,
+  listSessions,
   loadAccounts,
   type PaidPlanId,
   PLANS,
@@ -370,6 +371,12 @@ export async function judge(
            requested_at = excluded.requested_at`,
       )
       .bind(JSON.stringify(unattributed), now),
+    ...[
+      listSessions(
+        db,
+        rows.map((r) => ({ user_id: userId, session_id: r.session_id, billed_at: r.billed_at })),
+      ),
+    ].filter((s) => s !== null),
   ]);
   const grown = new Map<string, SeriesRef>();
   for (const r of rows) {

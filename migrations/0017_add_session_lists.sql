@@ -1,0 +1,28 @@
+-- A user's judged sessions by billing time, without an index entry per session (docs/scale.md
+-- "Rows and messages per session"): idx_sessions_user_billed cost a row written with every
+-- verdict. Instead each judge run writes, in its verdict batch, one row per user and UTC hour of
+-- the billing time it judged, listing those sessions' ids. A reader of a user's sessions by time
+-- walks these rows in (user, hour) order and reads each listed session by its key; the hour is
+-- the billing time's, so walking the hours in order and sorting within each hour gives the
+-- sessions in billing-time order. A session is listed once, by the batch that recorded its
+-- verdict; the archive deletes a list row once none of its sessions is left in `sessions`.
+CREATE TABLE session_lists (
+  user_id TEXT NOT NULL,
+  hour INTEGER NOT NULL,               -- floor(billed_at / 3,600,000) of every listed session
+  id TEXT NOT NULL,                    -- unique per writer (random)
+  session_ids TEXT NOT NULL,           -- JSON array of session ids, at most 1,000
+  PRIMARY KEY (user_id, hour, id)
+) WITHOUT ROWID;
+
+-- The sessions judged before this migration, 1,000 to a row.
+INSERT INTO session_lists (user_id, hour, id, session_ids)
+SELECT user_id, hour, 'migration-0017-' || grp, json_group_array(session_id)
+FROM (
+  SELECT user_id, billed_at / 3600000 AS hour, session_id,
+    (row_number() OVER (PARTITION BY user_id, billed_at / 3600000 ORDER BY session_id) - 1) / 1000 AS grp
+  FROM sessions WHERE billed_at IS NOT NULL
+)
+GROUP BY user_id, hour, grp;
+
+-- Replaced by the lists (it cost a row written per verdict).
+DROP INDEX idx_sessions_user_billed;
