@@ -19,6 +19,9 @@ export interface Settings {
   burst_sessions: number;
   paced_seconds: number;
   sessions_per_customer_per_minute: number;
+  /** The load of the at-load phases: this many times the paced rate, for `load_seconds`. */
+  load_factor: number;
+  load_seconds: number;
   /** The stack as deployed, but for the settle window (dev value) and compressed cron minutes. */
   settle_seconds: number;
   cron_tick_seconds: number;
@@ -34,6 +37,8 @@ const FROM_ENV = {
   burst_sessions: ["BENCH_BURST_SESSIONS", 2000],
   paced_seconds: ["BENCH_PACED_SECONDS", 120],
   sessions_per_customer_per_minute: ["BENCH_SESSIONS_PER_MINUTE", 50],
+  load_factor: ["BENCH_LOAD_FACTOR", 4],
+  load_seconds: ["BENCH_LOAD_SECONDS", 60],
 } as const;
 
 export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -53,6 +58,8 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     burst_sessions: read("burst_sessions"),
     paced_seconds: read("paced_seconds"),
     sessions_per_customer_per_minute: read("sessions_per_customer_per_minute"),
+    load_factor: read("load_factor"),
+    load_seconds: read("load_seconds"),
     settle_seconds: 2,
     cron_tick_seconds: 10,
     stripe_post_interval_seconds: 60,

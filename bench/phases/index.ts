@@ -3,6 +3,7 @@
  * (lib/phase.ts); adding one is adding its module and its line here, and its result joins
  * `PhaseResults` (and the results JSON) under its key.
  */
+import { pacedAtLoad, shardedAtLoad } from "./atLoad";
 import { burst } from "./burst";
 import { comparison } from "./comparison";
 import { ingest } from "./ingest";
@@ -11,7 +12,17 @@ import { naive } from "./naive";
 import { paced } from "./paced";
 import { sharded } from "./sharded";
 
-export const PHASES = [ingest, ingestInPipeline, burst, paced, naive, comparison, sharded] as const;
+export const PHASES = [
+  ingest,
+  ingestInPipeline,
+  burst,
+  paced,
+  pacedAtLoad,
+  naive,
+  comparison,
+  sharded,
+  shardedAtLoad,
+] as const;
 
 type AnyPhase = (typeof PHASES)[number];
 type ResultOf<P> = P extends { run(...args: never[]): Promise<infer R> } ? R : never;

@@ -19,7 +19,7 @@ import {
   logLines,
   logSize,
 } from "../lib/logs";
-import { earlier, type Phase } from "../lib/phase";
+import { type BenchStack, earlier, type Phase } from "../lib/phase";
 import { fmt } from "../lib/report";
 import { BENCH_SHARDS } from "../lib/resources";
 import { workload } from "../workload";
@@ -43,7 +43,7 @@ export interface ShardedResult {
 }
 
 /** D1 milliseconds per shard over the invocations of the window (a sampled line stands for 1 / rate). */
-function busyByShard(lines: LogLine[], shards: number): number[] {
+export function busyByShard(lines: LogLine[], shards: number): number[] {
   const out = Array.from({ length: shards }, () => 0);
   for (const l of lines) {
     if (!isDone(l)) continue;
@@ -59,6 +59,31 @@ function busyByShard(lines: LogLine[], shards: number): number[] {
     }
   }
   return out;
+}
+
+/**
+ * Where the rows are: each shard holds exactly its users' sessions of the window (ids
+ * `<tag>-...`), and all of them are found. Returns the sessions found on each shard.
+ */
+export async function sessionsOnTheirShards(
+  stack: BenchStack,
+  tag: string,
+  expected: number,
+): Promise<number[]> {
+  const perShard = await stack.queryEach<{ user_id: string; n: number }>(
+    `SELECT user_id, count(*) AS n FROM sessions WHERE session_id LIKE '${tag}-%' GROUP BY user_id`,
+  );
+  const sessionsByShard = perShard.map((rows, shard) => {
+    for (const r of rows) {
+      if (shardBucket(r.user_id) % BENCH_SHARDS !== shard) {
+        throw new Error(`sessions of ${r.user_id} found on shard ${shard}, not on the user's shard`);
+      }
+    }
+    return rows.reduce((a, r) => a + r.n, 0);
+  });
+  const found = sessionsByShard.reduce((a, b) => a + b, 0);
+  if (found !== expected) throw new Error(`${found} of ${expected} sessions found on the shards`);
+  return sessionsByShard;
 }
 
 export const sharded: Phase<"sharded", ShardedResult> = {
@@ -84,21 +109,7 @@ export const sharded: Phase<"sharded", ShardedResult> = {
     await customers.untilOnMeter("sharded on the meter");
     const lines = logLines(stack.logFile, from);
 
-    // where the rows are: each shard holds exactly its users' sessions
-    const perShard = await stack.queryEach<{ user_id: string; n: number }>(
-      "SELECT user_id, count(*) AS n FROM sessions WHERE session_id LIKE 'sharded-%' GROUP BY user_id",
-    );
-    const sessionsByShard = perShard.map((rows, shard) => {
-      for (const r of rows) {
-        if (shardBucket(r.user_id) % BENCH_SHARDS !== shard) {
-          throw new Error(`sessions of ${r.user_id} found on shard ${shard}, not on the user's shard`);
-        }
-      }
-      return rows.reduce((a, r) => a + r.n, 0);
-    });
-    const found = sessionsByShard.reduce((a, b) => a + b, 0);
-    if (found !== sessions.length)
-      throw new Error(`${found} of ${sessions.length} sessions found on the shards`);
+    const sessionsByShard = await sessionsOnTheirShards(stack, "sharded", sessions.length);
 
     const busy = busyByShard(lines, BENCH_SHARDS);
     const per = (ms: number) => ms / sessions.length;
