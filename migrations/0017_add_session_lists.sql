@@ -24,5 +24,18 @@ FROM (
 )
 GROUP BY user_id, hour, grp;
 
--- Replaced by the lists (it cost a row written per verdict).
+-- Verdicts recorded by a writer that does not list them itself: the workers running before this
+-- migration, between it and their own update. The classifier's verdict batches list their
+-- sessions and mark their verdict token `listed:`, so this fires for no verdict of theirs.
+CREATE TRIGGER session_lists_unlisted_verdict AFTER UPDATE OF verdict_at ON sessions
+WHEN OLD.verdict_at IS NULL AND NEW.verdict_at IS NOT NULL AND NEW.billed_at IS NOT NULL
+  AND coalesce(NEW.verdict_token, '') NOT LIKE 'listed:%'
+BEGIN
+  INSERT INTO session_lists (user_id, hour, id, session_ids)
+  VALUES (NEW.user_id, NEW.billed_at / 3600000, 'verdict-' || NEW.session_id, json_array(NEW.session_id))
+  ON CONFLICT DO NOTHING;
+END;
+
+-- Replaced by the lists (it cost a row written per verdict). Until the workers reading the lists
+-- run, the ones before them read a user's sessions by time without it: slower, never wrong.
 DROP INDEX idx_sessions_user_billed;

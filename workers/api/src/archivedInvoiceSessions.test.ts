@@ -104,7 +104,7 @@ async function scenario(user: string) {
         seq,
       ),
     ),
-    ...(listed ? [listed] : []),
+    ...listed,
   ]);
   // the classifier writes each judged session's daily rollup with its verdict
   await env.DB.prepare(
@@ -325,7 +325,7 @@ describe("the archive's answer matches the database's", () => {
             const listed = listSessions(env.DB, [
               { user_id: user, session_id: `s${k}_${i}_${user}`, billed_at: billedAt },
             ]);
-            if (listed) statements.push(listed);
+            statements.push(...listed);
             statements.push(
               env.DB.prepare(
                 `INSERT INTO sessions (session_id, user_id, project_id, first_seen_at, last_seen_at, created_at,

@@ -143,7 +143,7 @@ async function insertSessions(rows: Session[]) {
       chunk.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
     );
     await env.DB.batch([
-      ...(listed ? [listed] : []),
+      ...listed,
       ...chunk.map((r) => {
         const billable = r.billable ?? true;
         const ended = r.endedAt === undefined ? r.billedAt + 42_000 : r.endedAt;

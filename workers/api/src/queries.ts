@@ -87,18 +87,26 @@ const CHARGING_INVOICE = `CASE WHEN s.billable = 1 AND s.seq IS NOT NULL AND p.f
                ORDER BY a.to_seq LIMIT 1) END
   END`;
 
-/** One page of a user's judged sessions, newest first, strictly after `after` (the user's session lists, newest hour first). */
+/**
+ * One page of a user's judged sessions, newest first, strictly after `after`: the page is chosen
+ * through the user's session lists (newest hour first, sorted an hour at a time), and only its
+ * rows are then read whole with where they are charged.
+ */
 export async function sessionsPage(db: D1Database, userId: string, after: Cursor | null, limit: number) {
   const { results } = await db
     .prepare(
-      `SELECT s.session_id, s.project_id, s.billed_at, s.billable, s.reason, s.audio_ms, s.plan,
+      `WITH page AS (
+         SELECT s.session_id FROM ${LISTED_SESSIONS}
+         WHERE l.user_id = ?1 AND l.hour <= ?5
+           AND (s.billed_at < ?2 OR (s.billed_at = ?2 AND s.session_id < ?3))
+         ORDER BY l.hour DESC, s.billed_at DESC, s.session_id DESC
+         LIMIT ?4
+       )
+       SELECT s.session_id, s.project_id, s.billed_at, s.billable, s.reason, s.audio_ms, s.plan,
          ${CHARGING_INVOICE} AS invoice_id
-       FROM ${LISTED_SESSIONS}
+       FROM page JOIN sessions s ON s.session_id = page.session_id
        LEFT JOIN usage_periods p ON p.user_id = s.user_id AND p.plan = s.plan AND p.period_start = s.period_start
-       WHERE l.user_id = ?1 AND l.hour <= ?5
-         AND (s.billed_at < ?2 OR (s.billed_at = ?2 AND s.session_id < ?3))
-       ORDER BY l.hour DESC, s.billed_at DESC, s.session_id DESC
-       LIMIT ?4`,
+       ORDER BY s.billed_at DESC, s.session_id DESC`,
     )
     .bind(
       userId,

@@ -109,7 +109,7 @@ async function insertSessions(rows: SessionSpec[]) {
       chunk.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
     );
     await env.DB.batch([
-      ...(listed ? [listed] : []),
+      ...listed,
       ...chunk.map((r) => {
         const billable = r.billable ?? true;
         return stmt.bind(

@@ -24,7 +24,7 @@ async function relist(user: string, groups: JudgedFixture[][]) {
       env.DB,
       group.map((r) => ({ user_id: r.user, session_id: r.id, billed_at: r.billedAt })),
     );
-    if (listed) await listed.run();
+    for (const statement of listed) await statement.run();
   }
 }
 

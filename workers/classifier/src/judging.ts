@@ -15,6 +15,7 @@ import {
   chunkBySize,
   ensureSeries,
   judge,
+  listedVerdictToken,
   listSessions,
   loadAccounts,
   recordSpendCrossings,
@@ -255,7 +256,8 @@ export async function judgeSessions(
     for (const p of planned) if (p.series) series.set(seriesKey(p.series), p.series);
     const unattributed = planned.filter((p) => p.unattributed);
 
-    const token = crypto.randomUUID();
+    // marks the verdicts as listed by this batch (migration 0017's trigger lists the others)
+    const token = listedVerdictToken();
     const statements: D1PreparedStatement[] = [];
     const earliest = new Map<string, number>();
     for (const p of planned) {
@@ -284,15 +286,16 @@ export async function judgeSessions(
       statements.push(addToDailyRollups(db, rollups));
     }
     // the pass's sessions in their users' lists by billing time, listed once: with their verdicts
-    const listed = listSessions(
-      db,
-      planned.map((p) => ({
-        user_id: p.row.user_id,
-        session_id: p.record.session_id,
-        billed_at: p.record.billed_at,
-      })),
+    statements.push(
+      ...listSessions(
+        db,
+        planned.map((p) => ({
+          user_id: p.row.user_id,
+          session_id: p.record.session_id,
+          billed_at: p.record.billed_at,
+        })),
+      ),
     );
-    if (listed) statements.push(listed);
     // the series that grew may have crossed a spend alert threshold: recorded with the counts
     if (series.size > 0) statements.push(recordSpendCrossings(db, [...series.values()], now));
     if (unattributed.length > 0) {

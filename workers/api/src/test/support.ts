@@ -39,7 +39,7 @@ export async function insertJudged(db: D1Database, rows: JudgedFixture[]): Promi
         r.seq ?? null,
       );
     }),
-    ...(listed ? [listed] : []),
+    ...listed,
   ]);
 }
 

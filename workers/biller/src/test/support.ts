@@ -371,12 +371,10 @@ export async function judge(
            requested_at = excluded.requested_at`,
       )
       .bind(JSON.stringify(unattributed), now),
-    ...[
-      listSessions(
-        db,
-        rows.map((r) => ({ user_id: userId, session_id: r.session_id, billed_at: r.billed_at })),
-      ),
-    ].filter((s) => s !== null),
+    ...listSessions(
+      db,
+      rows.map((r) => ({ user_id: userId, session_id: r.session_id, billed_at: r.billed_at })),
+    ),
   ]);
   const grown = new Map<string, SeriesRef>();
   for (const r of rows) {
