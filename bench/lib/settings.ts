@@ -22,7 +22,10 @@ export interface Settings {
   /** The load of the at-load phases: this many times the paced rate, for `load_seconds`. */
   load_factor: number;
   load_seconds: number;
-  /** The stack as deployed, but for the settle window (dev value) and compressed cron minutes. */
+  /**
+   * The stack as deployed, but for the settle window (dev value) and the cron "minute", which
+   * fires every `cron_tick_seconds` (10 by default; 60 is production's cadence).
+   */
   settle_seconds: number;
   cron_tick_seconds: number;
   stripe_post_interval_seconds: number;
@@ -39,6 +42,7 @@ const FROM_ENV = {
   sessions_per_customer_per_minute: ["BENCH_SESSIONS_PER_MINUTE", 50],
   load_factor: ["BENCH_LOAD_FACTOR", 4],
   load_seconds: ["BENCH_LOAD_SECONDS", 60],
+  cron_tick_seconds: ["BENCH_CRON_TICK_SECONDS", 10],
 } as const;
 
 export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings {
@@ -61,7 +65,7 @@ export function settingsFromEnv(env: NodeJS.ProcessEnv = process.env): Settings 
     load_factor: read("load_factor"),
     load_seconds: read("load_seconds"),
     settle_seconds: 2,
-    cron_tick_seconds: 10,
+    cron_tick_seconds: read("cron_tick_seconds"),
     stripe_post_interval_seconds: 60,
   };
 }
